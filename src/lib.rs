@@ -1,0 +1,17 @@
+//! hactl: turn a single-control-plane kubeadm cluster into a highly available one, planned
+//! like Terraform plans infrastructure.
+//!
+//! The pure core (`spec`, `graph`, `planner`, `plan`, `render`, and the text editors they use)
+//! does no I/O; `cli` is the edge that reads files and prints.
+
+pub mod cli;
+pub mod cluster_config;
+pub mod graph;
+pub mod kubeadm;
+pub mod kubeconfig;
+pub mod observed;
+pub mod plan;
+pub mod planner;
+pub mod render;
+pub mod schema;
+pub mod spec;

@@ -1,0 +1,317 @@
+//! The observed state: what observation of the live cluster (or a snapshot of it) found.
+//!
+//! A plain value with no behaviour beyond small queries: live observation fills it, `hactl
+//! observe` writes it as JSON, `plan --observed` reads it back. It never holds a secret: private
+//! keys and tokens inside kubeconfig text are replaced by [`REDACTED`] before they get here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The version of the snapshot format this build reads and writes.
+pub const OBSERVED_FORMAT_VERSION: u32 = 1;
+
+/// What stands in a kubeconfig where a private key or a token was.
+pub const REDACTED: &str = "REDACTED";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedState {
+    pub format_version: u32,
+    pub endpoint: EndpointObservation,
+    /// Keyed by the node names of the desired state.
+    pub nodes: BTreeMap<String, NodeObservation>,
+    pub api: ApiObservation,
+    pub etcd: EtcdObservation,
+}
+
+/// The outcome of one probe: it worked, or why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Probe {
+    Ok,
+    Failed { reason: String },
+}
+
+impl Probe {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Probe::Ok)
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Probe::Ok => None,
+            Probe::Failed { reason } => Some(reason),
+        }
+    }
+}
+
+/// The load balancer, as seen from hactl.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointObservation {
+    /// One TCP probe per endpoint address.
+    pub addresses: BTreeMap<String, Probe>,
+    /// A TLS handshake through the LB that verifies the endpoint host against the cluster CA;
+    /// `None` when it could not be tried (no address accepted TCP).
+    pub tls: Option<Probe>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeObservation {
+    /// Whether hactl could log in; when not, every other field is empty.
+    pub ssh: Probe,
+    /// `kubeadm version -o short`, e.g. `v1.31.2`; `None` when kubeadm is not installed.
+    pub kubeadm_version: Option<String>,
+    /// `kubelet --version`, e.g. `v1.31.2`.
+    pub kubelet_version: Option<String>,
+    pub container_runtime: Option<ContainerRuntime>,
+    /// The kubeconfig files in `/etc/kubernetes`, keyed by file name (`admin.conf`), with
+    /// private keys and tokens redacted. A file that does not exist is absent.
+    pub kubeconfigs: BTreeMap<String, String>,
+    /// `/etc/kubernetes/pki/apiserver.crt`, when it exists.
+    pub apiserver_cert: Option<CertificateObservation>,
+    /// The `--advertise-address` and `--secure-port` of the kube-apiserver static pod manifest.
+    pub apiserver_endpoint: Option<ApiserverEndpoint>,
+    /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo, from `pki/ca.crt`.
+    pub ca_pin: Option<String>,
+    /// From a node that is not a control-plane member yet: can it reach the existing control
+    /// plane? Keyed by `ADDRESS:PORT`.
+    pub control_plane_reachability: BTreeMap<String, Probe>,
+}
+
+impl NodeObservation {
+    /// A node that could not be reached, with the reason.
+    pub fn unreachable(reason: impl Into<String>) -> Self {
+        NodeObservation {
+            ssh: Probe::Failed {
+                reason: reason.into(),
+            },
+            kubeadm_version: None,
+            kubelet_version: None,
+            container_runtime: None,
+            kubeconfigs: BTreeMap::new(),
+            apiserver_cert: None,
+            apiserver_endpoint: None,
+            ca_pin: None,
+            control_plane_reachability: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiserverEndpoint {
+    pub advertise_address: String,
+    pub port: u16,
+}
+
+impl ApiserverEndpoint {
+    /// `https://ADDRESS:PORT`, with brackets around an IPv6 address.
+    pub fn url(&self) -> String {
+        if self.advertise_address.contains(':') {
+            format!("https://[{}]:{}", self.advertise_address, self.port)
+        } else {
+            format!("https://{}:{}", self.advertise_address, self.port)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerRuntime {
+    Containerd,
+    CriO,
+    Docker,
+}
+
+impl ContainerRuntime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerRuntime::Containerd => "containerd",
+            ContainerRuntime::CriO => "cri-o",
+            ContainerRuntime::Docker => "docker",
+        }
+    }
+}
+
+/// A parsed X.509 certificate, as much of it as planning needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateObservation {
+    pub subject: String,
+    pub issuer: String,
+    /// Subject alternative names in the certificate's order.
+    pub sans: Vec<San>,
+    pub key_type: KeyType,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// The certificate verifies against `pki/ca.crt`.
+    pub issuer_matches_ca: bool,
+}
+
+/// The key algorithms kubeadm writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum KeyType {
+    #[serde(rename = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "RSA-3072")]
+    Rsa3072,
+    #[serde(rename = "RSA-4096")]
+    Rsa4096,
+    #[serde(rename = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "ECDSA-P384")]
+    EcdsaP384,
+}
+
+/// A subject alternative name, written as OpenSSL prints it: `DNS:name` or `IP:address`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum San {
+    Dns(String),
+    Ip(std::net::IpAddr),
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(name) => write!(f, "DNS:{name}"),
+            San::Ip(ip) => write!(f, "IP:{ip}"),
+        }
+    }
+}
+
+impl FromStr for San {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = s.strip_prefix("DNS:") {
+            if name.is_empty() {
+                return Err(format!("empty DNS name in SAN {s:?}"));
+            }
+            Ok(San::Dns(name.to_string()))
+        } else if let Some(ip) = s.strip_prefix("IP:") {
+            ip.parse()
+                .map(San::Ip)
+                .map_err(|_| format!("invalid IP address in SAN {s:?}"))
+        } else {
+            Err(format!("SAN {s:?} is neither DNS:name nor IP:address"))
+        }
+    }
+}
+
+impl TryFrom<String> for San {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<San> for String {
+    fn from(san: San) -> String {
+        san.to_string()
+    }
+}
+
+impl JsonSchema for San {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "San".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(DNS|IP):.+$",
+            "description": "A subject alternative name: `DNS:name` or `IP:address`."
+        })
+    }
+}
+
+/// What the Kubernetes API said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiObservation {
+    /// Whether hactl could reach and authenticate to the API; when not, the rest is empty.
+    pub reachable: Probe,
+    /// The `server:` hactl used.
+    pub server: Option<String>,
+    /// Keyed by `NAMESPACE/NAME`; a ConfigMap that does not exist is absent.
+    pub configmaps: BTreeMap<String, ConfigMapObservation>,
+    /// Node objects, keyed by name.
+    pub nodes: BTreeMap<String, KubeNode>,
+    /// kube-proxy Pods, keyed by the node they run on.
+    pub kube_proxy_pods: BTreeMap<String, PodObservation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigMapObservation {
+    pub resource_version: String,
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeNode {
+    pub ready: bool,
+    /// From the `node-role.kubernetes.io/<role>` labels, sorted.
+    pub roles: Vec<String>,
+    pub kubelet_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodObservation {
+    pub name: String,
+    pub ready: bool,
+    pub restarts: u32,
+}
+
+/// The etcd cluster, from `etcdctl member list` and `endpoint health` on a control-plane node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdObservation {
+    /// The node etcdctl ran on; `None` when no control-plane node could run it.
+    pub observed_from: Option<String>,
+    pub members: Vec<EtcdMember>,
+    /// `endpoint health` for the cluster.
+    pub health: Probe,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdMember {
+    /// Hexadecimal member id.
+    pub id: String,
+    /// Empty for a member that was added but never started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl EtcdMember {
+    /// An added member that never started has no name and no client URLs.
+    pub fn started(&self) -> bool {
+        !self.name.is_empty() && !self.client_urls.is_empty()
+    }
+}
+
+impl ObservedState {
+    /// The ConfigMap `namespace/name`, if observed.
+    pub fn configmap(&self, namespace: &str, name: &str) -> Option<&ConfigMapObservation> {
+        self.api.configmaps.get(&format!("{namespace}/{name}"))
+    }
+
+    /// The etcd member that carries this node's name.
+    pub fn etcd_member(&self, node: &str) -> Option<&EtcdMember> {
+        self.etcd.members.iter().find(|m| m.name == node)
+    }
+}

@@ -1,0 +1,230 @@
+//! The plan: what will change, why, exactly how, and what runs after it.
+//!
+//! A plain value, serialised as the versioned JSON that `plan --format json` prints and that
+//! `plan -o PLANFILE` saves (`schemas/plan.schema.json`). It never holds a secret: join
+//! commands carry placeholders for the token and certificate key, kubeconfig text is redacted.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::kubeadm::Component;
+use crate::observed::{KeyType, San};
+
+/// The version of the plan format; a minor bump adds fields, a major bump breaks readers.
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub format_version: String,
+    /// `cluster.name` of the desired state.
+    pub cluster: String,
+    /// `https://HOST:PORT` of the load balancer.
+    pub endpoint: String,
+    /// The cluster's kubeadm version, when observation found it.
+    pub kubernetes_version: Option<String>,
+    pub container_runtime: Option<String>,
+    /// Every resource, in the order apply carries them out (topological, deterministic).
+    pub resource_changes: Vec<ResourceChange>,
+    /// Restarts and checks triggered by changes, in the order they run.
+    pub handlers: Vec<Handler>,
+    /// What the plan could not decide, or what stops apply; errors make `plan` exit 1.
+    pub problems: Vec<Problem>,
+    pub summary: Summary,
+    /// A digest of every resource's fingerprint: apply refuses the plan when it differs.
+    pub observed_fingerprint: String,
+}
+
+/// What happens to a resource; Terraform's vocabulary, plus `unknown` for a resource whose
+/// node or API could not be observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    /// A check that changes nothing (the endpoint).
+    Read,
+    Create,
+    Update,
+    Delete,
+    Unknown,
+}
+
+impl Action {
+    /// Terraform's symbols: `+` create, `~` update, `-` delete, `<=` read.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Read => "<=",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Unknown => "?",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceChange {
+    /// Stable address: `endpoint`, `apiserver_cert.cp1`, `kubeconfig.cp1.admin`,
+    /// `configmap.kube-system.kube-proxy`, `control_plane.cp2`.
+    pub address: String,
+    /// The node the resource lives on, for node resources.
+    pub node: Option<String>,
+    /// `["no-op"]`, `["read"]`, `["create"]`, `["update"]`, `["delete", "create"]` (replace),
+    /// `["unknown"]`.
+    pub actions: Vec<Action>,
+    /// One sentence: why this action.
+    pub reason: String,
+    pub before: Option<ResourceValue>,
+    pub after: Option<ResourceValue>,
+    /// Ids of the handlers this change triggers.
+    pub handlers: Vec<String>,
+    /// Addresses this resource waits for.
+    pub depends_on: Vec<String>,
+    /// `sha256:<hex>` of what was observed for this resource.
+    pub fingerprint: String,
+}
+
+impl ResourceChange {
+    /// True when the resource changes something (not a no-op, read or unknown).
+    pub fn is_change(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Create | Action::Update | Action::Delete))
+    }
+}
+
+/// The observed (`before`) or desired (`after`) value of a resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ResourceValue {
+    /// The load balancer.
+    Endpoint {
+        host: String,
+        port: u16,
+        addresses: Vec<String>,
+    },
+    /// An X.509 certificate on a node.
+    Certificate {
+        path: String,
+        subject: String,
+        sans: Vec<San>,
+        key_type: KeyType,
+        /// RFC 3339; `None` in `after`: known after apply.
+        not_after: Option<String>,
+    },
+    /// A kubeconfig file on a node; `content` is the whole file, secrets redacted.
+    File {
+        path: String,
+        server: Option<String>,
+        content: String,
+    },
+    /// A ConfigMap's data, every key.
+    ConfigMap {
+        namespace: String,
+        name: String,
+        resource_version: Option<String>,
+        data: BTreeMap<String, String>,
+    },
+    /// A node's control-plane membership.
+    ControlPlane {
+        /// `voting`, `learner`, `unstarted`, or `None` when not an etcd member.
+        etcd_member: Option<String>,
+        /// The Node object's Ready condition, `None` when there is no Node.
+        node_ready: Option<bool>,
+        /// The Node carries the control-plane role.
+        control_plane_role: bool,
+        /// The join that makes it so, secrets as placeholders.
+        join_command: Option<String>,
+    },
+}
+
+/// A restart or check, run once per component per node after the last change that triggers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    /// `handler.<node>.<component>` or `handler.cluster-info.jws`.
+    pub id: String,
+    pub node: Option<String>,
+    pub action: HandlerAction,
+    /// What it does, for people: `restart kubelet on cp1 (systemctl restart kubelet)`.
+    pub description: String,
+    /// How apply verifies it worked.
+    pub verify: String,
+    /// The addresses whose changes trigger it.
+    pub triggered_by: Vec<String>,
+    /// It runs right after this resource.
+    pub runs_after: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum HandlerAction {
+    /// `systemctl restart kubelet`.
+    RestartKubelet,
+    /// Stop the static pod's sandbox; the kubelet recreates it.
+    RestartStaticPod { component: Component, runtime: String },
+    /// Wait for kube-apiserver to serve the new certificate; restart its static pod if it
+    /// does not within the timeout.
+    ReloadServingCertificate { runtime: String },
+    /// Delete the node's kube-proxy Pod; the DaemonSet recreates it.
+    RestartKubeProxy,
+    /// Wait until the bootstrapsigner has re-signed cluster-info.
+    AwaitBootstrapSigner,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    pub severity: Severity,
+    /// A node name or a resource address.
+    pub subject: String,
+    pub message: String,
+    /// How to fix it.
+    pub help: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    /// Resources that could not be decided.
+    pub unknown: usize,
+}
+
+impl Plan {
+    /// True when apply would change something.
+    pub fn has_changes(&self) -> bool {
+        self.resource_changes.iter().any(ResourceChange::is_change)
+    }
+
+    /// True when a problem of severity error stops apply.
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+
+    /// True when the plan joins a control-plane node or destroys anything: reviewers are warned.
+    pub fn is_dangerous(&self) -> bool {
+        self.resource_changes.iter().any(|r| {
+            r.actions.contains(&Action::Delete)
+                || (r.address.starts_with("control_plane.") && r.actions.contains(&Action::Create))
+        })
+    }
+
+    /// The handler with this id.
+    pub fn handler(&self, id: &str) -> Option<&Handler> {
+        self.handlers.iter().find(|h| h.id == id)
+    }
+}
