@@ -1,7 +1,289 @@
-//! The command line: argument parsing, reading files, printing, exit codes.
+//! The command line: argument parsing, reading and writing files, printing, exit codes.
+//!
+//! This is the edge: the only module of the core pipeline that touches the file system. Errors
+//! become miette reports that name the file and say how to fix it.
 
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
+
+use crate::graph::{ClusterFacts, ResourceGraph};
+use crate::observed::{OBSERVED_FORMAT_VERSION, ObservedState};
+use crate::plan::Plan;
+use crate::{planner, render, schema, spec};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hactl",
+    version,
+    about = "Plan and apply the conversion of a single-control-plane kubeadm cluster into a highly available one"
+)]
+pub struct Cli {
+    /// Never colour the output (colour is also off when NO_COLOR is set or output is piped).
+    #[arg(long, global = true)]
+    no_color: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a desired-state file and report every problem in it.
+    Validate {
+        /// The desired-state TOML file.
+        file: PathBuf,
+    },
+    /// Show what apply would change, and why.
+    Plan {
+        /// The desired-state TOML file.
+        file: PathBuf,
+        /// Plan against an observed-state snapshot instead of the live cluster.
+        #[arg(long, value_name = "SNAPSHOT.json")]
+        observed: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Save the plan (JSON) for `hactl show` and `hactl apply`.
+        #[arg(short = 'o', long = "out", value_name = "PLANFILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when nothing changes, 2 when something does, 1 on error (terraform's
+        /// -detailed-exitcode).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Render a saved plan.
+    Show {
+        plan_file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the resource graph in Graphviz DOT (`hactl graph FILE | dot -Tsvg > graph.svg`).
+    Graph {
+        file: PathBuf,
+        /// Build the graph for an observed-state snapshot (version, running members) rather than
+        /// assumed facts.
+        #[arg(long, value_name = "SNAPSHOT.json")]
+        observed: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the desired-state file (or, with --plan, of the plan file).
+    Schema {
+        #[arg(long)]
+        plan: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// An error at the edge, shown as a miette report.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+enum CliError {
+    #[error("cannot read {path}: {source}")]
+    #[diagnostic(code(hactl::io), help("check the path and its permissions"))]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    #[diagnostic(code(hactl::io), help("check that the folder exists and is writable"))]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an observed-state snapshot: {message}")]
+    #[diagnostic(
+        code(hactl::observed),
+        help("snapshots are written by `hactl observe FILE -o SNAPSHOT.json` of this hactl version (format_version {OBSERVED_FORMAT_VERSION})")
+    )]
+    Snapshot { path: String, message: String },
+    #[error("{path}: {source}")]
+    #[diagnostic(code(hactl::plan_file))]
+    PlanFile {
+        path: String,
+        source: render::PlanFileError,
+    },
+    #[error("hactl plan cannot observe a live cluster yet")]
+    #[diagnostic(
+        code(hactl::plan::live),
+        help("pass an observed-state snapshot: hactl plan {file} --observed SNAPSHOT.json (examples in tests/fixtures/observed/)")
+    )]
+    LiveNotYet { file: String },
+    #[error(transparent)]
+    #[diagnostic(code(hactl::graph::cycle), help("this is a bug in hactl's graph builder; please report it with the desired-state file"))]
+    Cycle(#[from] crate::graph::CycleError),
+}
+
+/// Runs hactl with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
-    ExitCode::from(1)
+    let cli = Cli::parse();
+    let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let report_color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    match run(cli.command, color) {
+        Ok(code) => ExitCode::from(code),
+        Err(report) => {
+            eprint!("{}", render_report(report.as_ref(), report_color));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A diagnostic as miette draws it; no colour unless asked for.
+pub fn render_report(diagnostic: &dyn Diagnostic, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let mut out = String::new();
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    if handler.render_report(&mut out, diagnostic).is_err() {
+        out = format!("{diagnostic}\n");
+    }
+    out
+}
+
+type Outcome = Result<u8, Box<dyn Diagnostic + Send + Sync>>;
+
+fn run(command: Command, color: bool) -> Outcome {
+    match command {
+        Command::Validate { file } => {
+            let desired = read_spec(&file)?;
+            println!(
+                "{}: valid ({} control-plane and {} worker nodes behind {})",
+                file.display(),
+                desired.control_plane_nodes().count(),
+                desired.worker_nodes().count(),
+                desired.control_plane_endpoint()
+            );
+            Ok(0)
+        }
+        Command::Plan {
+            file,
+            observed,
+            format,
+            out,
+            detailed_exitcode,
+        } => {
+            let desired = read_spec(&file)?;
+            let Some(observed) = observed else {
+                return Err(Box::new(CliError::LiveNotYet {
+                    file: file.display().to_string(),
+                }));
+            };
+            let observed = read_observed(&observed)?;
+            let plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
+            if let Some(out) = &out {
+                write_file(out, &render::json(&plan))?;
+            }
+            print_plan(&plan, format, color)?;
+            if let Some(out) = &out {
+                eprintln!("Saved the plan to {}; show it with: hactl show {}", out.display(), out.display());
+            }
+            Ok(plan_exit_code(&plan, detailed_exitcode))
+        }
+        Command::Show { plan_file, format } => {
+            let text = read_file(&plan_file)?;
+            let plan = render::parse_plan(&text).map_err(|source| CliError::PlanFile {
+                path: plan_file.display().to_string(),
+                source,
+            })?;
+            print_plan(&plan, format, color)?;
+            Ok(0)
+        }
+        Command::Graph { file, observed } => {
+            let desired = read_spec(&file)?;
+            let facts = match observed {
+                Some(path) => ClusterFacts::observed(&desired, &read_observed(&path)?),
+                None => ClusterFacts::assumed(&desired),
+            };
+            let graph = ResourceGraph::build(&desired, &facts).map_err(CliError::from)?;
+            print!("{}", graph.to_dot(&facts));
+            Ok(0)
+        }
+        Command::Schema { plan } => {
+            print!(
+                "{}",
+                if plan {
+                    schema::plan_schema()
+                } else {
+                    schema::desired_state_schema()
+                }
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// 1 when the plan has errors; with `--detailed-exitcode`, 2 when it changes something.
+fn plan_exit_code(plan: &Plan, detailed: bool) -> u8 {
+    if plan.has_errors() {
+        1
+    } else if detailed && plan.has_changes() {
+        2
+    } else {
+        0
+    }
+}
+
+fn print_plan(plan: &Plan, format: Format, color: bool) -> Result<(), Box<dyn Diagnostic + Send + Sync>> {
+    let text = match format {
+        Format::Text => render::text(plan, color),
+        Format::Markdown => render::markdown(plan).join("\n"),
+        Format::Json => render::json(plan),
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`hactl plan … | head`) is not an error worth a report.
+    let _ = stdout.write_all(text.as_bytes());
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<String, Box<dyn Diagnostic + Send + Sync>> {
+    std::fs::read_to_string(path).map_err(|source| {
+        Box::new(CliError::Read {
+            path: path.display().to_string(),
+            source,
+        }) as _
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Box<dyn Diagnostic + Send + Sync>> {
+    std::fs::write(path, text).map_err(|source| {
+        Box::new(CliError::Write {
+            path: path.display().to_string(),
+            source,
+        }) as _
+    })
+}
+
+fn read_spec(path: &Path) -> Result<spec::DesiredState, Box<dyn Diagnostic + Send + Sync>> {
+    let text = read_file(path)?;
+    spec::parse(&path.display().to_string(), &text).map_err(|e| Box::new(e) as _)
+}
+
+fn read_observed(path: &Path) -> Result<ObservedState, Box<dyn Diagnostic + Send + Sync>> {
+    let text = read_file(path)?;
+    let snapshot = |message: String| {
+        Box::new(CliError::Snapshot {
+            path: path.display().to_string(),
+            message,
+        }) as Box<dyn Diagnostic + Send + Sync>
+    };
+    // Check the version first, so an old or new snapshot gets that message and not a field error.
+    let version = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| snapshot(e.to_string()))?
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(OBSERVED_FORMAT_VERSION)) {
+        return Err(snapshot(format!(
+            "its format_version is {}, this hactl reads {OBSERVED_FORMAT_VERSION}",
+            version.map_or_else(|| "missing".to_string(), |v| v.to_string())
+        )));
+    }
+    serde_json::from_str(&text).map_err(|e| snapshot(e.to_string()))
 }

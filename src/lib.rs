@@ -15,3 +15,4 @@ pub mod planner;
 pub mod render;
 pub mod schema;
 pub mod spec;
+pub mod yaml;

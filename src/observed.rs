@@ -310,8 +310,55 @@ impl ObservedState {
         self.api.configmaps.get(&format!("{namespace}/{name}"))
     }
 
-    /// The etcd member that carries this node's name.
-    pub fn etcd_member(&self, node: &str) -> Option<&EtcdMember> {
-        self.etcd.members.iter().find(|m| m.name == node)
+    /// The etcd member that is, or was meant to be, this node: by name, or by a peer URL on the
+    /// node's address for a member that never started (and so has no name).
+    pub fn etcd_member(&self, node: &str, address: &str) -> Option<&EtcdMember> {
+        self.etcd
+            .members
+            .iter()
+            .find(|m| m.name == node || m.peer_urls.iter().any(|u| url_host(u) == address))
+    }
+
+    /// Whether this node runs a control plane. The cluster says so (the Node's control-plane
+    /// role, or a started voting etcd member); the node's files count only when neither the API
+    /// nor etcd could be observed, because a join that stopped halfway leaves files behind.
+    pub fn is_control_plane_member(&self, node: &str, address: &str) -> bool {
+        let role = self
+            .api
+            .nodes
+            .get(node)
+            .is_some_and(|k| k.roles.iter().any(|r| r == "control-plane"));
+        let voting = self
+            .etcd_member(node, address)
+            .is_some_and(|m| m.started() && !m.is_learner);
+        let blind = !self.api.reachable.is_ok() && self.etcd.observed_from.is_none();
+        let files = self.nodes.get(node).is_some_and(|o| {
+            o.apiserver_cert.is_some() || o.kubeconfigs.contains_key("admin.conf")
+        });
+        role || voting || (blind && files)
+    }
+}
+
+/// The host of `scheme://host:port/…`, without IPv6 brackets.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_host;
+
+    #[test]
+    fn url_hosts_are_compared_whole() {
+        assert_eq!(url_host("https://127.0.0.11:2380"), "127.0.0.11");
+        assert_ne!(url_host("https://127.0.0.11:2380"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:2380"), "::1");
+        assert_eq!(url_host("http://localhost:2380/x"), "localhost");
+        assert_eq!(url_host("cp1"), "cp1");
     }
 }

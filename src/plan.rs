@@ -131,7 +131,7 @@ pub enum ResourceValue {
     },
     /// A node's control-plane membership.
     ControlPlane {
-        /// `voting`, `learner`, `unstarted`, or `None` when not an etcd member.
+        /// `voting`, `learner`, `unstarted`, `unstarted learner`, or `None` when not an etcd member.
         etcd_member: Option<String>,
         /// The Node object's Ready condition, `None` when there is no Node.
         node_ready: Option<bool>,

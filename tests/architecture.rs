@@ -1,0 +1,105 @@
+//! Architecture invariants, checked as ordinary tests: the core does no I/O, and every source
+//! file says what it is for.
+//!
+//! Every module is core unless it is listed in `EDGE`: a new module is pure by default, and
+//! making one an I/O module is a deliberate edit here.
+
+use std::path::{Path, PathBuf};
+
+/// Modules (paths under src/) allowed to do I/O: the command line and the binary.
+const EDGE: &[&str] = &["cli.rs", "main.rs"];
+
+/// What the core must not use: file system, processes, environment, terminal, network and
+/// async runtimes, SSH and Kubernetes clients.
+const FORBIDDEN: &[&str] = &[
+    "std::fs",
+    "std::process",
+    "std::env",
+    "std::io::std",
+    "std::net::Tcp",
+    "std::net::Udp",
+    "tokio",
+    "kube::",
+    "openssh",
+    "println!",
+    "eprintln!",
+    "print!(",
+    "eprint!(",
+    "crate::cli",
+];
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn all_sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    files.sort();
+    assert!(files.len() > 5, "found too few sources under {}", src.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// Code lines only: comments and doc comments may mention I/O.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+}
+
+#[test]
+fn the_core_does_no_io() {
+    let mut violations = Vec::new();
+    for (file, text) in all_sources() {
+        if EDGE.contains(&file.as_str()) {
+            continue;
+        }
+        for (line, code) in code_lines(&text) {
+            for f in FORBIDDEN {
+                if code.contains(f) {
+                    violations.push(format!("src/{file}:{line}: uses `{f}`: {}", code.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the pure core (every module not in EDGE) must not do I/O:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_check_finds_io_when_there_is_some() {
+    // The scanner itself must be able to fail.
+    let text = "//! x\nuse std::fs;\n// std::process in a comment is fine\n";
+    let hits: Vec<_> = code_lines(text)
+        .filter(|(_, l)| FORBIDDEN.iter().any(|f| l.contains(f)))
+        .collect();
+    assert_eq!(hits, [(2, "use std::fs;")]);
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let missing: Vec<String> = all_sources()
+        .into_iter()
+        .filter(|(_, text)| !text.starts_with("//!"))
+        .map(|(file, _)| format!("src/{file}"))
+        .collect();
+    assert!(missing.is_empty(), "these files do not start with a //! line: {missing:?}");
+}

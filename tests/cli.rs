@@ -1,0 +1,135 @@
+//! The `hactl` binary end to end: commands, exit codes, files, colour.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hactl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hactl"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+const FRESH: &str = "tests/fixtures/observed/fresh-1.31.json";
+const CONVERTED: &str = "tests/fixtures/observed/converted-1.31.json";
+
+#[test]
+fn plan_prints_the_conversion_and_exit_codes_follow_terraform() {
+    let o = hactl(&["plan", "plans/lab.toml", "--observed", FRESH]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Plan: 2 to add, 9 to change, 0 to destroy."), "{out}");
+    assert!(out.contains("+    server: https://k8s-api.lab.internal:6443"), "{out}");
+    // Piped output has no colour.
+    assert!(!out.contains('\x1b'));
+
+    let o = hactl(&["plan", "plans/lab.toml", "--observed", FRESH, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = hactl(&["plan", "plans/lab.toml", "--observed", CONVERTED, "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = hactl(&[
+        "plan",
+        "plans/lab.toml",
+        "--observed",
+        "tests/fixtures/observed/unreachable-worker-1.31.json",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("w2"));
+}
+
+#[test]
+fn a_saved_plan_shows_the_same_in_every_format() {
+    let dir = std::env::temp_dir().join(format!("hactl-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let planfile = dir.join("plan.json");
+    let p = planfile.to_str().unwrap();
+    for format in ["text", "markdown", "json"] {
+        let planned = hactl(&["plan", "plans/lab.toml", "--observed", FRESH, "--format", format, "-o", p]);
+        assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+        assert!(stderr(&planned).contains("Saved the plan to"));
+        let shown = hactl(&["show", p, "--format", format]);
+        assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+        assert_eq!(stdout(&planned), stdout(&shown), "{format}");
+    }
+    let saved = std::fs::read_to_string(&planfile).unwrap();
+    assert!(saved.contains("\"format_version\": \"1.0\""));
+    std::fs::write(&planfile, "not json").unwrap();
+    let bad = hactl(&["show", p]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains(p), "{}", stderr(&bad));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plan_without_a_snapshot_says_what_to_do() {
+    let o = hactl(&["plan", "plans/lab.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("--observed"), "{err}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn validate_reports_problems_with_the_file_name() {
+    let ok = hactl(&["validate", "plans/lab.toml"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("valid"));
+    let dir = std::env::temp_dir().join(format!("hactl-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    let lab = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/lab.toml")).unwrap();
+    std::fs::write(&bad, lab.replace("name = \"cp2\"", "name = \"cp1\"")).unwrap();
+    let o = hactl(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(!err.contains('\x1b'), "a piped report has no colour");
+    let missing = hactl(&["validate", "no/such/file.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no/such/file.toml"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_snapshot_of_another_format_is_refused_clearly() {
+    let dir = std::env::temp_dir().join(format!("hactl-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("old.json");
+    let fresh = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(FRESH)).unwrap();
+    std::fs::write(&snap, fresh.replacen("\"format_version\": 1", "\"format_version\": 7", 1)).unwrap();
+    let o = hactl(&["plan", "plans/lab.toml", "--observed", snap.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("format_version is 7"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn graph_prints_dot_and_schema_matches_the_checked_in_file() {
+    let o = hactl(&["graph", "plans/lab.toml"]);
+    assert_eq!(o.status.code(), Some(0));
+    let dot = stdout(&o);
+    assert!(dot.contains("digraph {"));
+    assert!(dot.contains("label = \"control_plane.cp3\""));
+    assert!(dot.starts_with("// assumed"));
+    let observed = hactl(&["graph", "plans/lab.toml", "--observed", "tests/fixtures/observed/fresh-1.23-docker.json"]);
+    assert!(!stdout(&observed).contains("super-admin"));
+    assert!(!stdout(&observed).starts_with("// assumed"));
+
+    let o = hactl(&["schema"]);
+    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/hactl.schema.json")).unwrap();
+    assert_eq!(stdout(&o), checked_in);
+    let o = hactl(&["schema", "--plan"]);
+    let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json")).unwrap();
+    assert_eq!(stdout(&o), checked_in);
+}
