@@ -99,7 +99,9 @@ enum CliError {
     #[error("{path} is not an observed-state snapshot: {message}")]
     #[diagnostic(
         code(hactl::observed),
-        help("snapshots are written by `hactl observe FILE -o SNAPSHOT.json` of this hactl version (format_version {OBSERVED_FORMAT_VERSION})")
+        help(
+            "snapshots are written by `hactl observe FILE -o SNAPSHOT.json` of this hactl version (format_version {OBSERVED_FORMAT_VERSION})"
+        )
     )]
     Snapshot { path: String, message: String },
     #[error("{path}: {source}")]
@@ -111,19 +113,28 @@ enum CliError {
     #[error("hactl plan cannot observe a live cluster yet")]
     #[diagnostic(
         code(hactl::plan::live),
-        help("pass an observed-state snapshot: hactl plan {file} --observed SNAPSHOT.json (examples in tests/fixtures/observed/)")
+        help(
+            "pass an observed-state snapshot: hactl plan {file} --observed SNAPSHOT.json (examples in tests/fixtures/observed/)"
+        )
     )]
     LiveNotYet { file: String },
     #[error(transparent)]
-    #[diagnostic(code(hactl::graph::cycle), help("this is a bug in hactl's graph builder; please report it with the desired-state file"))]
+    #[diagnostic(
+        code(hactl::graph::cycle),
+        help(
+            "this is a bug in hactl's graph builder; please report it with the desired-state file"
+        )
+    )]
     Cycle(#[from] crate::graph::CycleError),
 }
 
 /// Runs hactl with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-    let report_color = !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    let color =
+        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let report_color =
+        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     match run(cli.command, color) {
         Ok(code) => ExitCode::from(code),
         Err(report) => {
@@ -183,7 +194,11 @@ fn run(command: Command, color: bool) -> Outcome {
             }
             print_plan(&plan, format, color)?;
             if let Some(out) = &out {
-                eprintln!("Saved the plan to {}; show it with: hactl show {}", out.display(), out.display());
+                eprintln!(
+                    "Saved the plan to {}; show it with: hactl show {}",
+                    out.display(),
+                    out.display()
+                );
             }
             Ok(plan_exit_code(&plan, detailed_exitcode))
         }
@@ -231,7 +246,11 @@ fn plan_exit_code(plan: &Plan, detailed: bool) -> u8 {
     }
 }
 
-fn print_plan(plan: &Plan, format: Format, color: bool) -> Result<(), Box<dyn Diagnostic + Send + Sync>> {
+fn print_plan(
+    plan: &Plan,
+    format: Format,
+    color: bool,
+) -> Result<(), Box<dyn Diagnostic + Send + Sync>> {
     let text = match format {
         Format::Text => render::text(plan, color),
         Format::Markdown => render::markdown(plan).join("\n"),

@@ -135,7 +135,13 @@ fn with_final_newline(text: &str) -> String {
 
 /// Inserts `lines` before the first key of `entries` that sorts after `key` (Go's order), or at
 /// `fallback` when none does.
-fn insert_sorted(text: &str, entries: &[(Node, Node)], key: &str, lines: &str, fallback: usize) -> String {
+fn insert_sorted(
+    text: &str,
+    entries: &[(Node, Node)],
+    key: &str,
+    lines: &str,
+    fallback: usize,
+) -> String {
     let at = entries
         .iter()
         .find(|(k, _)| k.as_str().is_some_and(|k| k > key))
@@ -151,12 +157,20 @@ fn set_top_level(text: &str, key: &str, value: &str) -> Result<String, ClusterCo
     let text = with_final_newline(text);
     let root = yaml::parse(&text)?;
     let Node::Map { entries, .. } = &root else {
-        return Err(ClusterConfigError::Unsupported("the document", "not a mapping".into()));
+        return Err(ClusterConfigError::Unsupported(
+            "the document",
+            "not a mapping".into(),
+        ));
     };
     if let Some((_, node)) = entries.iter().find(|(k, _)| k.as_str() == Some(key)) {
         let span = yaml::scalar_span(&text, node)
             .map_err(|e| ClusterConfigError::Unsupported("controlPlaneEndpoint", e.message))?;
-        return Ok(format!("{}{}{}", &text[..span.start], scalar(value), &text[span.end..]));
+        return Ok(format!(
+            "{}{}{}",
+            &text[..span.start],
+            scalar(value),
+            &text[span.end..]
+        ));
     }
     let line = format!("{key}: {}\n", scalar(value));
     Ok(insert_sorted(&text, entries, key, &line, text.len()))
@@ -166,7 +180,10 @@ fn add_cert_sans(text: &str, missing: &[&str]) -> Result<String, ClusterConfigEr
     let text = with_final_newline(text);
     let root = yaml::parse_with_flow(&text)?;
     let Node::Map { entries: top, .. } = &root else {
-        return Err(ClusterConfigError::Unsupported("the document", "not a mapping".into()));
+        return Err(ClusterConfigError::Unsupported(
+            "the document",
+            "not a mapping".into(),
+        ));
     };
     let items = |indent: &str| -> String {
         missing
@@ -174,7 +191,10 @@ fn add_cert_sans(text: &str, missing: &[&str]) -> Result<String, ClusterConfigEr
             .map(|s| format!("{indent}- {}\n", scalar(s)))
             .collect()
     };
-    let Some(idx) = top.iter().position(|(k, _)| k.as_str() == Some("apiServer")) else {
+    let Some(idx) = top
+        .iter()
+        .position(|(k, _)| k.as_str() == Some("apiServer"))
+    else {
         let block = format!("apiServer:\n  certSANs:\n{}", items("  "));
         return Ok(insert_sorted(&text, top, "apiServer", &block, text.len()));
     };
@@ -184,23 +204,43 @@ fn add_cert_sans(text: &str, missing: &[&str]) -> Result<String, ClusterConfigEr
         .get(idx + 1)
         .map_or(text.len(), |(k, _)| line_start_of(&text, k));
     match api_server {
-        Node::Map { entries, flow: true, .. } if entries.is_empty() => {
+        Node::Map {
+            entries,
+            flow: true,
+            ..
+        } if entries.is_empty() => {
             // `apiServer: {}` becomes a block mapping.
             let start = line_start_of(&text, key);
-            let end = text[start..].find('\n').map_or(text.len(), |i| start + i + 1);
+            let end = text[start..]
+                .find('\n')
+                .map_or(text.len(), |i| start + i + 1);
             let block = format!("apiServer:\n  certSANs:\n{}", items("  "));
             Ok(format!("{}{block}{}", &text[..start], &text[end..]))
         }
-        Node::Map { entries, flow: false, .. } => {
+        Node::Map {
+            entries,
+            flow: false,
+            ..
+        } => {
             let indent = " ".repeat(entries.first().map_or(2, |(k, _)| k.pos().col));
             match entries.iter().find(|(k, _)| k.as_str() == Some("certSANs")) {
                 None => {
                     let block = format!("{indent}certSANs:\n{}", items(&indent));
                     Ok(insert_sorted(&text, entries, "certSANs", &block, block_end))
                 }
-                Some((_, Node::Seq { items: existing, flow: false, .. })) => {
+                Some((
+                    _,
+                    Node::Seq {
+                        items: existing,
+                        flow: false,
+                        ..
+                    },
+                )) => {
                     let last = existing.last().ok_or_else(|| {
-                        ClusterConfigError::Unsupported("apiServer.certSANs", "an empty block list".into())
+                        ClusterConfigError::Unsupported(
+                            "apiServer.certSANs",
+                            "an empty block list".into(),
+                        )
                     })?;
                     // New items take the last item's prefix (indentation and `- `).
                     let line_start = line_start_of(&text, last);
@@ -211,9 +251,12 @@ fn add_cert_sans(text: &str, missing: &[&str]) -> Result<String, ClusterConfigEr
                             "list items that are not `- name` lines".into(),
                         ));
                     }
-                    let span = yaml::scalar_span(&text, last)
-                        .map_err(|e| ClusterConfigError::Unsupported("apiServer.certSANs", e.message))?;
-                    let after = text[span.end..].find('\n').map_or(text.len(), |i| span.end + i + 1);
+                    let span = yaml::scalar_span(&text, last).map_err(|e| {
+                        ClusterConfigError::Unsupported("apiServer.certSANs", e.message)
+                    })?;
+                    let after = text[span.end..]
+                        .find('\n')
+                        .map_or(text.len(), |i| span.end + i + 1);
                     let added: String = missing
                         .iter()
                         .map(|s| format!("{prefix}{}\n", scalar(s)))
@@ -237,8 +280,10 @@ fn add_cert_sans(text: &str, missing: &[&str]) -> Result<String, ClusterConfigEr
 fn canonical(y: &Yaml) -> String {
     match y {
         Yaml::Hash(h) => {
-            let sorted: BTreeMap<String, String> =
-                h.iter().map(|(k, v)| (canonical(k), canonical(v))).collect();
+            let sorted: BTreeMap<String, String> = h
+                .iter()
+                .map(|(k, v)| (canonical(k), canonical(v)))
+                .collect();
             format!("{sorted:?}")
         }
         Yaml::Array(a) => format!("{:?}", a.iter().map(canonical).collect::<Vec<_>>()),
@@ -247,7 +292,12 @@ fn canonical(y: &Yaml) -> String {
 }
 
 /// The edited document equals the original with exactly the intended change.
-fn verify(before: &str, after: &str, endpoint: &str, added: &[&str]) -> Result<(), ClusterConfigError> {
+fn verify(
+    before: &str,
+    after: &str,
+    endpoint: &str,
+    added: &[&str],
+) -> Result<(), ClusterConfigError> {
     let load = |t: &str| -> Result<Yaml, ClusterConfigError> {
         YamlLoader::load_from_str(t)
             .ok()
@@ -262,11 +312,15 @@ fn verify(before: &str, after: &str, endpoint: &str, added: &[&str]) -> Result<(
     let key = |k: &str| Yaml::String(k.to_string());
     root.insert(key("controlPlaneEndpoint"), key(endpoint));
     if !added.is_empty() {
-        let api = root.entry(key("apiServer")).or_insert(Yaml::Hash(Default::default()));
+        let api = root
+            .entry(key("apiServer"))
+            .or_insert(Yaml::Hash(Default::default()));
         let Yaml::Hash(api) = api else {
             return Err(ClusterConfigError::Verification);
         };
-        let sans = api.entry(key("certSANs")).or_insert(Yaml::Array(Vec::new()));
+        let sans = api
+            .entry(key("certSANs"))
+            .or_insert(Yaml::Array(Vec::new()));
         let Yaml::Array(sans) = sans else {
             return Err(ClusterConfigError::Verification);
         };
@@ -344,7 +398,10 @@ scheduler: {}
             );
         assert_eq!(out, want);
         // Converging again changes nothing.
-        assert_eq!(converge(&out, "k8s-api.lab.internal:6443", &sans()).unwrap(), out);
+        assert_eq!(
+            converge(&out, "k8s-api.lab.internal:6443", &sans()).unwrap(),
+            out
+        );
     }
 
     #[test]
@@ -359,8 +416,14 @@ scheduler: {}
     #[test]
     fn existing_sans_are_kept_and_extended_and_an_old_endpoint_replaced() {
         let text = V1BETA3
-            .replace("  extraArgs:", "  certSANs:\n  - old.example.com\n  - k8s-api.lab.internal\n  extraArgs:")
-            .replace("clusterName: kubernetes\n", "clusterName: kubernetes\ncontrolPlaneEndpoint: 10.0.0.1:6443\n");
+            .replace(
+                "  extraArgs:",
+                "  certSANs:\n  - old.example.com\n  - k8s-api.lab.internal\n  extraArgs:",
+            )
+            .replace(
+                "clusterName: kubernetes\n",
+                "clusterName: kubernetes\ncontrolPlaneEndpoint: 10.0.0.1:6443\n",
+            );
         let out = converge(&text, "k8s-api.lab.internal:6443", &sans()).unwrap();
         assert!(out.contains("  certSANs:\n  - old.example.com\n  - k8s-api.lab.internal\n  - 127.0.0.100\n  extraArgs:"));
         assert!(out.contains("controlPlaneEndpoint: k8s-api.lab.internal:6443\n"));
@@ -383,9 +446,15 @@ scheduler: {}
         assert_eq!(c.control_plane_endpoint, None);
         assert_eq!(c.first_service_ip(), Some("10.96.0.1".parse().unwrap()));
         assert_eq!(c.kubernetes_version.as_deref(), Some("v1.31.2"));
-        let dual = ClusterConfig { service_subnet: "fd00::/108,10.0.0.0/16".into(), ..c };
+        let dual = ClusterConfig {
+            service_subnet: "fd00::/108,10.0.0.0/16".into(),
+            ..c
+        };
         assert_eq!(dual.first_service_ip(), Some("fd00::1".parse().unwrap()));
-        assert!(matches!(read("kind: InitConfiguration\n"), Err(ClusterConfigError::WrongKind(_))));
+        assert!(matches!(
+            read("kind: InitConfiguration\n"),
+            Err(ClusterConfigError::WrongKind(_))
+        ));
     }
 
     #[test]

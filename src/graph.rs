@@ -227,7 +227,10 @@ impl ResourceGraph {
     }
 
     /// A graph of the given resources and `(prerequisite, dependent)` index pairs.
-    pub fn from_parts(resources: Vec<Resource>, edges: &[(usize, usize)]) -> Result<Self, CycleError> {
+    pub fn from_parts(
+        resources: Vec<Resource>,
+        edges: &[(usize, usize)],
+    ) -> Result<Self, CycleError> {
         let mut graph = DiGraph::new();
         let idx: Vec<NodeIndex> = resources.into_iter().map(|r| graph.add_node(r)).collect();
         for &(from, to) in edges {
@@ -312,9 +315,33 @@ fn dependencies(resources: &[Resource], facts: &ClusterFacts) -> Vec<(usize, usi
     };
     let endpoint = indices(&|r| matches!(r, Resource::Endpoint));
     let certs = indices(&|r| matches!(r, Resource::ApiserverCert { .. }));
-    let cp_files = indices(&|r| matches!(r, Resource::Kubeconfig { role: Role::ControlPlane, .. }));
-    let worker_files = indices(&|r| matches!(r, Resource::Kubeconfig { role: Role::Worker, .. }));
-    let kube_proxy = indices(&|r| matches!(r, Resource::ConfigMap { name: "kube-proxy", .. }));
+    let cp_files = indices(&|r| {
+        matches!(
+            r,
+            Resource::Kubeconfig {
+                role: Role::ControlPlane,
+                ..
+            }
+        )
+    });
+    let worker_files = indices(&|r| {
+        matches!(
+            r,
+            Resource::Kubeconfig {
+                role: Role::Worker,
+                ..
+            }
+        )
+    });
+    let kube_proxy = indices(&|r| {
+        matches!(
+            r,
+            Resource::ConfigMap {
+                name: "kube-proxy",
+                ..
+            }
+        )
+    });
     let configmaps = indices(&|r| matches!(r, Resource::ConfigMap { .. }));
     let control_planes = indices(&|r| matches!(r, Resource::ControlPlane { .. }));
 

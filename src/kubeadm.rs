@@ -337,7 +337,10 @@ mod tests {
         );
         assert_eq!(shorts(&conv("v1.33.0"))[2], ("kubelet", Local));
         // The 2019 procedure: components through the LB.
-        assert_eq!(shorts(&conv("v1.19.0"))[2], ("controller-manager", LoadBalancer));
+        assert_eq!(
+            shorts(&conv("v1.19.0"))[2],
+            ("controller-manager", LoadBalancer)
+        );
     }
 
     #[test]
@@ -355,10 +358,22 @@ mod tests {
     fn version_facts() {
         assert!(!conv("v1.28.9").etcd_learner_join());
         assert!(conv("v1.29.0").etcd_learner_join());
-        assert_eq!(conv("v1.14.3").join_flags().0, "--experimental-control-plane");
+        assert_eq!(
+            conv("v1.14.3").join_flags().0,
+            "--experimental-control-plane"
+        );
         assert_eq!(conv("v1.23.0").default_runtime(), ContainerRuntime::Docker);
-        assert_eq!(conv("v1.24.0").default_runtime(), ContainerRuntime::Containerd);
-        assert_eq!(conv("v1.31.0").kubeadm_api_version(), "kubeadm.k8s.io/v1beta4");
-        assert_eq!(conv("v1.30.4").kubeadm_api_version(), "kubeadm.k8s.io/v1beta3");
+        assert_eq!(
+            conv("v1.24.0").default_runtime(),
+            ContainerRuntime::Containerd
+        );
+        assert_eq!(
+            conv("v1.31.0").kubeadm_api_version(),
+            "kubeadm.k8s.io/v1beta4"
+        );
+        assert_eq!(
+            conv("v1.30.4").kubeadm_api_version(),
+            "kubeadm.k8s.io/v1beta3"
+        );
     }
 }

@@ -191,7 +191,10 @@ contexts:
 current-context: kubernetes-admin@kubernetes
 ";
         let s = current_server(text).unwrap();
-        assert_eq!((s.cluster.as_str(), s.server.as_str(), s.line), ("kubernetes", "https://127.0.0.11:6443", 8));
+        assert_eq!(
+            (s.cluster.as_str(), s.server.as_str(), s.line),
+            ("kubernetes", "https://127.0.0.11:6443", 8)
+        );
         let out = set_server(text, "https://lb:6443").unwrap();
         assert!(out.contains("server: \"https://10.20.0.5:6443\" # staging"));
         assert!(out.contains("    server: https://lb:6443\n  name: kubernetes"));
@@ -209,20 +212,39 @@ current-context: kubernetes-admin@kubernetes
         let text = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: LS0t\n    server: https://127.0.0.11:6443\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {}\nusers: null\n";
         assert_eq!(current_server(text).unwrap().cluster, "");
         let out = set_server(text, "https://lb:6443").unwrap();
-        assert_eq!(out, text.replace("https://127.0.0.11:6443", "https://lb:6443"));
+        assert_eq!(
+            out,
+            text.replace("https://127.0.0.11:6443", "https://lb:6443")
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_change_safely() {
-        assert_eq!(current_server("apiVersion: v1\nkind: Config\n"), Err(KubeconfigError::NoClusters));
-        let two = "clusters:\n- cluster: {server: a}\n  name: a\n- cluster: {server: b}\n  name: b\n";
+        assert_eq!(
+            current_server("apiVersion: v1\nkind: Config\n"),
+            Err(KubeconfigError::NoClusters)
+        );
+        let two =
+            "clusters:\n- cluster: {server: a}\n  name: a\n- cluster: {server: b}\n  name: b\n";
         assert_eq!(current_server(two), Err(KubeconfigError::Ambiguous(2)));
         let missing = format!("{two}current-context: x\n");
-        assert_eq!(current_server(&missing), Err(KubeconfigError::MissingContext("x".into())));
+        assert_eq!(
+            current_server(&missing),
+            Err(KubeconfigError::MissingContext("x".into()))
+        );
         let no_server = "clusters:\n- cluster: {}\n  name: a\n";
-        assert_eq!(current_server(no_server), Err(KubeconfigError::NoServer("a".into())));
+        assert_eq!(
+            current_server(no_server),
+            Err(KubeconfigError::NoServer("a".into()))
+        );
         let block = "clusters:\n- cluster:\n    server: |\n      https://a\n  name: a\n";
-        assert!(matches!(current_server(block), Err(KubeconfigError::Unsupported { .. })));
-        assert!(matches!(current_server("clusters: [\n"), Err(KubeconfigError::Yaml(_))));
+        assert!(matches!(
+            current_server(block),
+            Err(KubeconfigError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            current_server("clusters: [\n"),
+            Err(KubeconfigError::Yaml(_))
+        ));
     }
 }

@@ -39,7 +39,9 @@ pub struct Plan {
 
 /// What happens to a resource; Terraform's vocabulary, plus `unknown` for a resource whose
 /// node or API could not be observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     NoOp,
@@ -166,7 +168,10 @@ pub enum HandlerAction {
     /// `systemctl restart kubelet`.
     RestartKubelet,
     /// Stop the static pod's sandbox; the kubelet recreates it.
-    RestartStaticPod { component: Component, runtime: String },
+    RestartStaticPod {
+        component: Component,
+        runtime: String,
+    },
     /// Wait for kube-apiserver to serve the new certificate; restart its static pod if it
     /// does not within the timeout.
     ReloadServingCertificate { runtime: String },
@@ -176,7 +181,9 @@ pub enum HandlerAction {
     AwaitBootstrapSigner,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Warning,

@@ -82,7 +82,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Result<Plan, Cy
             .as_bytes(),
     );
     let mut problems = planner.problems;
-    problems.sort_by(|a, b| b.severity.cmp(&a.severity));
+    problems.sort_by_key(|p| std::cmp::Reverse(p.severity));
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION.to_string(),
         cluster: desired.cluster.name.clone(),
@@ -179,7 +179,10 @@ impl<'a> Planner<'a> {
 
     /// The node's observation, or a problem and the reason it is missing.
     fn reachable(&mut self, name: &str) -> Result<&'a NodeObservation, String> {
-        let address = self.node(name).map(|n| n.address.to_string()).unwrap_or_default();
+        let address = self
+            .node(name)
+            .map(|n| n.address.to_string())
+            .unwrap_or_default();
         match self.observed.nodes.get(name) {
             Some(obs) if obs.ssh.is_ok() => Ok(obs),
             Some(obs) => {
@@ -211,7 +214,12 @@ impl<'a> Planner<'a> {
         match &self.observed.api.reachable {
             Probe::Ok => Ok(()),
             Probe::Failed { reason } => {
-                let server = self.observed.api.server.clone().unwrap_or_else(|| "the API".into());
+                let server = self
+                    .observed
+                    .api
+                    .server
+                    .clone()
+                    .unwrap_or_else(|| "the API".into());
                 self.problem(
                     Severity::Error,
                     "api",
@@ -251,7 +259,12 @@ impl<'a> Planner<'a> {
             );
         }
         if let Probe::Failed { reason } = &self.observed.etcd.health {
-            let from = self.observed.etcd.observed_from.clone().unwrap_or_else(|| "no control-plane node".into());
+            let from = self
+                .observed
+                .etcd
+                .observed_from
+                .clone()
+                .unwrap_or_else(|| "no control-plane node".into());
             self.problem(
                 Severity::Error,
                 "etcd",
@@ -265,8 +278,14 @@ impl<'a> Planner<'a> {
         match resource {
             Resource::Endpoint => self.endpoint(resource),
             Resource::ApiserverCert { node } => self.apiserver_cert(resource, node),
-            Resource::Kubeconfig { node, role, file } => self.kubeconfig(resource, node, *role, file),
-            Resource::ConfigMap { namespace, name, key } => self.configmap(resource, namespace, name, key),
+            Resource::Kubeconfig { node, role, file } => {
+                self.kubeconfig(resource, node, *role, file)
+            }
+            Resource::ConfigMap {
+                namespace,
+                name,
+                key,
+            } => self.configmap(resource, namespace, name, key),
             Resource::ControlPlane { node } => self.control_plane(resource, node),
         }
     }
@@ -278,7 +297,9 @@ impl<'a> Planner<'a> {
         for address in &ep.addresses {
             match obs.addresses.get(&address.to_string()) {
                 Some(Probe::Ok) => {}
-                Some(Probe::Failed { reason }) => refused.push(format!("{address}:{}: {reason}", ep.port)),
+                Some(Probe::Failed { reason }) => {
+                    refused.push(format!("{address}:{}: {reason}", ep.port))
+                }
                 None => refused.push(format!("{address}:{}: not probed", ep.port)),
             }
         }
@@ -294,7 +315,8 @@ impl<'a> Planner<'a> {
                     ),
                 );
             }
-            "the load balancer must accept TCP on every address before anything points at it".to_string()
+            "the load balancer must accept TCP on every address before anything points at it"
+                .to_string()
         } else {
             match &obs.tls {
                 Some(Probe::Ok) => format!(
@@ -305,7 +327,10 @@ impl<'a> Planner<'a> {
                     "the load balancer accepts TCP on every address; TLS for {} does not verify yet ({reason}) and is checked again once every API server certificate carries the name",
                     ep.host
                 ),
-                None => "the load balancer accepts TCP on every address; TLS is checked during apply".to_string(),
+                None => {
+                    "the load balancer accepts TCP on every address; TLS is checked during apply"
+                        .to_string()
+                }
             }
         };
         let value = ResourceValue::Endpoint {
@@ -313,7 +338,14 @@ impl<'a> Planner<'a> {
             port: ep.port,
             addresses: ep.addresses.iter().map(ToString::to_string).collect(),
         };
-        change(resource, Action::Read, reason, None, Some(value), fingerprint(obs))
+        change(
+            resource,
+            Action::Read,
+            reason,
+            None,
+            Some(value),
+            fingerprint(obs),
+        )
     }
 
     /// The SANs kubeadm puts on this node's API server certificate, then the endpoint's.
@@ -325,7 +357,10 @@ impl<'a> Planner<'a> {
             for name in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
                 sans.push(San::Dns(name.into()));
             }
-            sans.push(San::Dns(format!("kubernetes.default.svc.{}", cfg.dns_domain)));
+            sans.push(San::Dns(format!(
+                "kubernetes.default.svc.{}",
+                cfg.dns_domain
+            )));
             if let Some(ip) = cfg.first_service_ip() {
                 sans.push(San::Ip(ip));
             }
@@ -341,7 +376,16 @@ impl<'a> Planner<'a> {
     fn apiserver_cert(&mut self, resource: &Resource, name: &str) -> ResourceChange {
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
-            Err(reason) => return change(resource, Action::Unknown, reason, None, None, fingerprint(&self.observed.nodes.get(name))),
+            Err(reason) => {
+                return change(
+                    resource,
+                    Action::Unknown,
+                    reason,
+                    None,
+                    None,
+                    fingerprint(&self.observed.nodes.get(name)),
+                );
+            }
         };
         let fp = fingerprint(&(&obs.ssh, &obs.apiserver_cert));
         let Some(cert) = &obs.apiserver_cert else {
@@ -351,7 +395,14 @@ impl<'a> Planner<'a> {
                 format!("{name} runs a control plane but has no {APISERVER_CERT}"),
                 format!("restore it (kubeadm init phase certs apiserver on {name}) and plan again"),
             );
-            return change(resource, Action::Unknown, format!("{APISERVER_CERT} is missing on {name}"), None, None, fp);
+            return change(
+                resource,
+                Action::Unknown,
+                format!("{APISERVER_CERT} is missing on {name}"),
+                None,
+                None,
+                fp,
+            );
         };
         if !cert.issuer_matches_ca {
             self.problem(
@@ -362,7 +413,14 @@ impl<'a> Planner<'a> {
             );
         }
         let Some(node) = self.node(name) else {
-            return change(resource, Action::Unknown, format!("{name} is not in the desired state"), None, None, fp);
+            return change(
+                resource,
+                Action::Unknown,
+                format!("{name} is not in the desired state"),
+                None,
+                None,
+                fp,
+            );
         };
         let advertise = obs
             .apiserver_endpoint
@@ -381,8 +439,18 @@ impl<'a> Planner<'a> {
             not_after: Some(cert.not_after.clone()),
         };
         if missing.is_empty() {
-            let reason = format!("the certificate's SANs already include {}", self.endpoint_names());
-            return change(resource, Action::NoOp, reason, Some(before.clone()), Some(before), fp);
+            let reason = format!(
+                "the certificate's SANs already include {}",
+                self.endpoint_names()
+            );
+            return change(
+                resource,
+                Action::NoOp,
+                reason,
+                Some(before.clone()),
+                Some(before),
+                fp,
+            );
         }
         let mut sans = cert.sans.clone();
         sans.extend(missing.iter().cloned());
@@ -411,9 +479,20 @@ impl<'a> Planner<'a> {
         });
         let reason = format!(
             "the certificate lacks {}: clients that reach the API through the load balancer would fail x509 verification; it is reissued with every existing SAN kept, signed by the cluster CA",
-            missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        change(resource, Action::Update, reason, Some(before), Some(after), fp)
+        change(
+            resource,
+            Action::Update,
+            reason,
+            Some(before),
+            Some(after),
+            fp,
+        )
     }
 
     /// `k8s-api.lab.internal and 127.0.0.100`, for reasons.
@@ -434,10 +513,25 @@ impl<'a> Planner<'a> {
         )
     }
 
-    fn kubeconfig(&mut self, resource: &Resource, name: &str, role: Role, file: &KubeconfigFile) -> ResourceChange {
+    fn kubeconfig(
+        &mut self,
+        resource: &Resource,
+        name: &str,
+        role: Role,
+        file: &KubeconfigFile,
+    ) -> ResourceChange {
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
-            Err(reason) => return change(resource, Action::Unknown, reason, None, None, fingerprint(&self.observed.nodes.get(name))),
+            Err(reason) => {
+                return change(
+                    resource,
+                    Action::Unknown,
+                    reason,
+                    None,
+                    None,
+                    fingerprint(&self.observed.nodes.get(name)),
+                );
+            }
         };
         let text = obs.kubeconfigs.get(file.file);
         let fp = fingerprint(&(&obs.ssh, text));
@@ -447,22 +541,48 @@ impl<'a> Planner<'a> {
                 return change(
                     resource,
                     Action::NoOp,
-                    format!("{path} does not exist on {name}: kubeadm writes it only on the node where kubeadm init ran"),
+                    format!(
+                        "{path} does not exist on {name}: kubeadm writes it only on the node where kubeadm init ran"
+                    ),
                     None,
                     None,
                     fp,
                 );
             }
             let help = if role == Role::Worker {
-                format!("{name} does not look like a joined node: join it with kubeadm join first, or remove it from the desired state")
+                format!(
+                    "{name} does not look like a joined node: join it with kubeadm join first, or remove it from the desired state"
+                )
             } else {
-                format!("restore it (kubeadm init phase kubeconfig {} on {name}) and plan again", file.short)
+                format!(
+                    "restore it (kubeadm init phase kubeconfig {} on {name}) and plan again",
+                    file.short
+                )
             };
-            self.problem(Severity::Error, &resource.address(), format!("{path} is missing on {name}"), help);
-            return change(resource, Action::Unknown, format!("{path} is missing on {name}"), None, None, fp);
+            self.problem(
+                Severity::Error,
+                &resource.address(),
+                format!("{path} is missing on {name}"),
+                help,
+            );
+            return change(
+                resource,
+                Action::Unknown,
+                format!("{path} is missing on {name}"),
+                None,
+                None,
+                fp,
+            );
         };
         let Some(node) = self.node(name) else {
-            return change(resource, Action::Unknown, format!("{name} is not in the desired state"), None, None, fp);
+            return change(
+                resource,
+                Action::Unknown,
+                format!("{name} is not in the desired state"),
+                None,
+                None,
+                fp,
+            );
         };
         let wanted = match file.target {
             Target::LoadBalancer => self.desired.endpoint_url(),
@@ -477,7 +597,14 @@ impl<'a> Planner<'a> {
                     format!("{path} on {name}: {e}"),
                     format!("fix {path} on {name} so that its current context names a cluster with a one-line server, then plan again"),
                 );
-                return change(resource, Action::Unknown, format!("{path} could not be read: {e}"), None, None, fp);
+                return change(
+                    resource,
+                    Action::Unknown,
+                    format!("{path} could not be read: {e}"),
+                    None,
+                    None,
+                    fp,
+                );
             }
         };
         let before = ResourceValue::File {
@@ -487,7 +614,14 @@ impl<'a> Planner<'a> {
         };
         if current.server == wanted {
             let reason = format!("server is already {wanted}: {}", file.why);
-            return change(resource, Action::NoOp, reason, Some(before.clone()), Some(before), fp);
+            return change(
+                resource,
+                Action::NoOp,
+                reason,
+                Some(before.clone()),
+                Some(before),
+                fp,
+            );
         }
         let new_text = match kubeconfig::set_server(text, &wanted) {
             Ok(t) => t,
@@ -498,7 +632,14 @@ impl<'a> Planner<'a> {
                     format!("{path} on {name}: the server line cannot be rewritten safely: {e}"),
                     format!("edit {path} on {name} so its server is a one-line value"),
                 );
-                return change(resource, Action::Unknown, e.to_string(), Some(before), None, fp);
+                return change(
+                    resource,
+                    Action::Unknown,
+                    e.to_string(),
+                    Some(before),
+                    None,
+                    fp,
+                );
             }
         };
         let after = ResourceValue::File {
@@ -539,13 +680,33 @@ impl<'a> Planner<'a> {
             None => {}
         }
         let reason = format!("server is {}; {}", current.server, file.why);
-        change(resource, Action::Update, reason, Some(before), Some(after), fp)
+        change(
+            resource,
+            Action::Update,
+            reason,
+            Some(before),
+            Some(after),
+            fp,
+        )
     }
 
-    fn configmap(&mut self, resource: &Resource, namespace: &str, name: &str, key: &str) -> ResourceChange {
+    fn configmap(
+        &mut self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> ResourceChange {
         let address = resource.address();
         if let Err(reason) = self.api() {
-            return change(resource, Action::Unknown, reason, None, None, fingerprint(&self.observed.api.reachable));
+            return change(
+                resource,
+                Action::Unknown,
+                reason,
+                None,
+                None,
+                fingerprint(&self.observed.api.reachable),
+            );
         }
         let obs = self.observed.configmap(namespace, name);
         let fp = fingerprint(&obs);
@@ -556,7 +717,14 @@ impl<'a> Planner<'a> {
                 format!("ConfigMap {namespace}/{name} does not exist"),
                 "hactl converts clusters built by kubeadm, which creates it; recreate it (kubeadm init phase upload-config / addon) and plan again".into(),
             );
-            return change(resource, Action::Unknown, format!("ConfigMap {namespace}/{name} does not exist"), None, None, fp);
+            return change(
+                resource,
+                Action::Unknown,
+                format!("ConfigMap {namespace}/{name} does not exist"),
+                None,
+                None,
+                fp,
+            );
         };
         let Some(text) = obs.data.get(key) else {
             self.problem(
@@ -565,7 +733,14 @@ impl<'a> Planner<'a> {
                 format!("ConfigMap {namespace}/{name} has no key {key}"),
                 format!("restore the {key} key as kubeadm writes it, then plan again"),
             );
-            return change(resource, Action::Unknown, format!("ConfigMap {namespace}/{name} has no key {key}"), None, None, fp);
+            return change(
+                resource,
+                Action::Unknown,
+                format!("ConfigMap {namespace}/{name} has no key {key}"),
+                None,
+                None,
+                fp,
+            );
         };
         let outcome = if name == "kubeadm-config" {
             self.converge_cluster_configuration(text)
@@ -584,14 +759,23 @@ impl<'a> Planner<'a> {
                     ),
                     _ => format!("server is already {}", self.desired.endpoint_url()),
                 };
-                return change(resource, Action::NoOp, reason, Some(before.clone()), Some(before), fp);
+                return change(
+                    resource,
+                    Action::NoOp,
+                    reason,
+                    Some(before.clone()),
+                    Some(before),
+                    fp,
+                );
             }
             Err(message) => {
                 self.problem(
                     Severity::Error,
                     &address,
                     format!("ConfigMap {namespace}/{name}, key {key}: {message}"),
-                    format!("fix it with kubectl edit -n {namespace} configmap {name}, then plan again"),
+                    format!(
+                        "fix it with kubectl edit -n {namespace} configmap {name}, then plan again"
+                    ),
                 );
                 return change(resource, Action::Unknown, message, Some(before), None, fp);
             }
@@ -614,7 +798,14 @@ impl<'a> Planner<'a> {
             }),
             _ => {}
         }
-        change(resource, Action::Update, reason, Some(before), Some(after), fp)
+        change(
+            resource,
+            Action::Update,
+            reason,
+            Some(before),
+            Some(after),
+            fp,
+        )
     }
 
     /// kube-proxy's and cluster-info's kubeconfig text, pointed at the LB; `None` when it is.
@@ -638,13 +829,17 @@ impl<'a> Planner<'a> {
         Ok(Some((new_text, reason)))
     }
 
-    fn converge_cluster_configuration(&self, text: &str) -> Result<Option<(String, String)>, String> {
+    fn converge_cluster_configuration(
+        &self,
+        text: &str,
+    ) -> Result<Option<(String, String)>, String> {
         let ep = &self.desired.endpoint;
         let mut sans = vec![ep.host.clone()];
         sans.extend(ep.addresses.iter().map(ToString::to_string));
         let endpoint = self.desired.control_plane_endpoint();
         let current = cluster_config::read(text).map_err(|e| e.to_string())?;
-        let new_text = cluster_config::converge(text, &endpoint, &sans).map_err(|e| e.to_string())?;
+        let new_text =
+            cluster_config::converge(text, &endpoint, &sans).map_err(|e| e.to_string())?;
         if new_text == text {
             return Ok(None);
         }
@@ -656,11 +851,18 @@ impl<'a> Planner<'a> {
             Some(old) if *old != endpoint => why.push(format!("controlPlaneEndpoint is {old}; it becomes {endpoint}")),
             Some(_) => {}
         }
-        let missing: Vec<&String> = sans.iter().filter(|s| !current.cert_sans.contains(s)).collect();
+        let missing: Vec<&String> = sans
+            .iter()
+            .filter(|s| !current.cert_sans.contains(s))
+            .collect();
         if !missing.is_empty() {
             why.push(format!(
                 "apiServer.certSANs lacks {} (joining nodes issue their certificates from it)",
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         Ok(Some((new_text, why.join("; "))))
@@ -678,12 +880,20 @@ impl<'a> Planner<'a> {
     }
 
     fn etcd_member(&self, node: &Node) -> Option<&'a EtcdMember> {
-        self.observed.etcd_member(&node.name, &node.address.to_string())
+        self.observed
+            .etcd_member(&node.name, &node.address.to_string())
     }
 
     fn control_plane(&mut self, resource: &Resource, name: &str) -> ResourceChange {
         let Some(node) = self.node(name) else {
-            return change(resource, Action::Unknown, format!("{name} is not in the desired state"), None, None, String::new());
+            return change(
+                resource,
+                Action::Unknown,
+                format!("{name} is not in the desired state"),
+                None,
+                None,
+                String::new(),
+            );
         };
         let member = self.etcd_member(node);
         let kube_node = self.observed.api.nodes.get(name);
@@ -708,9 +918,12 @@ impl<'a> Planner<'a> {
             join_command: None,
         };
         if self.facts.members.contains(name) {
-            let healthy = member_state == Some("voting") && kube_node.is_some_and(|k| k.ready) && has_role;
+            let healthy =
+                member_state == Some("voting") && kube_node.is_some_and(|k| k.ready) && has_role;
             let reason = if healthy {
-                format!("{name} is a control-plane member: a voting etcd member, its Node Ready with the control-plane role")
+                format!(
+                    "{name} is a control-plane member: a voting etcd member, its Node Ready with the control-plane role"
+                )
             } else {
                 let state = format!(
                     "etcd member: {}, Node: {}",
@@ -731,11 +944,20 @@ impl<'a> Planner<'a> {
                 }
                 format!("{name} runs a control plane ({state})")
             };
-            return change(resource, Action::NoOp, reason, Some(before.clone()), Some(before), fp);
+            return change(
+                resource,
+                Action::NoOp,
+                reason,
+                Some(before.clone()),
+                Some(before),
+                fp,
+            );
         }
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
-            Err(reason) => return change(resource, Action::Unknown, reason, Some(before), None, fp),
+            Err(reason) => {
+                return change(resource, Action::Unknown, reason, Some(before), None, fp);
+            }
         };
         self.join_gates(node, obs);
         let after = ResourceValue::ControlPlane {
@@ -763,17 +985,35 @@ impl<'a> Planner<'a> {
             let reason = format!(
                 "an earlier join of {name} stopped halfway ({}); it is reset (kubeadm reset -f{}) and joined again",
                 what.join("; "),
-                member.map(|m| format!(", etcdctl member remove {}", m.id)).unwrap_or_default()
+                member
+                    .map(|m| format!(", etcdctl member remove {}", m.id))
+                    .unwrap_or_default()
             );
-            return change(resource, Action::Delete, reason, Some(before), Some(after), fp);
+            return change(
+                resource,
+                Action::Delete,
+                reason,
+                Some(before),
+                Some(after),
+                fp,
+            );
         }
         let how = if self.facts.conventions.etcd_learner_join() {
             "its etcd member joins as a learner and is promoted once in sync"
         } else {
             "its etcd member joins as a voter at once: while it starts, the cluster needs both members for quorum (kubeadm#2275)"
         };
-        let reason = format!("{name} is not a control-plane member; it joins through the load balancer, one node at a time; {how}");
-        change(resource, Action::Create, reason, Some(before), Some(after), fp)
+        let reason = format!(
+            "{name} is not a control-plane member; it joins through the load balancer, one node at a time; {how}"
+        );
+        change(
+            resource,
+            Action::Create,
+            reason,
+            Some(before),
+            Some(after),
+            fp,
+        )
     }
 
     /// Problems that would make a join fail, found before anything changes.
@@ -781,7 +1021,10 @@ impl<'a> Planner<'a> {
         let name = node.name.as_str();
         let address = format!("control_plane.{name}");
         let cluster = self.facts.conventions.version;
-        for (what, version) in [("kubeadm", &obs.kubeadm_version), ("kubelet", &obs.kubelet_version)] {
+        for (what, version) in [
+            ("kubeadm", &obs.kubeadm_version),
+            ("kubelet", &obs.kubelet_version),
+        ] {
             match version.as_deref().map(str::parse::<KubeVersion>) {
                 None => self.problem(
                     Severity::Error,
@@ -795,12 +1038,20 @@ impl<'a> Planner<'a> {
                     format!("{name}'s {what} version cannot be read: {e}"),
                     format!("check `{what} --version` on {name}"),
                 ),
-                Some(Ok(v)) if (v.major, v.minor) != (cluster.major, cluster.minor) && !self.facts.assumed => self.problem(
-                    Severity::Error,
-                    &address,
-                    format!("{name} has {what} {v} but the cluster runs {cluster}"),
-                    format!("install {what} {} on {name} before it joins", cluster.minor_string()),
-                ),
+                Some(Ok(v))
+                    if (v.major, v.minor) != (cluster.major, cluster.minor)
+                        && !self.facts.assumed =>
+                {
+                    self.problem(
+                        Severity::Error,
+                        &address,
+                        format!("{name} has {what} {v} but the cluster runs {cluster}"),
+                        format!(
+                            "install {what} {} on {name} before it joins",
+                            cluster.minor_string()
+                        ),
+                    )
+                }
                 Some(Ok(_)) => {}
             }
         }
@@ -810,7 +1061,9 @@ impl<'a> Planner<'a> {
                     Severity::Error,
                     &address,
                     format!("{name} cannot reach {target}: {reason}"),
-                    format!("allow TCP from {name} to the control-plane nodes on 6443, 2379 and 2380"),
+                    format!(
+                        "allow TCP from {name} to the control-plane nodes on 6443, 2379 and 2380"
+                    ),
                 );
             }
         }
@@ -829,7 +1082,10 @@ impl<'a> Planner<'a> {
             .filter(|m| !joining.iter().any(|n| self.etcd_member(n) == Some(*m)))
             .collect();
         for m in blocking {
-            let loopback_peer = m.peer_urls.iter().any(|u| matches!(url_host(u), "127.0.0.1" | "localhost" | "::1"));
+            let loopback_peer = m
+                .peer_urls
+                .iter()
+                .any(|u| matches!(url_host(u), "127.0.0.1" | "localhost" | "::1"));
             if !m.started() || m.is_learner || loopback_peer {
                 let what = if !m.started() {
                     "an unstarted member"
@@ -841,8 +1097,16 @@ impl<'a> Planner<'a> {
                 self.problem(
                     Severity::Error,
                     &address,
-                    format!("etcd has {what} ({} {}, peers {}): joining {name} now could cost quorum", m.id, m.name, m.peer_urls.join(" ")),
-                    format!("remove or repair it first (etcdctl member remove {}), then plan again", m.id),
+                    format!(
+                        "etcd has {what} ({} {}, peers {}): joining {name} now could cost quorum",
+                        m.id,
+                        m.name,
+                        m.peer_urls.join(" ")
+                    ),
+                    format!(
+                        "remove or repair it first (etcdctl member remove {}), then plan again",
+                        m.id
+                    ),
                 );
             }
         }
@@ -890,7 +1154,9 @@ fn restart_kube_proxy(node: &str) -> Handler {
         id: format!("handler.{node}.kube-proxy"),
         node: Some(node.to_string()),
         action: HandlerAction::RestartKubeProxy,
-        description: format!("restart kube-proxy on {node} (delete its Pod; the DaemonSet recreates it)"),
+        description: format!(
+            "restart kube-proxy on {node} (delete its Pod; the DaemonSet recreates it)"
+        ),
         verify: format!("the new kube-proxy Pod on {node} becomes Ready"),
         triggered_by: Vec::new(),
         runs_after: String::new(),
@@ -916,4 +1182,3 @@ fn configmap_value(
         data,
     }
 }
-

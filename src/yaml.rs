@@ -301,7 +301,10 @@ mod tests {
         let c = root.get("b").unwrap().get("c").unwrap();
         assert_eq!(c.pos(), Pos { line: 3, col: 5 });
         assert_eq!(&text[scalar_span(text, c).unwrap()], "\"x\"");
-        assert!(matches!(root.get("b").unwrap().get("d"), Some(Node::Seq { flow: true, .. })));
+        assert!(matches!(
+            root.get("b").unwrap().get("d"),
+            Some(Node::Seq { flow: true, .. })
+        ));
         // Columns count characters, so multi-byte text before a value is fine.
         let u = root.get("é").unwrap();
         assert_eq!(&text[scalar_span(text, u).unwrap()], "ü");
@@ -311,8 +314,14 @@ mod tests {
     fn spans_exclude_comments_and_keep_quotes() {
         let text = "s: https://a:1 # c\nq: 'it''s'\n";
         let root = parse(text).unwrap();
-        assert_eq!(&text[scalar_span(text, root.get("s").unwrap()).unwrap()], "https://a:1");
-        assert_eq!(&text[scalar_span(text, root.get("q").unwrap()).unwrap()], "'it''s'");
+        assert_eq!(
+            &text[scalar_span(text, root.get("s").unwrap()).unwrap()],
+            "https://a:1"
+        );
+        assert_eq!(
+            &text[scalar_span(text, root.get("q").unwrap()).unwrap()],
+            "'it''s'"
+        );
     }
 
     #[test]

@@ -44,11 +44,19 @@ fn all_sources() -> Vec<(String, String)> {
     let mut files = Vec::new();
     sources(&src, &mut files);
     files.sort();
-    assert!(files.len() > 5, "found too few sources under {}", src.display());
+    assert!(
+        files.len() > 5,
+        "found too few sources under {}",
+        src.display()
+    );
     files
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = p
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             (rel, std::fs::read_to_string(&p).unwrap())
         })
         .collect()
@@ -101,5 +109,8 @@ fn every_source_file_says_what_it_is_for() {
         .filter(|(_, text)| !text.starts_with("//!"))
         .map(|(file, _)| format!("src/{file}"))
         .collect();
-    assert!(missing.is_empty(), "these files do not start with a //! line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "these files do not start with a //! line: {missing:?}"
+    );
 }

@@ -18,7 +18,9 @@ fn desired(file: &str) -> DesiredState {
 }
 
 fn observed(name: &str) -> ObservedState {
-    let path = root().join("tests/fixtures/observed").join(format!("{name}.json"));
+    let path = root()
+        .join("tests/fixtures/observed")
+        .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -44,9 +46,10 @@ fn change<'a>(plan: &'a Plan, address: &str) -> &'a hactl::plan::ResourceChange 
 fn file_texts(plan: &Plan, address: &str) -> (String, String) {
     let c = change(plan, address);
     match (&c.before, &c.after) {
-        (Some(ResourceValue::File { content: b, .. }), Some(ResourceValue::File { content: a, .. })) => {
-            (b.clone(), a.clone())
-        }
+        (
+            Some(ResourceValue::File { content: b, .. }),
+            Some(ResourceValue::File { content: a, .. }),
+        ) => (b.clone(), a.clone()),
         other => panic!("{address} is not a file change: {other:?}"),
     }
 }
@@ -98,13 +101,20 @@ fn fresh_1_31_plans_the_whole_conversion() {
     .map(|(a, b)| (a.to_string(), b))
     .collect();
     assert_eq!(actions(&plan), expected);
-    assert_eq!((plan.summary.add, plan.summary.change, plan.summary.destroy), (2, 9, 0));
+    assert_eq!(
+        (plan.summary.add, plan.summary.change, plan.summary.destroy),
+        (2, 9, 0)
+    );
     assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
     assert_eq!(plan.kubernetes_version.as_deref(), Some("v1.31.2"));
     assert!(plan.is_dangerous());
 
     // A kubeconfig change is exactly its server line.
-    for address in ["kubeconfig.cp1.admin", "kubeconfig.cp1.kubelet", "kubeconfig.w1.kubelet"] {
+    for address in [
+        "kubeconfig.cp1.admin",
+        "kubeconfig.cp1.kubelet",
+        "kubeconfig.w1.kubelet",
+    ] {
         let (before, after) = file_texts(&plan, address);
         assert_eq!(
             changed_lines(&before, &after),
@@ -117,19 +127,27 @@ fn fresh_1_31_plans_the_whole_conversion() {
     }
     // The certificate keeps every SAN and adds the LB's.
     let c = change(&plan, "apiserver_cert.cp1");
-    let (Some(ResourceValue::Certificate { sans: before, .. }), Some(ResourceValue::Certificate { sans: after, .. })) =
-        (&c.before, &c.after)
+    let (
+        Some(ResourceValue::Certificate { sans: before, .. }),
+        Some(ResourceValue::Certificate { sans: after, .. }),
+    ) = (&c.before, &c.after)
     else {
         panic!("not a certificate change")
     };
     assert_eq!(&after[..before.len()], &before[..]);
     assert_eq!(
-        after[before.len()..].iter().map(ToString::to_string).collect::<Vec<_>>(),
+        after[before.len()..]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["DNS:k8s-api.lab.internal", "IP:127.0.0.100"]
     );
     // Each handler once, after its last trigger.
     let kube_proxy_w1 = plan.handler("handler.w1.kube-proxy").unwrap();
-    assert_eq!(kube_proxy_w1.triggered_by, ["configmap.kube-system.kube-proxy", "kubeconfig.w1.kubelet"]);
+    assert_eq!(
+        kube_proxy_w1.triggered_by,
+        ["configmap.kube-system.kube-proxy", "kubeconfig.w1.kubelet"]
+    );
     assert_eq!(kube_proxy_w1.runs_after, "kubeconfig.w1.kubelet");
     let ids: Vec<&str> = plan.handlers.iter().map(|h| h.id.as_str()).collect();
     let mut unique = ids.clone();
@@ -137,9 +155,16 @@ fn fresh_1_31_plans_the_whole_conversion() {
     unique.dedup();
     assert_eq!(ids.len(), unique.len());
     // Joins run last, one at a time.
-    assert!(change(&plan, "control_plane.cp3").depends_on.contains(&"control_plane.cp2".to_string()));
+    assert!(
+        change(&plan, "control_plane.cp3")
+            .depends_on
+            .contains(&"control_plane.cp2".to_string())
+    );
     let join = match &change(&plan, "control_plane.cp2").after {
-        Some(ResourceValue::ControlPlane { join_command: Some(j), .. }) => j.clone(),
+        Some(ResourceValue::ControlPlane {
+            join_command: Some(j),
+            ..
+        }) => j.clone(),
         other => panic!("{other:?}"),
     };
     assert!(join.starts_with("kubeadm join k8s-api.lab.internal:6443 --token <bootstrap-token> --discovery-token-ca-cert-hash sha256:"));
@@ -156,8 +181,14 @@ fn converted_cluster_has_no_changes() {
     assert!(!plan.is_dangerous());
     // All three control-plane nodes are members with their own resources.
     for node in ["cp1", "cp2", "cp3"] {
-        assert_eq!(change(&plan, &format!("apiserver_cert.{node}")).actions, [Action::NoOp]);
-        assert_eq!(change(&plan, &format!("control_plane.{node}")).actions, [Action::NoOp]);
+        assert_eq!(
+            change(&plan, &format!("apiserver_cert.{node}")).actions,
+            [Action::NoOp]
+        );
+        assert_eq!(
+            change(&plan, &format!("control_plane.{node}")).actions,
+            [Action::NoOp]
+        );
     }
     assert!(render::text(&plan, false).contains("No changes."));
     snapshot_all("lab_converted-1.31", &plan);
@@ -167,7 +198,10 @@ fn converted_cluster_has_no_changes() {
 fn a_run_stopped_after_the_certificate_plans_only_the_rest() {
     let plan = lab_plan("half-1.31");
     assert_eq!(change(&plan, "apiserver_cert.cp1").actions, [Action::NoOp]);
-    assert_eq!(change(&plan, "kubeconfig.cp1.admin").actions, [Action::Update]);
+    assert_eq!(
+        change(&plan, "kubeconfig.cp1.admin").actions,
+        [Action::Update]
+    );
     assert_eq!((plan.summary.add, plan.summary.change), (2, 8));
     assert!(plan.handler("handler.cp1.kube-apiserver").is_none());
     snapshot_all("lab_half-1.31", &plan);
@@ -176,10 +210,16 @@ fn a_run_stopped_after_the_certificate_plans_only_the_rest() {
 #[test]
 fn v1_23_on_docker_keeps_v1beta3_and_has_no_super_admin() {
     let plan = lab_plan("fresh-1.23-docker");
-    assert!(plan.resource_changes.iter().all(|c| c.address != "kubeconfig.cp1.super-admin"));
+    assert!(
+        plan.resource_changes
+            .iter()
+            .all(|c| c.address != "kubeconfig.cp1.super-admin")
+    );
     assert_eq!(plan.container_runtime.as_deref(), Some("docker"));
     let c = change(&plan, "configmap.kube-system.kubeadm-config");
-    let Some(ResourceValue::ConfigMap { data, .. }) = &c.after else { panic!() };
+    let Some(ResourceValue::ConfigMap { data, .. }) = &c.after else {
+        panic!()
+    };
     let doc = &data["ClusterConfiguration"];
     assert!(doc.contains("apiVersion: kubeadm.k8s.io/v1beta3\n"));
     assert!(doc.contains("controlPlaneEndpoint: k8s-api.lab.internal:6443\n"));
@@ -192,8 +232,14 @@ fn v1_23_on_docker_keeps_v1beta3_and_has_no_super_admin() {
 #[test]
 fn v1_33_keeps_control_plane_kubelets_local() {
     let plan = lab_plan("fresh-1.33");
-    assert_eq!(change(&plan, "kubeconfig.cp1.kubelet").actions, [Action::NoOp]);
-    assert_eq!(change(&plan, "kubeconfig.w1.kubelet").actions, [Action::Update]);
+    assert_eq!(
+        change(&plan, "kubeconfig.cp1.kubelet").actions,
+        [Action::NoOp]
+    );
+    assert_eq!(
+        change(&plan, "kubeconfig.w1.kubelet").actions,
+        [Action::Update]
+    );
     assert!(plan.handler("handler.cp1.kubelet").is_none());
     snapshot_all("lab_fresh-1.33", &plan);
 }
@@ -206,17 +252,30 @@ fn an_edited_admin_conf_changes_only_the_current_clusters_server() {
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert!(changed[0].0.contains("https://127.0.0.11:6443"));
     assert!(changed[0].1.contains("https://k8s-api.lab.internal:6443"));
-    assert!(after.contains("https://10.20.0.5:6443"), "the other cluster keeps its server");
+    assert!(
+        after.contains("https://10.20.0.5:6443"),
+        "the other cluster keeps its server"
+    );
     snapshot_all("lab_edited-admin-1.31", &plan);
 }
 
 #[test]
 fn an_unreachable_worker_is_named_and_left_undecided() {
     let plan = lab_plan("unreachable-worker-1.31");
-    assert_eq!(change(&plan, "kubeconfig.w2.kubelet").actions, [Action::Unknown]);
-    assert_eq!(change(&plan, "kubeconfig.w1.kubelet").actions, [Action::Update]);
+    assert_eq!(
+        change(&plan, "kubeconfig.w2.kubelet").actions,
+        [Action::Unknown]
+    );
+    assert_eq!(
+        change(&plan, "kubeconfig.w1.kubelet").actions,
+        [Action::Update]
+    );
     assert!(plan.has_errors());
-    let p = plan.problems.iter().find(|p| p.subject == "w2").expect("a problem about w2");
+    let p = plan
+        .problems
+        .iter()
+        .find(|p| p.subject == "w2")
+        .expect("a problem about w2");
     assert_eq!(p.severity, Severity::Error);
     assert!(p.message.contains("127.0.0.22"), "{}", p.message);
     assert_eq!(plan.summary.unknown, 1);
@@ -226,8 +285,15 @@ fn an_unreachable_worker_is_named_and_left_undecided() {
 #[test]
 fn a_stuck_learner_is_replaced_before_the_next_join() {
     let plan = lab_plan("stuck-learner-1.31");
-    assert_eq!(change(&plan, "control_plane.cp2").actions, [Action::Delete, Action::Create]);
-    assert!(change(&plan, "control_plane.cp2").reason.contains("etcdctl member remove"));
+    assert_eq!(
+        change(&plan, "control_plane.cp2").actions,
+        [Action::Delete, Action::Create]
+    );
+    assert!(
+        change(&plan, "control_plane.cp2")
+            .reason
+            .contains("etcdctl member remove")
+    );
     assert_eq!(change(&plan, "control_plane.cp3").actions, [Action::Create]);
     // cp2's own stale member is handled by its replace, so nothing blocks the plan.
     assert!(!plan.has_errors(), "{:#?}", plan.problems);
@@ -240,10 +306,20 @@ fn component_endpoint_policy_sends_controller_manager_and_scheduler_through_the_
     let mut d = desired("plans/lab.toml");
     d.policy.component_endpoint = ComponentEndpoint::Endpoint;
     let plan = planner::plan(&d, &observed("fresh-1.31")).unwrap();
-    for address in ["kubeconfig.cp1.controller-manager", "kubeconfig.cp1.scheduler"] {
-        assert_eq!(change(&plan, address).actions, [Action::Update], "{address}");
+    for address in [
+        "kubeconfig.cp1.controller-manager",
+        "kubeconfig.cp1.scheduler",
+    ] {
+        assert_eq!(
+            change(&plan, address).actions,
+            [Action::Update],
+            "{address}"
+        );
     }
-    assert!(plan.handler("handler.cp1.kube-controller-manager").is_some());
+    assert!(
+        plan.handler("handler.cp1.kube-controller-manager")
+            .is_some()
+    );
     assert!(plan.handler("handler.cp1.kube-scheduler").is_some());
 }
 
@@ -252,33 +328,60 @@ fn production_example_plans_against_the_lab_fixture_with_every_node_named() {
     // The production file describes other nodes: every one of them is reported, none panics.
     let plan = planner::plan(&desired("plans/production.toml"), &observed("fresh-1.31")).unwrap();
     assert!(plan.has_errors());
-    assert!(plan.problems.iter().any(|p| p.message.contains("not in the observed state")));
+    assert!(
+        plan.problems
+            .iter()
+            .any(|p| p.message.contains("not in the observed state"))
+    );
 }
 
 #[test]
 fn plans_are_deterministic_round_trip_and_hold_no_secret() {
-    for fixture in ["fresh-1.31", "converted-1.31", "stuck-learner-1.31", "fresh-1.23-docker"] {
+    for fixture in [
+        "fresh-1.31",
+        "converted-1.31",
+        "stuck-learner-1.31",
+        "fresh-1.23-docker",
+    ] {
         let a = render::json(&lab_plan(fixture));
         let b = render::json(&lab_plan(fixture));
         assert_eq!(a, b, "{fixture}: two plans of the same input differ");
         let parsed = render::parse_plan(&a).unwrap();
-        assert_eq!(render::json(&parsed), a, "{fixture}: the saved plan does not round-trip");
+        assert_eq!(
+            render::json(&parsed),
+            a,
+            "{fixture}: the saved plan does not round-trip"
+        );
         for forbidden in ["PRIVATE KEY", "BEGIN RSA", "BEGIN EC"] {
-            assert!(!a.contains(forbidden), "{fixture}: the plan holds {forbidden}");
+            assert!(
+                !a.contains(forbidden),
+                "{fixture}: the plan holds {forbidden}"
+            );
         }
         // Every key or token line of every kubeconfig text, before and after, is redacted.
-        let texts = parsed.resource_changes.iter().flat_map(|c| [&c.before, &c.after]).flatten().flat_map(|v| match v {
-            ResourceValue::File { content, .. } => vec![content.clone()],
-            ResourceValue::ConfigMap { data, .. } => data.values().cloned().collect(),
-            _ => vec![],
-        });
+        let texts = parsed
+            .resource_changes
+            .iter()
+            .flat_map(|c| [&c.before, &c.after])
+            .flatten()
+            .flat_map(|v| match v {
+                ResourceValue::File { content, .. } => vec![content.clone()],
+                ResourceValue::ConfigMap { data, .. } => data.values().cloned().collect(),
+                _ => vec![],
+            });
         let mut keys = 0;
         for text in texts {
-            for line in text.lines().filter(|l| l.trim_start().starts_with("client-key-data:") || l.trim_start().starts_with("token:")) {
+            for line in text.lines().filter(|l| {
+                l.trim_start().starts_with("client-key-data:")
+                    || l.trim_start().starts_with("token:")
+            }) {
                 keys += 1;
                 assert!(line.trim_end().ends_with(": REDACTED"), "{fixture}: {line}");
             }
         }
-        assert!(keys > 0, "{fixture}: no key lines seen, so the check checked nothing");
+        assert!(
+            keys > 0,
+            "{fixture}: no key lines seen, so the check checked nothing"
+        );
     }
 }
