@@ -160,6 +160,35 @@ fn change(
     }
 }
 
+/// A resource that could not be decided.
+fn unknown(resource: &Resource, reason: impl Into<String>, fingerprint: String) -> ResourceChange {
+    change(
+        resource,
+        Action::Unknown,
+        reason.into(),
+        None,
+        None,
+        fingerprint,
+    )
+}
+
+/// A resource already as desired: its value before and after is the one observed.
+fn unchanged(
+    resource: &Resource,
+    reason: String,
+    value: ResourceValue,
+    fingerprint: String,
+) -> ResourceChange {
+    change(
+        resource,
+        Action::NoOp,
+        reason,
+        Some(value.clone()),
+        Some(value),
+        fingerprint,
+    )
+}
+
 impl<'a> Planner<'a> {
     fn problem(&mut self, severity: Severity, subject: &str, message: String, help: String) {
         let p = Problem {
@@ -377,12 +406,9 @@ impl<'a> Planner<'a> {
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
             Err(reason) => {
-                return change(
+                return unknown(
                     resource,
-                    Action::Unknown,
                     reason,
-                    None,
-                    None,
                     fingerprint(&self.observed.nodes.get(name)),
                 );
             }
@@ -395,12 +421,9 @@ impl<'a> Planner<'a> {
                 format!("{name} runs a control plane but has no {APISERVER_CERT}"),
                 format!("restore it (kubeadm init phase certs apiserver on {name}) and plan again"),
             );
-            return change(
+            return unknown(
                 resource,
-                Action::Unknown,
                 format!("{APISERVER_CERT} is missing on {name}"),
-                None,
-                None,
                 fp,
             );
         };
@@ -413,14 +436,7 @@ impl<'a> Planner<'a> {
             );
         }
         let Some(node) = self.node(name) else {
-            return change(
-                resource,
-                Action::Unknown,
-                format!("{name} is not in the desired state"),
-                None,
-                None,
-                fp,
-            );
+            return unknown(resource, format!("{name} is not in the desired state"), fp);
         };
         let advertise = obs
             .apiserver_endpoint
@@ -443,14 +459,7 @@ impl<'a> Planner<'a> {
                 "the certificate's SANs already include {}",
                 self.endpoint_names()
             );
-            return change(
-                resource,
-                Action::NoOp,
-                reason,
-                Some(before.clone()),
-                Some(before),
-                fp,
-            );
+            return unchanged(resource, reason, before, fp);
         }
         let mut sans = cert.sans.clone();
         sans.extend(missing.iter().cloned());
@@ -523,12 +532,9 @@ impl<'a> Planner<'a> {
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
             Err(reason) => {
-                return change(
+                return unknown(
                     resource,
-                    Action::Unknown,
                     reason,
-                    None,
-                    None,
                     fingerprint(&self.observed.nodes.get(name)),
                 );
             }
@@ -565,24 +571,10 @@ impl<'a> Planner<'a> {
                 format!("{path} is missing on {name}"),
                 help,
             );
-            return change(
-                resource,
-                Action::Unknown,
-                format!("{path} is missing on {name}"),
-                None,
-                None,
-                fp,
-            );
+            return unknown(resource, format!("{path} is missing on {name}"), fp);
         };
         let Some(node) = self.node(name) else {
-            return change(
-                resource,
-                Action::Unknown,
-                format!("{name} is not in the desired state"),
-                None,
-                None,
-                fp,
-            );
+            return unknown(resource, format!("{name} is not in the desired state"), fp);
         };
         let wanted = match file.target {
             Target::LoadBalancer => self.desired.endpoint_url(),
@@ -597,14 +589,7 @@ impl<'a> Planner<'a> {
                     format!("{path} on {name}: {e}"),
                     format!("fix {path} on {name} so that its current context names a cluster with a one-line server, then plan again"),
                 );
-                return change(
-                    resource,
-                    Action::Unknown,
-                    format!("{path} could not be read: {e}"),
-                    None,
-                    None,
-                    fp,
-                );
+                return unknown(resource, format!("{path} could not be read: {e}"), fp);
             }
         };
         let before = ResourceValue::File {
@@ -614,14 +599,7 @@ impl<'a> Planner<'a> {
         };
         if current.server == wanted {
             let reason = format!("server is already {wanted}: {}", file.why);
-            return change(
-                resource,
-                Action::NoOp,
-                reason,
-                Some(before.clone()),
-                Some(before),
-                fp,
-            );
+            return unchanged(resource, reason, before, fp);
         }
         let new_text = match kubeconfig::set_server(text, &wanted) {
             Ok(t) => t,
@@ -699,14 +677,7 @@ impl<'a> Planner<'a> {
     ) -> ResourceChange {
         let address = resource.address();
         if let Err(reason) = self.api() {
-            return change(
-                resource,
-                Action::Unknown,
-                reason,
-                None,
-                None,
-                fingerprint(&self.observed.api.reachable),
-            );
+            return unknown(resource, reason, fingerprint(&self.observed.api.reachable));
         }
         let obs = self.observed.configmap(namespace, name);
         let fp = fingerprint(&obs);
@@ -717,12 +688,9 @@ impl<'a> Planner<'a> {
                 format!("ConfigMap {namespace}/{name} does not exist"),
                 "hactl converts clusters built by kubeadm, which creates it; recreate it (kubeadm init phase upload-config / addon) and plan again".into(),
             );
-            return change(
+            return unknown(
                 resource,
-                Action::Unknown,
                 format!("ConfigMap {namespace}/{name} does not exist"),
-                None,
-                None,
                 fp,
             );
         };
@@ -733,12 +701,9 @@ impl<'a> Planner<'a> {
                 format!("ConfigMap {namespace}/{name} has no key {key}"),
                 format!("restore the {key} key as kubeadm writes it, then plan again"),
             );
-            return change(
+            return unknown(
                 resource,
-                Action::Unknown,
                 format!("ConfigMap {namespace}/{name} has no key {key}"),
-                None,
-                None,
                 fp,
             );
         };
@@ -759,14 +724,7 @@ impl<'a> Planner<'a> {
                     ),
                     _ => format!("server is already {}", self.desired.endpoint_url()),
                 };
-                return change(
-                    resource,
-                    Action::NoOp,
-                    reason,
-                    Some(before.clone()),
-                    Some(before),
-                    fp,
-                );
+                return unchanged(resource, reason, before, fp);
             }
             Err(message) => {
                 self.problem(
@@ -886,12 +844,9 @@ impl<'a> Planner<'a> {
 
     fn control_plane(&mut self, resource: &Resource, name: &str) -> ResourceChange {
         let Some(node) = self.node(name) else {
-            return change(
+            return unknown(
                 resource,
-                Action::Unknown,
                 format!("{name} is not in the desired state"),
-                None,
-                None,
                 String::new(),
             );
         };
@@ -944,14 +899,7 @@ impl<'a> Planner<'a> {
                 }
                 format!("{name} runs a control plane ({state})")
             };
-            return change(
-                resource,
-                Action::NoOp,
-                reason,
-                Some(before.clone()),
-                Some(before),
-                fp,
-            );
+            return unchanged(resource, reason, before, fp);
         }
         let obs = match self.reachable(name) {
             Ok(obs) => obs,
