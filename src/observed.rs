@@ -297,6 +297,10 @@ pub struct EtcdMember {
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+    /// `etcdctl endpoint health` of this member's client URL; `None` when it was not checked
+    /// (a member that never started has no client URL to check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 impl EtcdMember {

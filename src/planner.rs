@@ -1034,29 +1034,31 @@ impl<'a> Planner<'a> {
                 .peer_urls
                 .iter()
                 .any(|u| matches!(url_host(u), "127.0.0.1" | "localhost" | "::1"));
-            if !m.started() || m.is_learner || loopback_peer {
-                let what = if !m.started() {
-                    "an unstarted member"
-                } else if m.is_learner {
-                    "a learner"
-                } else {
-                    "a member with a 127.0.0.1 peer URL"
-                };
-                self.problem(
-                    Severity::Error,
-                    &address,
-                    format!(
-                        "etcd has {what} ({} {}, peers {}): joining {name} now could cost quorum",
-                        m.id,
-                        m.name,
-                        m.peer_urls.join(" ")
-                    ),
-                    format!(
-                        "remove or repair it first (etcdctl member remove {}), then plan again",
-                        m.id
-                    ),
-                );
-            }
+            let what = if !m.started() {
+                "an unstarted member"
+            } else if m.is_learner {
+                "a learner"
+            } else if loopback_peer {
+                "a member with a loopback peer URL"
+            } else if m.healthy == Some(false) {
+                "an unhealthy member"
+            } else {
+                continue;
+            };
+            self.problem(
+                Severity::Error,
+                &address,
+                format!(
+                    "etcd has {what} ({} {}, peers {}): joining {name} now could cost quorum",
+                    m.id,
+                    m.name,
+                    m.peer_urls.join(" ")
+                ),
+                format!(
+                    "remove or repair it first (etcdctl member remove {}), then plan again",
+                    m.id
+                ),
+            );
         }
     }
 

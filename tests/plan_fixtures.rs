@@ -385,3 +385,25 @@ fn plans_are_deterministic_round_trip_and_hold_no_secret() {
         );
     }
 }
+
+#[test]
+fn an_unhealthy_etcd_member_blocks_the_joins() {
+    let mut obs = observed("fresh-1.31");
+    obs.etcd.members[0].healthy = Some(false);
+    let plan = planner::plan(&desired("plans/lab.toml"), &obs).unwrap();
+    assert!(plan.has_errors());
+    let blocked: Vec<&str> = plan
+        .problems
+        .iter()
+        .filter(|p| p.message.contains("an unhealthy member"))
+        .map(|p| p.subject.as_str())
+        .collect();
+    assert_eq!(blocked, ["control_plane.cp2", "control_plane.cp3"]);
+    // The same cluster with a healthy member plans cleanly: the check keys on the field.
+    obs.etcd.members[0].healthy = Some(true);
+    assert!(
+        !planner::plan(&desired("plans/lab.toml"), &obs)
+            .unwrap()
+            .has_errors()
+    );
+}
