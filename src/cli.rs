@@ -131,21 +131,20 @@ enum CliError {
 /// Runs hactl with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let color =
-        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-    let report_color =
-        !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
-    match run(cli.command, color) {
+    // Colour only on a terminal, and never when asked not to.
+    let may_color = !cli.no_color && std::env::var_os("NO_COLOR").is_none();
+    match run(cli.command, may_color && std::io::stdout().is_terminal()) {
         Ok(code) => ExitCode::from(code),
         Err(report) => {
-            eprint!("{}", render_report(report.as_ref(), report_color));
+            let color = may_color && std::io::stderr().is_terminal();
+            eprint!("{}", render_report(report.as_ref(), color));
             ExitCode::from(1)
         }
     }
 }
 
 /// A diagnostic as miette draws it; no colour unless asked for.
-pub fn render_report(diagnostic: &dyn Diagnostic, color: bool) -> String {
+fn render_report(diagnostic: &dyn Diagnostic, color: bool) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
     } else {
@@ -192,7 +191,7 @@ fn run(command: Command, color: bool) -> Outcome {
             if let Some(out) = &out {
                 write_file(out, &render::json(&plan))?;
             }
-            print_plan(&plan, format, color)?;
+            print_plan(&plan, format, color);
             if let Some(out) = &out {
                 eprintln!(
                     "Saved the plan to {}; show it with: hactl show {}",
@@ -208,7 +207,7 @@ fn run(command: Command, color: bool) -> Outcome {
                 path: plan_file.display().to_string(),
                 source,
             })?;
-            print_plan(&plan, format, color)?;
+            print_plan(&plan, format, color);
             Ok(0)
         }
         Command::Graph { file, observed } => {
@@ -246,11 +245,7 @@ fn plan_exit_code(plan: &Plan, detailed: bool) -> u8 {
     }
 }
 
-fn print_plan(
-    plan: &Plan,
-    format: Format,
-    color: bool,
-) -> Result<(), Box<dyn Diagnostic + Send + Sync>> {
+fn print_plan(plan: &Plan, format: Format, color: bool) {
     let text = match format {
         Format::Text => render::text(plan, color),
         Format::Markdown => render::markdown(plan).join("\n"),
@@ -259,7 +254,6 @@ fn print_plan(
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`hactl plan … | head`) is not an error worth a report.
     let _ = stdout.write_all(text.as_bytes());
-    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<String, Box<dyn Diagnostic + Send + Sync>> {

@@ -175,6 +175,8 @@ pub struct CycleError {
 pub struct ResourceGraph {
     graph: DiGraph<Resource, ()>,
     order: Vec<NodeIndex>,
+    /// Each node's position in `order`, by node index.
+    rank: Vec<usize>,
 }
 
 impl ResourceGraph {
@@ -237,40 +239,28 @@ impl ResourceGraph {
             graph.update_edge(idx[from], idx[to], ());
         }
         let order = ordered(&graph)?;
-        Ok(ResourceGraph { graph, order })
+        let mut rank = vec![0; order.len()];
+        for (position, i) in order.iter().enumerate() {
+            rank[i.index()] = position;
+        }
+        Ok(ResourceGraph { graph, order, rank })
     }
 
-    /// Resources in the order apply carries them out.
-    pub fn in_order(&self) -> impl Iterator<Item = &Resource> {
-        self.order.iter().map(|&i| &self.graph[i])
-    }
-
-    /// The addresses a resource waits for, in order.
-    pub fn dependencies_of(&self, address: &str) -> Vec<String> {
-        let Some(node) = self
-            .graph
-            .node_indices()
-            .find(|&i| self.graph[i].address() == address)
-        else {
-            return Vec::new();
-        };
-        let preds: BTreeSet<NodeIndex> = self
-            .graph
-            .neighbors_directed(node, Direction::Incoming)
-            .collect();
-        self.order
-            .iter()
-            .filter(|i| preds.contains(i))
-            .map(|&i| self.graph[i].address())
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.graph.node_count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.graph.node_count() == 0
+    /// Resources in the order apply carries them out, each with the addresses it waits for
+    /// (in that same order).
+    pub fn in_order(&self) -> impl Iterator<Item = (&Resource, Vec<String>)> {
+        self.order.iter().map(|&i| {
+            let mut prerequisites: Vec<NodeIndex> = self
+                .graph
+                .neighbors_directed(i, Direction::Incoming)
+                .collect();
+            prerequisites.sort_by_key(|p| self.rank[p.index()]);
+            let addresses = prerequisites
+                .iter()
+                .map(|&p| self.graph[p].address())
+                .collect();
+            (&self.graph[i], addresses)
+        })
     }
 
     /// The graph in Graphviz DOT, for `dot -Tsvg`; arrows point from a prerequisite to what
@@ -473,7 +463,7 @@ mod tests {
     fn order_breaks_ties_by_step_then_insertion() {
         let r = |n: &str| Resource::ControlPlane { node: n.into() };
         let g = ResourceGraph::from_parts(vec![r("z"), r("a"), Resource::Endpoint], &[]).unwrap();
-        let order: Vec<String> = g.in_order().map(Resource::address).collect();
+        let order: Vec<String> = g.in_order().map(|(r, _)| r.address()).collect();
         assert_eq!(order, ["endpoint", "control_plane.z", "control_plane.a"]);
     }
 }

@@ -176,17 +176,6 @@ impl Conventions {
         self.version.at_least(1, 29, 0)
     }
 
-    /// ClusterConfiguration's API version as kubeadm of this version writes it.
-    pub fn kubeadm_api_version(&self) -> &'static str {
-        if self.version.at_least(1, 31, 0) {
-            "kubeadm.k8s.io/v1beta4"
-        } else if self.version.at_least(1, 22, 0) {
-            "kubeadm.k8s.io/v1beta3"
-        } else {
-            "kubeadm.k8s.io/v1beta2"
-        }
-    }
-
     /// Before 1.15 the control-plane join flags carried an `experimental-` prefix.
     pub fn join_flags(&self) -> (&'static str, &'static str) {
         if self.version.at_least(1, 15, 0) {
@@ -366,14 +355,6 @@ mod tests {
         assert_eq!(
             conv("v1.24.0").default_runtime(),
             ContainerRuntime::Containerd
-        );
-        assert_eq!(
-            conv("v1.31.0").kubeadm_api_version(),
-            "kubeadm.k8s.io/v1beta4"
-        );
-        assert_eq!(
-            conv("v1.30.4").kubeadm_api_version(),
-            "kubeadm.k8s.io/v1beta3"
         );
     }
 }

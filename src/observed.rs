@@ -63,6 +63,8 @@ pub struct EndpointObservation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeObservation {
+    /// The address hactl connected to: a snapshot taken for other addresses is not this node's.
+    pub address: String,
     /// Whether hactl could log in; when not, every other field is empty.
     pub ssh: Probe,
     /// `kubeadm version -o short`, e.g. `v1.31.2`; `None` when kubeadm is not installed.
@@ -82,25 +84,6 @@ pub struct NodeObservation {
     /// From a node that is not a control-plane member yet: can it reach the existing control
     /// plane? Keyed by `ADDRESS:PORT`.
     pub control_plane_reachability: BTreeMap<String, Probe>,
-}
-
-impl NodeObservation {
-    /// A node that could not be reached, with the reason.
-    pub fn unreachable(reason: impl Into<String>) -> Self {
-        NodeObservation {
-            ssh: Probe::Failed {
-                reason: reason.into(),
-            },
-            kubeadm_version: None,
-            kubelet_version: None,
-            container_runtime: None,
-            kubeconfigs: BTreeMap::new(),
-            apiserver_cert: None,
-            apiserver_endpoint: None,
-            ca_pin: None,
-            control_plane_reachability: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

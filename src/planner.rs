@@ -47,10 +47,10 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Result<Plan, Cy
     planner.check_cluster();
     let mut changes: Vec<ResourceChange> = Vec::new();
     let mut handlers: Vec<Handler> = Vec::new();
-    for resource in graph.in_order() {
+    for (resource, depends_on) in graph.in_order() {
         let address = resource.address();
         let mut change = planner.resource(resource);
-        change.depends_on = graph.dependencies_of(&address);
+        change.depends_on = depends_on;
         // A handler runs once, right after the last change that triggers it.
         for handler in std::mem::take(&mut planner.triggered) {
             change.handlers.push(handler.id.clone());
@@ -213,6 +213,23 @@ impl<'a> Planner<'a> {
             .map(|n| n.address.to_string())
             .unwrap_or_default();
         match self.observed.nodes.get(name) {
+            // A snapshot of another cluster (or of this one before a node moved) must not stand
+            // in for this node.
+            Some(obs) if obs.address != address => {
+                self.problem(
+                    Severity::Error,
+                    name,
+                    format!(
+                        "{name} was observed at {}, but the desired state puts it at {address}",
+                        obs.address
+                    ),
+                    "observe the cluster again with this desired-state file (hactl observe FILE -o SNAPSHOT.json), or correct the node's address".into(),
+                );
+                Err(format!(
+                    "{name} was observed at another address ({})",
+                    obs.address
+                ))
+            }
             Some(obs) if obs.ssh.is_ok() => Ok(obs),
             Some(obs) => {
                 let reason = obs.ssh.failure().unwrap_or("unknown").to_string();
@@ -236,6 +253,21 @@ impl<'a> Planner<'a> {
                 Err(format!("{name} was not observed"))
             }
         }
+    }
+
+    /// The node's observation, or the resource left undecided because the node was not observed.
+    fn observe(
+        &mut self,
+        resource: &Resource,
+        name: &str,
+    ) -> Result<&'a NodeObservation, Box<ResourceChange>> {
+        self.reachable(name).map_err(|reason| {
+            Box::new(unknown(
+                resource,
+                reason,
+                fingerprint(&self.observed.nodes.get(name)),
+            ))
+        })
     }
 
     /// The API observation, or a problem and the reason it is missing.
@@ -403,15 +435,9 @@ impl<'a> Planner<'a> {
     }
 
     fn apiserver_cert(&mut self, resource: &Resource, name: &str) -> ResourceChange {
-        let obs = match self.reachable(name) {
+        let obs = match self.observe(resource, name) {
             Ok(obs) => obs,
-            Err(reason) => {
-                return unknown(
-                    resource,
-                    reason,
-                    fingerprint(&self.observed.nodes.get(name)),
-                );
-            }
+            Err(undecided) => return *undecided,
         };
         let fp = fingerprint(&(&obs.ssh, &obs.apiserver_cert));
         let Some(cert) = &obs.apiserver_cert else {
@@ -529,15 +555,9 @@ impl<'a> Planner<'a> {
         role: Role,
         file: &KubeconfigFile,
     ) -> ResourceChange {
-        let obs = match self.reachable(name) {
+        let obs = match self.observe(resource, name) {
             Ok(obs) => obs,
-            Err(reason) => {
-                return unknown(
-                    resource,
-                    reason,
-                    fingerprint(&self.observed.nodes.get(name)),
-                );
-            }
+            Err(undecided) => return *undecided,
         };
         let text = obs.kubeconfigs.get(file.file);
         let fp = fingerprint(&(&obs.ssh, text));

@@ -61,16 +61,11 @@ impl Node {
 
     /// The value under a key of a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entry(key).map(|(_, v)| v)
-    }
-
-    /// The key node and the value under a key of a mapping.
-    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match self {
             Node::Map { entries, .. } => entries
                 .iter()
                 .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(k, v)| (k, v)),
+                .map(|(_, v)| v),
             _ => None,
         }
     }
