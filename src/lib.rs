@@ -9,6 +9,7 @@ pub mod cluster_config;
 pub mod graph;
 pub mod kubeadm;
 pub mod kubeconfig;
+pub mod lab;
 pub mod observed;
 pub mod plan;
 pub mod planner;
