@@ -72,6 +72,11 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// A local kubeadm-style cluster of real parts, to rehearse and test on (needs root).
+    Lab {
+        #[command(subcommand)]
+        command: crate::lab::command::LabCommand,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,6 +131,9 @@ enum CliError {
         )
     )]
     Cycle(#[from] crate::graph::CycleError),
+    #[error(transparent)]
+    #[diagnostic(code(hactl::lab))]
+    Lab(#[from] crate::lab::LabError),
 }
 
 /// Runs hactl with the process's arguments and returns its exit code.
@@ -219,6 +227,16 @@ fn run(command: Command, color: bool) -> Outcome {
             let graph = ResourceGraph::build(&desired, &facts).map_err(CliError::from)?;
             print!("{}", graph.to_dot(&facts));
             Ok(0)
+        }
+        Command::Lab { command } => {
+            let read_plan = |path: &Path| match read_spec(path) {
+                Ok(desired) => Ok((desired, std::fs::read_to_string(path).unwrap_or_default())),
+                Err(report) => {
+                    eprint!("{}", render_report(report.as_ref(), false));
+                    Err(1)
+                }
+            };
+            Ok(crate::lab::command::run(command, read_plan).map_err(CliError::from)?)
         }
         Command::Schema { plan } => {
             print!(

@@ -11,6 +11,7 @@
 //! URLs) means that node's own address (`node_loopback`).
 
 pub mod apiserver;
+pub mod command;
 pub mod components;
 pub mod daemon;
 pub mod etcd;
@@ -257,4 +258,30 @@ pub struct ExecOutput {
     pub stdout: String,
     pub stderr: String,
     pub code: i32,
+}
+
+/// Why a lab command failed; every message names the file, node or program and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0}")]
+    Msg(String),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl LabError {
+    pub fn msg(s: impl Into<String>) -> Self {
+        LabError::Msg(s.into())
+    }
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        LabError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
 }

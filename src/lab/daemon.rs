@@ -1,1 +1,284 @@
-//! TODO(lead): daemon
+//! The lab's supervisor (`hactl lab daemon`): runs every node's simulated agents and answers
+//! the control socket, through which node commands (`systemctl`, `crictl`, `docker`,
+//! `kubeadm`, `kubelet`) reach their node and `lab status` and `lab down` reach the lab.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use super::apiserver::{ApiServer, ApiServerConfig};
+use super::components::{
+    ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, NodeReport, Running,
+};
+use super::up::LabState;
+use super::{ExecOutput, LabDir, LabError, LabNode, LabSpec};
+
+/// One request on the control socket: a JSON line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Ping,
+    /// A command run on a node through one of its stand-ins.
+    Exec {
+        node: String,
+        argv: Vec<String>,
+    },
+    /// Every node agent's own view (kubelet errors, pods, component leases).
+    Report,
+    Shutdown,
+}
+
+/// The answer: a JSON line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Ok,
+    Exec(ExecOutput),
+    Report { nodes: BTreeMap<String, NodeReport> },
+    Error { message: String },
+}
+
+/// Sends one request to the lab's supervisor and waits for its answer.
+pub fn call(lab: &LabDir, request: &Request, timeout: Duration) -> Result<Response, LabError> {
+    let sock = lab.control_socket();
+    let mut stream = UnixStream::connect(&sock).map_err(|e| {
+        LabError::msg(format!(
+            "the lab's supervisor does not answer on {}: {e}; is the lab up (`hactl lab status --dir {}`)?",
+            sock.display(),
+            lab.root().display()
+        ))
+    })?;
+    let io = |e: std::io::Error| LabError::io(&sock, "talk to the supervisor on", e);
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(request).map_err(|e| LabError::msg(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| {
+        LabError::msg(format!(
+            "the lab's supervisor answered something unreadable ({e}); see {}",
+            lab.log_dir().join("daemon.log").display()
+        ))
+    })
+}
+
+/// Starts kube-apiserver static pods as the simulated API server.
+struct Launcher {
+    spec: Arc<LabSpec>,
+}
+
+struct RunningApiServer(ApiServer);
+
+impl Running for RunningApiServer {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.0.stop().await })
+    }
+    fn exited(&self) -> Option<String> {
+        None
+    }
+}
+
+impl ApiServerLauncher for Launcher {
+    fn launch(
+        &self,
+        lab: LabDir,
+        node: LabNode,
+        manifest_yaml: String,
+    ) -> BoxFuture<'static, Result<Box<dyn Running>, String>> {
+        let version = self.spec.version;
+        Box::pin(async move {
+            let config = ApiServerConfig::from_manifest(&lab, &node, version, &manifest_yaml)?;
+            let server = ApiServer::start(config).await.map_err(|e| e.to_string())?;
+            Ok(Box::new(RunningApiServer(server)) as Box<dyn Running>)
+        })
+    }
+}
+
+/// The supervisor's main loop; returns after a `Shutdown` request or SIGTERM, with every
+/// agent stopped.
+pub async fn run(lab: LabDir) -> Result<(), LabError> {
+    super::install_crypto_provider();
+    let state = LabState::read(&lab)?;
+    let spec = Arc::new(state.spec.clone());
+    let launcher: Arc<dyn ApiServerLauncher> = Arc::new(Launcher { spec: spec.clone() });
+    let mut agents = BTreeMap::new();
+    for node in &spec.nodes {
+        let ns_pid = state
+            .processes
+            .iter()
+            .find(|p| p.name == format!("sshd-{}", node.name))
+            .map(|p| p.pid as u32);
+        let agent = NodeAgent::start(NodeAgentConfig {
+            lab: lab.clone(),
+            spec: spec.clone(),
+            node: node.clone(),
+            ns_pid,
+            timings: LabTimings::default(),
+            apiserver: launcher.clone(),
+        });
+        agents.insert(node.name.clone(), agent);
+    }
+    let agents = Arc::new(agents);
+
+    let sock = lab.control_socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| LabError::io(&sock, "listen on", e))?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| LabError::msg(format!("cannot handle SIGTERM: {e}")))?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let agents = agents.clone();
+                let stop_tx = stop_tx.clone();
+                let spec = spec.clone();
+                tokio::spawn(async move { serve(stream, agents, spec, stop_tx).await });
+            }
+            _ = stop_rx.changed() => break,
+            _ = term.recv() => break,
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&sock);
+    // Every reference is gone once the connection tasks finish; stop agents in parallel.
+    let agents = match Arc::try_unwrap(agents) {
+        Ok(a) => a,
+        Err(shared) => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Arc::try_unwrap(shared)
+                .map_err(|_| LabError::msg("a control connection is still open"))?
+        }
+    };
+    let stops: Vec<_> = agents
+        .into_values()
+        .map(|a| tokio::spawn(a.shutdown()))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+async fn serve(
+    stream: tokio::net::UnixStream,
+    agents: Arc<BTreeMap<String, NodeAgent>>,
+    spec: Arc<LabSpec>,
+    stop: watch::Sender<bool>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if tokio::io::BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Error {
+            message: format!("unreadable request: {e}"),
+        },
+        Ok(Request::Ping) => Response::Ok,
+        Ok(Request::Shutdown) => {
+            let _ = stop.send(true);
+            Response::Ok
+        }
+        Ok(Request::Report) => {
+            let mut nodes = BTreeMap::new();
+            for (name, agent) in agents.iter() {
+                nodes.insert(name.clone(), agent.report().await);
+            }
+            Response::Report { nodes }
+        }
+        Ok(Request::Exec { node, argv }) => match agents.get(&node) {
+            None => Response::Error {
+                message: format!("the lab has no node {node:?}"),
+            },
+            Some(agent) => Response::Exec(match argv.first().map(String::as_str) {
+                Some("kubeadm") => kubeadm(&spec, &argv[1..]),
+                Some("kubelet") => kubelet(&spec, &argv[1..]),
+                _ => agent.exec(argv).await,
+            }),
+        },
+    };
+    let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
+        format!(r#"{{"result":"error","message":"cannot encode the answer: {e}"}}"#)
+    });
+    out.push('\n');
+    let _ = write.write_all(out.as_bytes()).await;
+}
+
+/// `kubeadm` on a lab node: the version commands (the lab's kubeadm grows with issue 4).
+fn kubeadm(spec: &LabSpec, args: &[String]) -> ExecOutput {
+    let v = spec.version;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["version", "-o", "short"] | ["version", "--output", "short"] | ["version", "-o=short"] => {
+            ExecOutput {
+                stdout: format!("{v}\n"),
+                ..Default::default()
+            }
+        }
+        ["version"] => ExecOutput {
+            stdout: format!(
+                "kubeadm version: &version.Info{{Major:\"{}\", Minor:\"{}\", GitVersion:\"{v}\", GitCommit:\"lab\", GitTreeState:\"clean\", BuildDate:\"2026-01-01T00:00:00Z\", GoVersion:\"go1.22.0\", Compiler:\"gc\", Platform:\"linux/amd64\"}}\n",
+                v.major, v.minor
+            ),
+            ..Default::default()
+        },
+        _ => ExecOutput {
+            stderr: format!(
+                "hactl lab: `kubeadm {}` is not available on this lab node yet (only `kubeadm version`)\n",
+                args.join(" ")
+            ),
+            code: 1,
+            ..Default::default()
+        },
+    }
+}
+
+/// `kubelet --version` on a lab node.
+fn kubelet(spec: &LabSpec, args: &[String]) -> ExecOutput {
+    if args.iter().any(|a| a == "--version") {
+        ExecOutput {
+            stdout: format!("Kubernetes {}\n", spec.version),
+            ..Default::default()
+        }
+    } else {
+        ExecOutput {
+            stderr:
+                "hactl lab: the kubelet runs as a service here; use `systemctl restart kubelet`\n"
+                    .into(),
+            code: 1,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_answers_are_json_lines() {
+        let r = Request::Exec {
+            node: "cp1".into(),
+            argv: vec!["crictl".into(), "ps".into()],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"op":"exec","node":"cp1","argv":["crictl","ps"]}"#);
+        let back: Response =
+            serde_json::from_str(r#"{"result":"exec","stdout":"x\n","stderr":"","code":3}"#)
+                .unwrap();
+        assert!(matches!(back, Response::Exec(ExecOutput { code: 3, .. })));
+    }
+}

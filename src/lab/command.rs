@@ -1,0 +1,182 @@
+//! The `hactl lab` subcommands: argument shapes and what each one runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+
+use super::daemon::{self, Request, Response};
+use super::up::{self, UpOptions};
+use super::{LabDir, LabError, LabSpec};
+use crate::kubeadm::KubeVersion;
+use crate::observed::ContainerRuntime;
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build and start a kubeadm-style cluster on this machine's loopback addresses.
+    Up {
+        /// The desired-state file whose nodes and endpoint the lab is built for.
+        #[arg(long, value_name = "PLAN.toml")]
+        plan: PathBuf,
+        /// The lab's directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Kubernetes minor version, 1.23 to 1.33.
+        #[arg(long, default_value = "1.31", value_name = "VERSION")]
+        kubernetes_version: String,
+        /// The container runtime; docker only below 1.24 (dockershim).
+        #[arg(long, value_enum, default_value_t = Runtime::Containerd)]
+        runtime: Runtime,
+    },
+    /// Report the lab's ground truth; exit 0 when healthy, 1 when not.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
+    /// Stop everything the lab started.
+    Down {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Run a node command through the lab's supervisor (what the node stand-ins call).
+    #[command(hide = true)]
+    Exec {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        node: String,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// The lab's supervisor (started by `lab up`).
+    #[command(hide = true)]
+    Daemon {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    Containerd,
+    Docker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+/// An absolute lab directory: node namespaces, stand-ins and hactl.toml refer to it by path.
+fn lab_dir(dir: &Path, create: bool) -> Result<LabDir, LabError> {
+    if create {
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, "create", e))?;
+    }
+    let abs = dir.canonicalize().map_err(|e| {
+        LabError::msg(format!(
+            "{}: {e}; is this a lab directory (`hactl lab up --dir {}`)?",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    Ok(LabDir::new(abs))
+}
+
+fn runtime_for(version: KubeVersion, runtime: Runtime) -> Result<ContainerRuntime, LabError> {
+    match runtime {
+        Runtime::Containerd => Ok(ContainerRuntime::Containerd),
+        Runtime::Docker if version.minor < 24 => Ok(ContainerRuntime::Docker),
+        Runtime::Docker => Err(LabError::msg(format!(
+            "--runtime docker needs Kubernetes 1.23 (dockershim was removed in 1.24), not {}; use --runtime containerd",
+            version.minor_string()
+        ))),
+    }
+}
+
+/// Runs a lab command; returns the exit code. `read_plan` parses and validates the plan
+/// (the CLI's, so that its errors are the same miette reports as `hactl validate`'s).
+pub fn run(
+    command: LabCommand,
+    read_plan: impl FnOnce(&Path) -> Result<(crate::spec::DesiredState, String), u8>,
+) -> Result<u8, LabError> {
+    match command {
+        LabCommand::Up {
+            plan,
+            dir,
+            kubernetes_version,
+            runtime,
+        } => {
+            let version = super::lab_version(&kubernetes_version)
+                .map_err(|e| LabError::msg(format!("--kubernetes-version: {e}")))?;
+            let runtime = runtime_for(version, runtime)?;
+            let (desired, plan_text) = match read_plan(&plan) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            super::node::check_host()?;
+            let lab = lab_dir(&dir, true)?;
+            let spec = LabSpec::from_plan(&desired, version, runtime);
+            let opts = UpOptions {
+                plan_path: plan.canonicalize().unwrap_or(plan),
+                plan_text,
+                spec,
+                ssh_port: desired.ssh.port.unwrap_or(22),
+                ready_timeout: Duration::from_secs(60),
+            };
+            let summary = runtime_block_on(up::up(&lab, opts))??;
+            print!("{summary}");
+            Ok(0)
+        }
+        LabCommand::Down { dir } => {
+            let lab = lab_dir(&dir, false)?;
+            print!("{}", up::down(&lab)?);
+            Ok(0)
+        }
+        LabCommand::Status { dir, format } => {
+            let lab = lab_dir(&dir, false)?;
+            let status = runtime_block_on(super::status::gather(&lab))??;
+            match format {
+                StatusFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status)
+                        .map_err(|e| LabError::msg(e.to_string()))?
+                ),
+                StatusFormat::Text => print!("{}", super::status::render(&status)),
+            }
+            Ok(if status.healthy { 0 } else { 1 })
+        }
+        LabCommand::Exec { dir, node, argv } => {
+            let lab = LabDir::new(dir);
+            match daemon::call(
+                &lab,
+                &Request::Exec { node, argv },
+                Duration::from_secs(120),
+            )? {
+                Response::Exec(out) => {
+                    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+                    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+                    Ok(u8::try_from(out.code).unwrap_or(1))
+                }
+                Response::Error { message } => Err(LabError::msg(message)),
+                other => Err(LabError::msg(format!("unexpected answer: {other:?}"))),
+            }
+        }
+        LabCommand::Daemon { dir } => {
+            let lab = LabDir::new(dir);
+            runtime_block_on(daemon::run(lab))??;
+            Ok(0)
+        }
+    }
+}
+
+fn runtime_block_on<F: std::future::Future>(f: F) -> Result<F::Output, LabError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::msg(format!("cannot start the async runtime: {e}")))?;
+    Ok(rt.block_on(f))
+}
