@@ -1,8 +1,21 @@
 //! `hactl lab status`: the lab's ground truth, read from the parts themselves (the API, etcd,
 //! haproxy, the served certificates, and each node agent's own view).
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Node;
+use serde::{Deserialize, Serialize};
+
+use super::components::NodeReport;
+use super::daemon::{self, Request, Response};
+use super::node::BackendState;
+use super::up::LabState;
+use super::{LabError, LabNode, LabSpec};
 use kube::api::{Api, ListParams};
+use std::fmt::Write as _;
 
 use super::LabDir;
 
@@ -57,16 +70,698 @@ pub fn node_ready(node: &Node) -> (bool, Option<String>) {
     }
 }
 
-/// The lab's ground truth (filled in at integration).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// The lab's ground truth.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LabStatus {
+    /// Every joined node Ready, every component verifying its server, leases fresh, kube-proxy
+    /// running, every etcd member started and healthy, the LB up with healthy backends.
     pub healthy: bool,
+    /// Why the lab is not healthy, one line each.
+    pub problems: Vec<String>,
+    pub version: String,
+    pub runtime: String,
+    pub nodes: Vec<NodeStatus>,
+    pub api_servers: Vec<ApiServerStatus>,
+    pub leases: Vec<LeaseStatus>,
+    pub kube_proxy: Vec<PodStatus>,
+    pub etcd: EtcdStatus,
+    pub load_balancer: LoadBalancerStatus,
 }
 
-pub async fn gather(_lab: &LabDir) -> Result<LabStatus, super::LabError> {
-    Err(super::LabError::msg("not yet"))
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub address: String,
+    /// `control-plane` or `worker`.
+    pub role: String,
+    /// Part of the cluster (its kubelet is configured); a bare control-plane node is not yet.
+    pub joined: bool,
+    pub ready: bool,
+    /// Why it is not Ready: the Node's condition and the kubelet's own last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The `server:` each of the node's components uses, and whether TLS to it verifies.
+    pub connections: Vec<Connection>,
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Connection {
+    /// `kubelet`, `kube-controller-manager`, `kube-scheduler`, `kube-proxy`.
+    pub component: String,
+    /// Where the server came from: a node file or `configmap kube-system/kube-proxy`.
+    pub source: String,
+    pub server: String,
+    pub tls_verifies: bool,
+    /// The error a Go client gets, word for word (`x509: certificate is valid for …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ApiServerStatus {
+    pub node: String,
+    pub address: String,
+    pub serving: bool,
+    /// The SANs of the certificate it serves now (`DNS:x`, `IP:x`).
+    pub sans: Vec<String>,
+    /// HTTP status of `/readyz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readyz: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// `kube-controller-manager` or `kube-scheduler` (kube-system leader leases).
+    pub name: String,
+    pub holder: Option<String>,
+    pub renew_time: Option<String>,
+    /// Seconds since the last renewal.
+    pub age_seconds: Option<f64>,
+    pub fresh: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub name: String,
+    pub node: String,
+    /// `Running`, `CrashLoopBackOff`, `Pending`, …
+    pub state: String,
+    pub ready: bool,
+    pub restarts: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    pub members: Vec<MemberStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// As etcdctl prints it (hex).
+    pub id: String,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+    pub started: bool,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LoadBalancerStatus {
+    /// `ADDRESS:PORT` → accepts TCP.
+    pub frontends: BTreeMap<String, bool>,
+    pub backends: Vec<BackendState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The SANs of the certificate served at `addr`, whatever it is (the lab reports what is
+/// served; whether a client accepts it is `Connection::tls_verifies`), and the HTTP status of
+/// an anonymous `GET /readyz` on the same connection.
+pub async fn probe_apiserver(addr: SocketAddr) -> Result<(Vec<String>, Option<u16>), String> {
+    #[derive(Debug)]
+    struct Capture(
+        std::sync::Mutex<Option<Vec<u8>>>,
+        Arc<rustls::crypto::CryptoProvider>,
+    );
+    impl rustls::client::danger::ServerCertVerifier for Capture {
+        fn verify_server_cert(
+            &self,
+            end_entity: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            if let Ok(mut c) = self.0.lock() {
+                *c = Some(end_entity.to_vec());
+            }
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.1.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    super::install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let capture = Arc::new(Capture(std::sync::Mutex::new(None), provider));
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
+        .map_err(|e| format!("dial tcp {addr}: connect: {}", go_errno(&e)))?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = tokio::time::timeout(Duration::from_secs(3), connector.connect(name, tcp))
+        .await
+        .map_err(|_| format!("TLS handshake with {addr}: i/o timeout"))?
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let readyz = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = vec![];
+        tls.read_to_end(&mut buf).await.ok();
+        let text = String::from_utf8_lossy(&buf);
+        text.split_whitespace().nth(1)?.parse::<u16>().ok()
+    };
+    let readyz = tokio::time::timeout(Duration::from_secs(5), readyz)
+        .await
+        .ok()
+        .flatten();
+    let der = capture
+        .0
+        .lock()
+        .ok()
+        .and_then(|c| c.clone())
+        .ok_or_else(|| format!("{addr} served no certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    let mut sans = vec![];
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => sans.push(format!("DNS:{d}")),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b)
+                            .map(|a| IpAddr::from(a).to_string())
+                            .ok(),
+                        16 => <[u8; 16]>::try_from(*b)
+                            .map(|a| IpAddr::from(a).to_string())
+                            .ok(),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        sans.push(format!("IP:{ip}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((sans, readyz))
+}
+
+/// Go's words for the common connection errors.
+pub fn go_errno(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Reads every part of the lab and says whether it is healthy.
+pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
+    super::install_crypto_provider();
+    let state = LabState::read(lab)?;
+    let spec = &state.spec;
+    let mut st = LabStatus {
+        version: spec.version.to_string(),
+        runtime: spec.runtime.as_str().to_string(),
+        ..Default::default()
+    };
+    if state.live_processes().is_empty() {
+        st.problems.push(format!(
+            "the lab in {} is not running; start it with `hactl lab up`",
+            lab.root().display()
+        ));
+        return Ok(st);
+    }
+
+    // What the API says: Nodes, leader Leases, kube-proxy Pods.
+    let api = match admin_client(lab).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            st.problems.push(format!("admin.conf: {e}"));
+            None
+        }
+    };
+    let mut api_nodes: BTreeMap<String, Node> = BTreeMap::new();
+    if let Some(client) = &api {
+        match Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => {
+                for n in list.items {
+                    if let Some(name) = n.metadata.name.clone() {
+                        api_nodes.insert(name, n);
+                    }
+                }
+            }
+            Err(e) => st
+                .problems
+                .push(format!("the API (admin.conf) cannot list Nodes: {e}")),
+        }
+        st.leases = leases(client).await.unwrap_or_else(|e| {
+            st.problems.push(format!("cannot read leader leases: {e}"));
+            vec![]
+        });
+        st.kube_proxy = kube_proxy_pods(client).await.unwrap_or_else(|e| {
+            st.problems
+                .push(format!("cannot list kube-proxy pods: {e}"));
+            vec![]
+        });
+    }
+
+    // What each node's agent saw (the kubelet's last error, its pods).
+    let reports = match daemon::call(lab, &Request::Report, Duration::from_secs(10)) {
+        Ok(Response::Report { nodes }) => nodes,
+        Ok(other) => {
+            st.problems
+                .push(format!("the supervisor answered {other:?}"));
+            BTreeMap::new()
+        }
+        Err(e) => {
+            st.problems.push(e.to_string());
+            BTreeMap::new()
+        }
+    };
+
+    for n in &spec.nodes {
+        let joined = lab
+            .node_path(&n.name, "/etc/kubernetes/kubelet.conf")
+            .exists();
+        let (ready, mut reason) = match api_nodes.get(&n.name) {
+            Some(node) => node_ready(node),
+            None if joined => (
+                false,
+                Some("no Node object: the kubelet has not registered".into()),
+            ),
+            None => (false, None),
+        };
+        if let Some(kubelet_error) = reports.get(&n.name).and_then(kubelet_error) {
+            if !ready {
+                reason = Some(match reason {
+                    Some(r) => format!("{r}; kubelet: {kubelet_error}"),
+                    None => format!("kubelet: {kubelet_error}"),
+                });
+            }
+        }
+        let connections = connections(lab, spec, n, joined).await;
+        if joined && !ready {
+            st.problems.push(format!(
+                "node {} is not Ready: {}",
+                n.name,
+                reason.clone().unwrap_or_default()
+            ));
+        }
+        for c in &connections {
+            if !c.tls_verifies {
+                st.problems.push(format!(
+                    "{} on {} cannot reach {}: {}",
+                    c.component,
+                    n.name,
+                    c.server,
+                    c.error.clone().unwrap_or_default()
+                ));
+            }
+        }
+        st.nodes.push(NodeStatus {
+            name: n.name.clone(),
+            address: n.address.to_string(),
+            role: if n.control_plane {
+                "control-plane"
+            } else {
+                "worker"
+            }
+            .into(),
+            joined,
+            ready,
+            reason,
+            connections,
+        });
+    }
+
+    for n in spec.nodes.iter().filter(|n| n.control_plane) {
+        let joined = lab
+            .node_path(&n.name, "/etc/kubernetes/manifests/kube-apiserver.yaml")
+            .exists();
+        let addr = SocketAddr::new(n.address, 6443);
+        let mut s = ApiServerStatus {
+            node: n.name.clone(),
+            address: addr.to_string(),
+            ..Default::default()
+        };
+        match probe_apiserver(addr).await {
+            Ok((sans, readyz)) => {
+                s.serving = true;
+                s.sans = sans;
+                s.readyz = readyz;
+                if joined && readyz != Some(200) {
+                    st.problems.push(format!(
+                        "the API server on {} is not ready (/readyz {})",
+                        n.name,
+                        readyz
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "no answer".into())
+                    ));
+                }
+            }
+            Err(e) => {
+                if joined {
+                    st.problems
+                        .push(format!("the API server on {} is down: {e}", n.name));
+                }
+                s.error = Some(e);
+            }
+        }
+        st.api_servers.push(s);
+    }
+
+    for l in &st.leases {
+        if !l.fresh {
+            st.problems.push(format!(
+                "the {} leader lease is stale (renewed {} ago)",
+                l.name,
+                l.age_seconds
+                    .map(|a| format!("{a:.0} s"))
+                    .unwrap_or_else(|| "never".into())
+            ));
+        }
+    }
+    for p in &st.kube_proxy {
+        if !p.ready {
+            st.problems.push(format!(
+                "kube-proxy pod {} on {} is {}{}",
+                p.name,
+                p.node,
+                p.state,
+                p.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+
+    st.etcd = etcd_status(lab, spec).await;
+    if let Some(e) = &st.etcd.error {
+        st.problems.push(format!("etcd: {e}"));
+    }
+    for m in &st.etcd.members {
+        if !m.started || !m.healthy || m.is_learner {
+            st.problems.push(format!(
+                "etcd member {} ({}) is {}",
+                if m.name.is_empty() {
+                    "(unstarted)"
+                } else {
+                    &m.name
+                },
+                m.id,
+                if !m.started {
+                    "not started".to_string()
+                } else if m.is_learner {
+                    "a learner".to_string()
+                } else {
+                    format!("unhealthy: {}", m.error.clone().unwrap_or_default())
+                }
+            ));
+        }
+    }
+
+    st.load_balancer = load_balancer(lab, spec);
+    for (addr, up) in &st.load_balancer.frontends {
+        if !up {
+            st.problems
+                .push(format!("the load balancer does not accept TCP on {addr}"));
+        }
+    }
+    for b in &st.load_balancer.backends {
+        let joined = st.nodes.iter().any(|n| n.name == b.server && n.joined);
+        if joined && b.status != "UP" {
+            st.problems.push(format!(
+                "LB backend {} is {} ({})",
+                b.server, b.status, b.check
+            ));
+        }
+    }
+    st.healthy = st.problems.is_empty();
+    Ok(st)
+}
+
+/// The kube-system leader leases of controller-manager and scheduler, and their freshness.
+async fn leases(client: &kube::Client) -> Result<Vec<LeaseStatus>, String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut out = vec![];
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        let lease = api.get_opt(name).await.map_err(|e| e.to_string())?;
+        let spec = lease.and_then(|l| l.spec);
+        let renew = spec
+            .as_ref()
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0);
+        let duration = spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or(15) as f64;
+        let age = renew.map(|r| {
+            (now - r)
+                .total(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or(f64::MAX)
+        });
+        out.push(LeaseStatus {
+            name: name.to_string(),
+            holder: spec.as_ref().and_then(|s| s.holder_identity.clone()),
+            renew_time: renew.map(|r| r.to_string()),
+            age_seconds: age,
+            fresh: age.is_some_and(|a| a <= duration),
+        });
+    }
+    Ok(out)
+}
+
+async fn kube_proxy_pods(client: &kube::Client) -> Result<Vec<PodStatus>, String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let list = api
+        .list(&ListParams::default().labels("k8s-app=kube-proxy"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out: Vec<PodStatus> = list
+        .items
+        .into_iter()
+        .map(|p| {
+            let status = p.status.unwrap_or_default();
+            let cs = status.container_statuses.unwrap_or_default();
+            let c = cs.first();
+            let waiting = c
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.clone());
+            let running = c
+                .and_then(|c| c.state.as_ref())
+                .is_some_and(|s| s.running.is_some());
+            let last_message = c
+                .and_then(|c| c.last_state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.message.clone());
+            PodStatus {
+                name: p.metadata.name.unwrap_or_default(),
+                node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
+                state: match (&waiting, running) {
+                    (Some(w), _) => w.reason.clone().unwrap_or_else(|| "Waiting".into()),
+                    (None, true) => "Running".into(),
+                    _ => status.phase.unwrap_or_else(|| "Unknown".into()),
+                },
+                ready: running && c.is_some_and(|c| c.ready),
+                restarts: c.map(|c| c.restart_count).unwrap_or(0),
+                message: waiting.and_then(|w| w.message).or(last_message),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.node.cmp(&b.node).then(a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+fn load_balancer(lab: &LabDir, spec: &LabSpec) -> LoadBalancerStatus {
+    let mut lb = LoadBalancerStatus::default();
+    for a in &spec.endpoint.addresses {
+        lb.frontends.insert(
+            SocketAddr::new(*a, spec.endpoint.port).to_string(),
+            super::node::port_taken(*a, spec.endpoint.port),
+        );
+    }
+    match super::node::haproxy_backends(lab) {
+        Ok(b) => lb.backends = b,
+        Err(e) => lb.error = Some(e),
+    }
+    lb
+}
+
+/// The status for a terminal.
 pub fn render(s: &LabStatus) -> String {
-    format!("{s:?}")
+    let mut out = format!(
+        "Lab: Kubernetes {} ({}): {}\n\nNodes\n",
+        s.version,
+        s.runtime,
+        if s.healthy { "healthy" } else { "NOT healthy" }
+    );
+    for n in &s.nodes {
+        let state = match (n.joined, n.ready) {
+            (false, _) => "not joined".to_string(),
+            (true, true) => "Ready".to_string(),
+            (true, false) => format!("NotReady: {}", n.reason.clone().unwrap_or_default()),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<15} {:<14} {state}",
+            n.name, n.address, n.role
+        );
+        for c in &n.connections {
+            let _ = writeln!(
+                out,
+                "      {:<24} {:<40} {}",
+                c.component,
+                c.server,
+                if c.tls_verifies {
+                    "TLS verifies".to_string()
+                } else {
+                    c.error.clone().unwrap_or_default()
+                }
+            );
+        }
+    }
+    out.push_str("\nAPI servers\n");
+    for a in &s.api_servers {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<21} {}",
+            a.node,
+            a.address,
+            if a.serving {
+                format!(
+                    "readyz {} SANs {}",
+                    a.readyz
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    a.sans.join(", ")
+                )
+            } else {
+                a.error.clone().unwrap_or_else(|| "down".into())
+            }
+        );
+    }
+    out.push_str("\nLeader leases\n");
+    for l in &s.leases {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<6} holder {} renewed {}",
+            l.name,
+            if l.fresh { "fresh" } else { "STALE" },
+            l.holder.clone().unwrap_or_else(|| "-".into()),
+            l.age_seconds
+                .map(|a| format!("{a:.1} s ago"))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    out.push_str("\nkube-proxy\n");
+    for p in &s.kube_proxy {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<8} {:<17} restarts {}{}",
+            p.name,
+            p.node,
+            p.state,
+            p.restarts,
+            p.message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+    out.push_str("\netcd members\n");
+    if let Some(e) = &s.etcd.error {
+        let _ = writeln!(out, "  {e}");
+    }
+    for m in &s.etcd.members {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<8} {:<28} {}{}{}",
+            m.id,
+            if m.name.is_empty() { "-" } else { &m.name },
+            m.peer_urls.join(","),
+            if m.started { "started" } else { "unstarted" },
+            if m.is_learner { ", learner" } else { "" },
+            if m.healthy {
+                ", healthy"
+            } else {
+                ", UNHEALTHY"
+            }
+        );
+    }
+    out.push_str("\nLoad balancer\n");
+    for (a, up) in &s.load_balancer.frontends {
+        let _ = writeln!(
+            out,
+            "  {a:<21} {}",
+            if *up { "accepts TCP" } else { "DOWN" }
+        );
+    }
+    for b in &s.load_balancer.backends {
+        let _ = writeln!(out, "  backend {:<12} {} ({})", b.server, b.status, b.check);
+    }
+    if !s.problems.is_empty() {
+        out.push_str("\nProblems\n");
+        for p in &s.problems {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+// Filled in when the node agents and the etcd client land.
+fn kubelet_error(_r: &NodeReport) -> Option<String> {
+    None
+}
+async fn connections(
+    _lab: &LabDir,
+    _spec: &LabSpec,
+    _n: &LabNode,
+    _joined: bool,
+) -> Vec<Connection> {
+    vec![]
+}
+async fn etcd_status(_lab: &LabDir, _spec: &LabSpec) -> EtcdStatus {
+    EtcdStatus::default()
 }

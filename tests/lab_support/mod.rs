@@ -1,0 +1,174 @@
+//! Shared by the lab's tests: start a lab with the real `hactl lab up`, reach it with the real
+//! `ssh` and `kubectl`, read `hactl lab status --format json`, stop it with `hactl lab down`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const HACTL: &str = env!("CARGO_BIN_EXE_hactl");
+
+/// A desired-state file for a lab on `127.0.<net>.x`: control-plane nodes at .11…, workers
+/// at .21…, the load balancer at .100. Each test takes its own `net` so labs run side by side.
+pub fn plan(net: u8, control_planes: usize, workers: usize) -> String {
+    let mut s = format!(
+        "version = 1\n\n[cluster]\nname = \"lab{net}\"\n\n[endpoint]\nhost = \"k8s-api.lab.internal\"\naddresses = [\"127.0.{net}.100\"]\nport = 6443\n\n[ssh]\nuser = \"root\"\n"
+    );
+    for i in 0..control_planes {
+        s.push_str(&format!(
+            "\n[[node]]\nname = \"cp{}\"\naddress = \"127.0.{net}.{}\"\nrole = \"control-plane\"\n",
+            i + 1,
+            11 + i
+        ));
+    }
+    for i in 0..workers {
+        let (host, name) = (21 + i, format!("w{}", i + 1));
+        // Beyond .99 the workers go on the next /24 so 50 fit.
+        let addr = if host < 100 { format!("127.0.{net}.{host}") } else { format!("127.1.{net}.{}", host - 99) };
+        s.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\nrole = \"worker\"\n"));
+    }
+    s
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub up_output: Output,
+}
+
+impl Lab {
+    /// `hactl lab up` for `plan_text`; panics with its output when it fails.
+    pub fn up(tag: &str, plan_text: &str, extra: &[&str]) -> Lab {
+        let dir = std::env::temp_dir().join(format!("hactl-lab-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let plan = dir.join("plan.toml");
+        std::fs::write(&plan, plan_text).unwrap();
+        let lab_dir = dir.join("lab");
+        let out = Command::new(HACTL)
+            .args(["lab", "up", "--plan"])
+            .arg(&plan)
+            .arg("--dir")
+            .arg(&lab_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        let lab = Lab { dir: lab_dir, up_output: out };
+        assert!(
+            lab.up_output.status.success(),
+            "hactl lab up failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&lab.up_output.stdout),
+            String::from_utf8_lossy(&lab.up_output.stderr),
+            lab.logs()
+        );
+        lab
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("log")) {
+            for e in entries.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                s.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.iter().rev() {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
+        s
+    }
+
+    pub fn ssh(&self, node: &str, command: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.dir.join("ssh_config"))
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", node, command])
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `command` on `node` and returns its stdout; panics with stderr when it fails.
+    pub fn ssh_ok(&self, node: &str, command: &str) -> String {
+        let out = self.ssh(node, command);
+        assert!(
+            out.status.success(),
+            "ssh {node} {command:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.dir.join("admin.conf"))
+            .args(["--request-timeout", "10s"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn hactl(&self, args: &[&str]) -> Output {
+        Command::new(HACTL).args(args).output().unwrap()
+    }
+
+    /// `hactl lab status --format json`, with its exit code.
+    pub fn status(&self) -> (serde_json::Value, i32) {
+        let out = Command::new(HACTL)
+            .args(["lab", "status", "--format", "json", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "lab status printed no JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (v, out.status.code().unwrap_or(-1))
+    }
+
+    /// Polls the status until `check` returns true; panics with the last status otherwise.
+    pub fn wait_status(&self, what: &str, timeout: Duration, check: impl Fn(&serde_json::Value, i32) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (v, code) = self.status();
+            if check(&v, code) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {timeout:?} for {what}; last status (exit {code}):\n{}\n{}",
+                    serde_json::to_string_pretty(&v).unwrap(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn down(&self) -> Output {
+        Command::new(HACTL).args(["lab", "down", "--dir"]).arg(&self.dir).output().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.down();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(self.dir.parent().unwrap_or(Path::new("/nonexistent")));
+        }
+    }
+}
+
+/// The node's entry in the status JSON.
+pub fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("no node {name} in status: {status}"))
+}
