@@ -389,13 +389,13 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             ),
             None => (false, None),
         };
-        if let Some(kubelet_error) = reports.get(&n.name).and_then(kubelet_error) {
-            if !ready {
-                reason = Some(match reason {
-                    Some(r) => format!("{r}; kubelet: {kubelet_error}"),
-                    None => format!("kubelet: {kubelet_error}"),
-                });
-            }
+        if let Some(kubelet_error) = reports.get(&n.name).and_then(kubelet_error)
+            && !ready
+        {
+            reason = Some(match reason {
+                Some(r) => format!("{r}; kubelet: {kubelet_error}"),
+                None => format!("kubelet: {kubelet_error}"),
+            });
         }
         let connections = connections(lab, spec, n, joined).await;
         if joined && !ready {

@@ -355,8 +355,7 @@ async fn wait_for_ready(lab: &LabDir, spec: &LabSpec, timeout: Duration) -> Resu
         .map(|n| n.name.as_str())
         .collect();
     loop {
-        let last;
-        match super::status::ready_nodes(lab).await {
+        let last = match super::status::ready_nodes(lab).await {
             Ok(ready) => {
                 let missing: Vec<&str> = wanted
                     .iter()
@@ -366,10 +365,10 @@ async fn wait_for_ready(lab: &LabDir, spec: &LabSpec, timeout: Duration) -> Resu
                 if missing.is_empty() {
                     return Ok(());
                 }
-                last = format!("not Ready yet: {}", missing.join(", "));
+                format!("not Ready yet: {}", missing.join(", "))
             }
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         if Instant::now() > deadline {
             return Err(LabError::msg(format!(
                 "the lab's nodes did not become Ready within {timeout:?} ({last}); see {}",
