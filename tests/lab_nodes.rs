@@ -124,7 +124,13 @@ fn each_node_is_a_real_sshd_with_its_own_files_and_name() {
             Duration::from_secs(2),
         );
         assert!(!r.is_alive());
-        assert!(!node::port_taken(nodes[0].address, 22) || r.name != "sshd-na");
+    }
+    for n in &nodes {
+        assert!(
+            !node::port_taken(n.address, 22),
+            "{}'s sshd still listens",
+            n.name
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = result {
@@ -136,7 +142,7 @@ fn each_node_is_a_real_sshd_with_its_own_files_and_name() {
 fn known_hosts_swapped(lab: &LabDir) -> String {
     let text = std::fs::read_to_string(lab.known_hosts()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let key = |l: &str| l.splitn(2, ' ').nth(1).unwrap().to_string();
+    let key = |l: &str| l.split_once(' ').unwrap().1.to_string();
     let host = |l: &str| l.split(' ').next().unwrap().to_string();
     format!(
         "{} {}\n{} {}\n",
