@@ -246,7 +246,7 @@ impl NodeAgent {
             .collect();
         if units.is_empty() {
             return ExecOutput {
-                stderr: format!("Too few arguments.\n"),
+                stderr: "Too few arguments.\n".into(),
                 code: 1,
                 ..Default::default()
             };
@@ -267,11 +267,9 @@ impl NodeAgent {
                         out.code = 4;
                     }
                     _ => {
-                        let v = verb[..1].to_uppercase() + &verb[1..];
                         out.stderr.push_str(&format!(
                             "Failed to {verb} {unit}.service: Unit {unit}.service not found.\n"
                         ));
-                        let _ = v;
                         out.code = 5;
                     }
                 }
@@ -297,11 +295,9 @@ impl NodeAgent {
                     svc.task = Some(spawn_kubelet(&self.shared));
                     svc.since = SystemTime::now();
                 }
-                "start" => {
-                    if svc.task.is_none() {
-                        svc.task = Some(spawn_kubelet(&self.shared));
-                        svc.since = SystemTime::now();
-                    }
+                "start" if svc.task.is_none() => {
+                    svc.task = Some(spawn_kubelet(&self.shared));
+                    svc.since = SystemTime::now();
                 }
                 "stop" => {
                     if let Some((h, stop)) = svc.task.take() {

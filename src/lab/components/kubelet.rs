@@ -962,7 +962,7 @@ impl Kubelet {
         let uid = pod["metadata"]["uid"]
             .as_str()
             .map(String::from)
-            .unwrap_or_else(|| rand_uuid_like());
+            .unwrap_or_else(rand_uuid_like);
         let mut slot = PodSlot::new(
             name.clone(),
             "kube-system".into(),

@@ -463,9 +463,7 @@ pub fn crictl(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                 && s != "ready"
                 && s != "notready"
             {
-                return fatal(&format!(
-                    "listing pod sandboxes: state should be ready or notready"
-                ));
+                return fatal("listing pod sandboxes: state should be ready or notready");
             }
             let mut pods: Vec<&Sandbox> = rt
                 .sandboxes
@@ -482,7 +480,7 @@ pub fn crictl(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                     _ => true,
                 })
                 .collect();
-            pods.sort_by(|a, b| b.created.cmp(&a.created));
+            pods.sort_by_key(|x| std::cmp::Reverse(x.created));
             if f.has(&["--latest", "-l"]) {
                 pods.truncate(1);
             }
@@ -570,7 +568,7 @@ pub fn crictl(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                     }
                 })
                 .collect();
-            cs.sort_by(|a, b| b.created.cmp(&a.created));
+            cs.sort_by_key(|x| std::cmp::Reverse(x.created));
             if f.has(&["-q", "--quiet"]) {
                 return ok(cs.iter().map(|c| format!("{}\n", c.id)).collect());
             }
@@ -750,7 +748,7 @@ pub fn docker(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                     command: "/pause".into(),
                     created: s.created,
                     running,
-                    exit: if running { 0 } else { 0 },
+                    exit: 0,
                     finished: None,
                     name: docker_sandbox_name(s),
                 });
@@ -783,7 +781,7 @@ pub fn docker(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                     _ => true,
                 })
             });
-            rows.sort_by(|a, b| b.created.cmp(&a.created));
+            rows.sort_by_key(|x| std::cmp::Reverse(x.created));
             if f.has(&["-q", "--quiet"]) {
                 return ok(rows.iter().map(|r| format!("{}\n", &r.id[..12])).collect());
             }
