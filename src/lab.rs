@@ -210,7 +210,21 @@ pub fn lab_version(minor: &str) -> Result<KubeVersion, String> {
 
 /// A node's `127.0.0.1` in the lab: the node's own address (see the module doc).
 pub fn node_loopback(url_or_addr: &str, node_address: IpAddr) -> String {
-    url_or_addr.replace("127.0.0.1", &node_address.to_string())
+    // Whole addresses only: `127.0.0.11` (a node's own address) must stay as it is.
+    let (needle, own) = ("127.0.0.1", node_address.to_string());
+    let mut out = String::with_capacity(url_or_addr.len());
+    let mut rest = url_or_addr;
+    while let Some(i) = rest.find(needle) {
+        let before = rest[..i].chars().last().or_else(|| out.chars().last());
+        let after = rest[i + needle.len()..].chars().next();
+        let part_of_other = before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            || after.is_some_and(|c| c.is_ascii_digit());
+        out.push_str(&rest[..i]);
+        out.push_str(if part_of_other { needle } else { &own });
+        rest = &rest[i + needle.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Installs aws-lc-rs as rustls' process-wide provider. kube-rs brings ring as well, and two
@@ -243,6 +257,17 @@ mod tests {
             lab.node_path("w1", "/usr/bin/etcd"),
             PathBuf::from("/usr/bin/etcd")
         );
+    }
+
+    #[test]
+    fn node_loopback_translates_whole_addresses_only() {
+        let own: IpAddr = "127.0.0.11".parse().expect("ip");
+        assert_eq!(
+            node_loopback("https://127.0.0.1:2379,https://127.0.0.11:2379", own),
+            "https://127.0.0.11:2379,https://127.0.0.11:2379"
+        );
+        assert_eq!(node_loopback("127.0.0.1", own), "127.0.0.11");
+        assert_eq!(node_loopback("10.127.0.0.1x", own), "10.127.0.0.1x");
     }
 
     #[test]

@@ -1,0 +1,1034 @@
+//! A Kubernetes REST client that behaves like client-go: kubeconfig loading, host names through
+//! the node's `/etc/hosts`, TLS verifying the server name, and errors rendered exactly as Go
+//! prints them (`Get "https://…": tls: failed to verify certificate: x509: …`), because
+//! `lab status` shows them and tests match them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use tokio::net::TcpSocket;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use super::timefmt;
+use crate::lab::{LabDir, LabNode};
+
+/// How a client proves who it is.
+#[derive(Clone)]
+pub enum ClientAuth {
+    Cert { cert_pem: String, key_pem: String },
+    Token(String),
+    None,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    // Never print keys or tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAuth::Cert { .. } => f.write_str("Cert(<redacted>)"),
+            ClientAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            ClientAuth::None => f.write_str("None"),
+        }
+    }
+}
+
+/// Name resolution as a node does it: its own `/etc/hosts`, then (in the lab) nothing.
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    hosts_file: Option<PathBuf>,
+    /// The node's address: its `127.0.0.1`, and the source of its connections.
+    node_address: Option<IpAddr>,
+    /// What Go names in `lookup NAME on NS: no such host`.
+    nameserver: String,
+}
+
+impl Resolver {
+    /// IP literals only (and `localhost`); names fail as unknown hosts.
+    pub fn direct() -> Self {
+        Resolver {
+            hosts_file: None,
+            node_address: None,
+            nameserver: host_nameserver(),
+        }
+    }
+
+    /// Resolves through the node's `/etc/hosts` and dials from the node's address.
+    pub fn for_node(lab: &LabDir, node: &LabNode) -> Self {
+        Resolver {
+            hosts_file: Some(lab.node_path(&node.name, "/etc/hosts")),
+            node_address: Some(node.address),
+            nameserver: host_nameserver(),
+        }
+    }
+
+    pub fn with_hosts_file(hosts_file: PathBuf, node_address: Option<IpAddr>) -> Self {
+        Resolver {
+            hosts_file: Some(hosts_file),
+            node_address,
+            nameserver: host_nameserver(),
+        }
+    }
+
+    /// The address as the node sees it (what Go prints), or Go's lookup error.
+    fn resolve(&self, host: &str) -> Result<IpAddr, String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(ip);
+        }
+        if let Some(path) = &self.hosts_file
+            && let Ok(text) = std::fs::read_to_string(path)
+        {
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or("");
+                let mut fields = line.split_whitespace();
+                let Some(addr) = fields.next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                    continue;
+                };
+                if fields.any(|n| n.eq_ignore_ascii_case(host)) {
+                    return Ok(addr);
+                }
+            }
+        }
+        if host.eq_ignore_ascii_case("localhost") {
+            return Ok(IpAddr::from([127, 0, 0, 1]));
+        }
+        Err(format!(
+            "dial tcp: lookup {host} on {}: no such host",
+            self.nameserver
+        ))
+    }
+
+    /// Where to really connect: the node's `127.0.0.1` is its own address in the lab.
+    fn dial_target(&self, ip: IpAddr) -> IpAddr {
+        match (ip, self.node_address) {
+            (IpAddr::V4(v4), Some(own)) if v4.is_loopback() && v4.octets() == [127, 0, 0, 1] => own,
+            _ => ip,
+        }
+    }
+}
+
+fn host_nameserver() -> String {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(|a| a.trim().to_string())
+        .find(|a| !a.is_empty())
+        .map(|a| {
+            if a.contains(':') {
+                format!("[{a}]:53")
+            } else {
+                format!("{a}:53")
+            }
+        })
+        .unwrap_or_else(|| "127.0.0.53:53".to_string())
+}
+
+/// What failed, for callers that react differently to TLS and connection errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Name resolution or TCP connect.
+    Dial,
+    /// The TLS handshake (certificate verification included).
+    Tls,
+    Timeout,
+    /// The connection broke after it was made.
+    Transport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig or its files could not be used, worded as client-go words it.
+    #[error("{0}")]
+    Config(String),
+    /// A request failed before an HTTP response: Go's `*url.Error`.
+    #[error("{verb} \"{url}\": {detail}")]
+    Request {
+        verb: String,
+        url: String,
+        kind: FailureKind,
+        detail: String,
+    },
+}
+
+impl ClientError {
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            ClientError::Config(_) => None,
+            ClientError::Request { kind, .. } => Some(*kind),
+        }
+    }
+}
+
+/// An HTTP response: status and body, as the server sent them.
+#[derive(Clone, Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("invalid JSON from server: {e}"))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The `message` of a `Status` body, as client-go shows API errors.
+    pub fn status_message(&self) -> String {
+        self.json()
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+            .unwrap_or_else(|| format!("the server responded with status {}", self.status))
+    }
+}
+
+/// Content types of PATCH, as kubectl names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+    Strategic,
+    Json,
+    Apply,
+}
+
+impl PatchType {
+    fn content_type(self) -> &'static str {
+        match self {
+            PatchType::Merge => "application/merge-patch+json",
+            PatchType::Strategic => "application/strategic-merge-patch+json",
+            PatchType::Json => "application/json-patch+json",
+            PatchType::Apply => "application/apply-patch+yaml",
+        }
+    }
+}
+
+/// A connection to one API server, as one component holds it.
+pub struct ApiClient {
+    server: String,
+    host: String,
+    port: u16,
+    auth_header: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+    resolver: Resolver,
+    timeout: Duration,
+    user_agent: String,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client for `server_url` (`https://host:port`) trusting `ca_pem`.
+    pub fn new(
+        server_url: &str,
+        ca_pem: &[u8],
+        auth: ClientAuth,
+        resolver: Resolver,
+    ) -> Result<ApiClient, ClientError> {
+        crate::lab::install_crypto_provider();
+        let server = server_url.trim_end_matches('/').to_string();
+        let (host, port) = split_server(&server)?;
+        let mut roots = RootCertStore::empty();
+        let mut found = false;
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| {
+                ClientError::Config(format!("unable to load root certificates: {e}"))
+            })?;
+            found = true;
+            roots.add(cert).map_err(|e| {
+                ClientError::Config(format!("unable to load root certificates: {e}"))
+            })?;
+        }
+        if !found {
+            return Err(ClientError::Config(
+                "unable to load root certificates: unable to parse bytes as PEM block".into(),
+            ));
+        }
+        let roots = Arc::new(roots);
+        let inner = WebPkiServerVerifier::builder(roots.clone())
+            .build()
+            .map_err(|e| ClientError::Config(format!("unable to load root certificates: {e}")))?;
+        let verifier = Arc::new(GoVerifier {
+            inner,
+            roots: roots_der(ca_pem),
+        });
+        let builder = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let (tls, auth_header) = match auth {
+            ClientAuth::Cert { cert_pem, key_pem } => {
+                let certs: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                        .filter_map(Result::ok)
+                        .collect();
+                if certs.is_empty() {
+                    return Err(ClientError::Config(
+                        "tls: failed to find any PEM data in certificate input".into(),
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
+                    ClientError::Config("tls: failed to find any PEM data in key input".into())
+                })?;
+                let cfg = builder.with_client_auth_cert(certs, key).map_err(|_| {
+                    ClientError::Config("tls: private key does not match public key".into())
+                })?;
+                (cfg, None)
+            }
+            ClientAuth::Token(t) => (builder.with_no_client_auth(), Some(format!("Bearer {t}"))),
+            ClientAuth::None => (builder.with_no_client_auth(), None),
+        };
+        Ok(ApiClient {
+            server,
+            host,
+            port,
+            auth_header,
+            tls: Arc::new(tls),
+            resolver,
+            timeout: Duration::from_secs(10),
+            user_agent: "hactl-lab".into(),
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Loads the node's kubeconfig at `kubeconfig_node_path` (a path on the node) the way
+    /// client-go does: current context, its cluster and user; file paths in it are node paths,
+    /// relative ones relative to the kubeconfig's folder.
+    pub fn from_kubeconfig(
+        lab: &LabDir,
+        node: &LabNode,
+        kubeconfig_node_path: &str,
+    ) -> Result<ApiClient, ClientError> {
+        let kc = Kubeconfig::load(lab, node, kubeconfig_node_path)?;
+        ApiClient::new(
+            &kc.server,
+            &kc.ca_pem,
+            kc.auth,
+            Resolver::for_node(lab, node),
+        )
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn with_user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// `https://host:port`, as written in the kubeconfig.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub async fn get(&self, path: &str) -> Result<ApiResponse, ClientError> {
+        self.request("GET", path, None, None).await
+    }
+    pub async fn list(&self, path: &str) -> Result<ApiResponse, ClientError> {
+        self.request("GET", path, None, None).await
+    }
+    pub async fn create(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<ApiResponse, ClientError> {
+        self.request(
+            "POST",
+            path,
+            Some("application/json"),
+            Some(body.to_string()),
+        )
+        .await
+    }
+    pub async fn update(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<ApiResponse, ClientError> {
+        self.request(
+            "PUT",
+            path,
+            Some("application/json"),
+            Some(body.to_string()),
+        )
+        .await
+    }
+    pub async fn patch(
+        &self,
+        path: &str,
+        patch: PatchType,
+        body: &serde_json::Value,
+    ) -> Result<ApiResponse, ClientError> {
+        self.request(
+            "PATCH",
+            path,
+            Some(patch.content_type()),
+            Some(body.to_string()),
+        )
+        .await
+    }
+    pub async fn delete(&self, path: &str) -> Result<ApiResponse, ClientError> {
+        self.request("DELETE", path, None, None).await
+    }
+
+    /// One request; `path` starts with `/` and may carry a query.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<String>,
+    ) -> Result<ApiResponse, ClientError> {
+        let url = format!("{}{}", self.server, path);
+        let verb = go_verb(method);
+        let fail = |kind: FailureKind, detail: String| ClientError::Request {
+            verb: verb.clone(),
+            url: url.clone(),
+            kind,
+            detail,
+        };
+        let attempt = async {
+            // A kept-alive connection the server closed is retried once on a fresh one, as
+            // Go's transport does.
+            for fresh in [false, true] {
+                let mut guard = self.conn.lock().await;
+                let reuse = !fresh && guard.as_ref().is_some_and(|s| !s.is_closed());
+                if !reuse {
+                    *guard = Some(self.connect().await?);
+                }
+                let sender = guard.as_mut().expect("connection was just set");
+                if sender.ready().await.is_err() {
+                    *guard = None;
+                    if reuse {
+                        continue;
+                    }
+                    return Err((FailureKind::Transport, "EOF".to_string()));
+                }
+                let mut req = hyper::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", self.authority())
+                    .header("accept", "application/json, */*")
+                    .header("user-agent", &self.user_agent);
+                if let Some(ct) = content_type {
+                    req = req.header("content-type", ct);
+                }
+                if let Some(auth) = &self.auth_header {
+                    req = req.header("authorization", auth);
+                }
+                let req = req
+                    .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+                    .map_err(|e| (FailureKind::Transport, e.to_string()))?;
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| (FailureKind::Transport, transport_detail(&e)))?
+                            .to_bytes()
+                            .to_vec();
+                        return Ok(ApiResponse { status, body });
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        if reuse {
+                            continue;
+                        }
+                        return Err((FailureKind::Transport, transport_detail(&e)));
+                    }
+                }
+            }
+            Err((FailureKind::Transport, "EOF".to_string()))
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err((kind, detail))) => Err(fail(kind, detail)),
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err(fail(
+                    FailureKind::Timeout,
+                    "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, (FailureKind, String)> {
+        let ip = self
+            .resolver
+            .resolve(&self.host)
+            .map_err(|e| (FailureKind::Dial, e))?;
+        let shown = SocketAddr::new(ip, self.port);
+        let target = SocketAddr::new(self.resolver.dial_target(ip), self.port);
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| {
+            (
+                FailureKind::Dial,
+                format!("dial tcp {shown}: {}", os_text(&e)),
+            )
+        })?;
+        if let Some(own) = self.resolver.node_address
+            && own.is_ipv4() == target.is_ipv4()
+        {
+            // The node's connections come from the node's address, as on a real network.
+            let _ = socket.bind(SocketAddr::new(own, 0));
+        }
+        let stream = socket.connect(target).await.map_err(|e| {
+            (
+                FailureKind::Dial,
+                format!("dial tcp {shown}: connect: {}", os_text(&e)),
+            )
+        })?;
+        let local = stream.local_addr().ok();
+        let name = match self.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(self.host.clone()).map_err(|_| {
+                (
+                    FailureKind::Dial,
+                    format!("dial tcp: lookup {}: invalid domain name", self.host),
+                )
+            })?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let tls = connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| (FailureKind::Tls, tls_detail(&e, local, shown)))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| (FailureKind::Transport, transport_detail(&e)))?;
+        tokio::spawn(async move {
+            // Ends when the server closes or the sender is dropped.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}
+
+fn go_verb(method: &str) -> String {
+    // Go's url.Error Op: the method with only its first letter upper-case.
+    let lower = method.to_ascii_lowercase();
+    let mut chars = lower.chars();
+    match chars.next() {
+        Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// `connection refused`: Go's syscall error text, lower-case without the errno.
+fn os_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    s.to_lowercase()
+}
+
+fn transport_detail(e: &hyper::Error) -> String {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        return "EOF".into();
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return "EOF".into();
+            }
+            return os_text(io);
+        }
+        src = s.source();
+    }
+    e.to_string()
+}
+
+fn tls_detail(e: &std::io::Error, local: Option<SocketAddr>, remote: SocketAddr) -> String {
+    if let Some(inner) = e.get_ref()
+        && let Some(rerr) = inner.downcast_ref::<rustls::Error>()
+    {
+        return match rerr {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(err))) => {
+                format!("tls: failed to verify certificate: {err}")
+            }
+            rustls::Error::InvalidCertificate(other) => {
+                format!("tls: failed to verify certificate: x509: {other:?}")
+            }
+            rustls::Error::AlertReceived(alert) => {
+                format!("remote error: tls: {}", go_alert(*alert))
+            }
+            other => format!("tls: {other}"),
+        };
+    }
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "EOF".into(),
+        std::io::ErrorKind::ConnectionReset => match local {
+            Some(l) => format!("read tcp {l}->{remote}: read: connection reset by peer"),
+            None => "connection reset by peer".into(),
+        },
+        _ => os_text(e),
+    }
+}
+
+fn go_alert(a: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match a {
+        A::BadCertificate => "bad certificate".into(),
+        A::UnknownCA => "unknown certificate authority".into(),
+        A::HandshakeFailure => "handshake failure".into(),
+        A::CertificateRequired => "certificate required".into(),
+        A::CertificateExpired => "expired certificate".into(),
+        A::DecryptError => "error decrypting message".into(),
+        A::InternalError => "internal error".into(),
+        A::ProtocolVersion => "protocol version not supported".into(),
+        other => format!("alert({})", u8::from(other)),
+    }
+}
+
+fn split_server(server: &str) -> Result<(String, u16), ClientError> {
+    let rest = server.strip_prefix("https://").ok_or_else(|| {
+        ClientError::Config(format!(
+            "server {server:?} is not https: the lab's API servers only speak TLS"
+        ))
+    })?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once(']')
+            .ok_or_else(|| ClientError::Config(format!("invalid server URL {server:?}")))?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (authority.to_string(), ""),
+        }
+    };
+    let port = if port.is_empty() {
+        443
+    } else {
+        port.parse()
+            .map_err(|_| ClientError::Config(format!("invalid server URL {server:?}")))?
+    };
+    if host.is_empty() {
+        return Err(ClientError::Config(format!(
+            "invalid server URL {server:?}"
+        )));
+    }
+    Ok((host, port))
+}
+
+/// A kubeconfig's current context, resolved to what a client needs.
+#[derive(Clone, Debug)]
+pub struct Kubeconfig {
+    pub server: String,
+    pub ca_pem: Vec<u8>,
+    pub auth: ClientAuth,
+}
+
+impl Kubeconfig {
+    pub fn load(lab: &LabDir, node: &LabNode, path: &str) -> Result<Kubeconfig, ClientError> {
+        let host_path = lab.node_path(&node.name, path);
+        let text = std::fs::read_to_string(&host_path)
+            .map_err(|e| ClientError::Config(format!("open {path}: {}", os_text(&e))))?;
+        let base = Path::new(path).parent().unwrap_or(Path::new("/"));
+        let read = |p: &str| -> Result<Vec<u8>, String> {
+            let abs = if p.starts_with('/') {
+                PathBuf::from(p)
+            } else {
+                base.join(p)
+            };
+            let abs_s = abs.to_string_lossy().into_owned();
+            std::fs::read(lab.node_path(&node.name, &abs_s))
+                .map_err(|e| format!("open {abs_s}: {}", os_text(&e)))
+        };
+        Kubeconfig::parse(&text, path, read)
+    }
+
+    /// `read` reads a file named in the kubeconfig (a node path).
+    pub fn parse(
+        text: &str,
+        path: &str,
+        read: impl Fn(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Kubeconfig, ClientError> {
+        let invalid = |msg: String| ClientError::Config(format!("invalid configuration: {msg}"));
+        let docs = YamlLoader::load_from_str(text).map_err(|e| {
+            ClientError::Config(format!("error loading config file \"{path}\": {e}"))
+        })?;
+        let doc = docs.first().cloned().unwrap_or(Yaml::Null);
+        let current = doc["current-context"].as_str().unwrap_or("");
+        if current.is_empty() {
+            return Err(invalid("no configuration has been provided".into()));
+        }
+        let named = |list: &str, name: &str, field: &str| -> Option<Yaml> {
+            doc[list]
+                .as_vec()?
+                .iter()
+                .find(|e| e["name"].as_str() == Some(name))
+                .map(|e| e[field].clone())
+        };
+        let ctx = named("contexts", current, "context").ok_or_else(|| {
+            invalid(format!(
+                "context was not found for specified context: {current}"
+            ))
+        })?;
+        let cluster_name = ctx["cluster"].as_str().unwrap_or("");
+        let user_name = ctx["user"].as_str().unwrap_or("");
+        let cluster = named("clusters", cluster_name, "cluster").ok_or_else(|| {
+            invalid(format!(
+                "cluster has no server defined\ncluster {cluster_name:?} was not found"
+            ))
+        })?;
+        let server = cluster["server"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("cluster has no server defined".into()))?
+            .to_string();
+        let b64 = |s: &str, what: &str| -> Result<Vec<u8>, ClientError> {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map_err(|e| ClientError::Config(format!("illegal base64 data in {what}: {e}")))
+        };
+        let ca_pem = if let Some(d) = cluster["certificate-authority-data"].as_str() {
+            b64(d, "certificate-authority-data")?
+        } else if let Some(f) = cluster["certificate-authority"].as_str() {
+            read(f).map_err(|e| {
+                ClientError::Config(format!(
+                    "unable to read certificate-authority {f} for {cluster_name} due to {e}"
+                ))
+            })?
+        } else {
+            return Err(ClientError::Config(
+                "the lab's clients need a certificate-authority: insecure clusters are not simulated"
+                    .into(),
+            ));
+        };
+        let user = named("users", user_name, "user").unwrap_or(Yaml::Null);
+        let cert = if let Some(d) = user["client-certificate-data"].as_str() {
+            Some(b64(d, "client-certificate-data")?)
+        } else if let Some(f) = user["client-certificate"].as_str() {
+            Some(read(f).map_err(|e| {
+                ClientError::Config(format!(
+                    "unable to read client-cert {f} for {user_name} due to {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let key = if let Some(d) = user["client-key-data"].as_str() {
+            Some(b64(d, "client-key-data")?)
+        } else if let Some(f) = user["client-key"].as_str() {
+            Some(read(f).map_err(|e| {
+                ClientError::Config(format!(
+                    "unable to read client-key {f} for {user_name} due to {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let token = if let Some(t) = user["token"].as_str() {
+            Some(t.to_string())
+        } else if let Some(f) = user["tokenFile"].as_str() {
+            let raw = read(f).map_err(ClientError::Config)?;
+            Some(String::from_utf8_lossy(&raw).trim().to_string())
+        } else {
+            None
+        };
+        let auth = match (cert, key, token) {
+            (Some(c), Some(k), _) => ClientAuth::Cert {
+                cert_pem: String::from_utf8_lossy(&c).into_owned(),
+                key_pem: String::from_utf8_lossy(&k).into_owned(),
+            },
+            (Some(_), None, _) => {
+                return Err(invalid("client-cert-data and client-key-data must be specified for {user_name} to use the clientCert authentication method".replace("{user_name}", user_name)));
+            }
+            (_, _, Some(t)) => ClientAuth::Token(t),
+            _ => ClientAuth::None,
+        };
+        Ok(Kubeconfig {
+            server,
+            ca_pem,
+            auth,
+        })
+    }
+}
+
+/// Server certificate verification in Go's order and words: validity period, then host
+/// name, then the chain (crypto/x509 `Certificate.Verify`).
+#[derive(Debug)]
+struct GoVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    /// The trusted CA certificates, for Go's "possibly because of" hint.
+    roots: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct GoX509(String);
+
+impl std::fmt::Display for GoX509 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for GoX509 {}
+
+fn go_err(msg: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(GoX509(msg)))))
+}
+
+fn roots_der(ca_pem: &[u8]) -> Vec<Vec<u8>> {
+    CertificateDer::pem_slice_iter(ca_pem)
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect()
+}
+
+impl ServerCertVerifier for GoVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|e| go_err(format!("x509: malformed certificate: {e}")))?;
+        let now_s = now.as_secs() as i64;
+        let nb = cert.validity().not_before.timestamp();
+        let na = cert.validity().not_after.timestamp();
+        if now_s < nb {
+            return Err(go_err(format!(
+                "x509: certificate has expired or is not yet valid: current time {} is before {}",
+                timefmt::rfc3339(now_s),
+                timefmt::rfc3339(nb)
+            )));
+        }
+        if now_s > na {
+            return Err(go_err(format!(
+                "x509: certificate has expired or is not yet valid: current time {} is after {}",
+                timefmt::rfc3339(now_s),
+                timefmt::rfc3339(na)
+            )));
+        }
+        let host = match server_name {
+            ServerName::DnsName(d) => d.as_ref().to_string(),
+            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+            _ => String::new(),
+        };
+        verify_hostname(&cert, &host).map_err(go_err)?;
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            )) => Err(go_err(self.unknown_authority(&cert))),
+            Err(rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose)) => Err(
+                go_err("x509: certificate specifies an incompatible key usage".into()),
+            ),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Err(go_err(hostname_error(&cert, &host))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl GoVerifier {
+    /// Go adds a hint when a trusted CA has the issuer's name but did not sign the
+    /// certificate (a regenerated CA with the same name: the lab's classic mistake).
+    fn unknown_authority(&self, leaf: &x509_parser::certificate::X509Certificate<'_>) -> String {
+        let base = "x509: certificate signed by unknown authority".to_string();
+        for der in &self.roots {
+            let Ok((_, ca)) = x509_parser::parse_x509_certificate(der) else {
+                continue;
+            };
+            if ca.subject().as_raw() != leaf.issuer().as_raw() {
+                continue;
+            }
+            let oid = ca.public_key().algorithm.algorithm.to_id_string();
+            let hint = match oid.as_str() {
+                "1.2.840.113549.1.1.1" => "crypto/rsa: verification error",
+                "1.2.840.10045.2.1" => "x509: ECDSA verification failure",
+                "1.3.101.112" => "x509: Ed25519 verification failure",
+                _ => "x509: signature verification failure",
+            };
+            let name = ca
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(String::from)
+                .or_else(|| {
+                    ca.subject()
+                        .iter_organization()
+                        .next()
+                        .and_then(|o| o.as_str().ok())
+                        .map(String::from)
+                })
+                .unwrap_or_else(|| format!("serial:{}", ca.serial));
+            return format!(
+                "{base} (possibly because of {hint:?} while trying to verify candidate authority certificate {name:?})"
+            );
+        }
+        base
+    }
+}
+
+/// The certificate's SANs in certificate order: (DNS names, IP addresses).
+pub fn cert_sans(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> (Vec<String>, Vec<IpAddr>, bool) {
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    let mut has_ext = false;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        has_ext = true;
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        ips.push(IpAddr::from(a));
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        ips.push(IpAddr::from(a));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (dns, ips, has_ext)
+}
+
+/// Go's `Certificate.VerifyHostname`: IPs against IP SANs, names against DNS SANs
+/// (case-insensitive, `*.` matching one label); the Common Name is never used.
+fn verify_hostname(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    host: &str,
+) -> Result<(), String> {
+    let (dns, ips, _) = cert_sans(cert);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if ips.contains(&ip) {
+            return Ok(());
+        }
+        return Err(hostname_error(cert, host));
+    }
+    let want = host.trim_end_matches('.').to_ascii_lowercase();
+    for pattern in &dns {
+        if match_hostname(&pattern.to_ascii_lowercase(), &want) {
+            return Ok(());
+        }
+    }
+    Err(hostname_error(cert, host))
+}
+
+fn match_hostname(pattern: &str, host: &str) -> bool {
+    if pattern.is_empty() || host.is_empty() {
+        return false;
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let h: Vec<&str> = host.split('.').collect();
+    if p.len() != h.len() {
+        return false;
+    }
+    p.iter()
+        .zip(&h)
+        .enumerate()
+        .all(|(i, (pl, hl))| (i == 0 && *pl == "*") || pl == hl)
+}
+
+/// Go's `HostnameError.Error()`, word for word.
+fn hostname_error(cert: &x509_parser::certificate::X509Certificate<'_>, host: &str) -> String {
+    let (dns, ips, has_ext) = cert_sans(cert);
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("");
+    if !has_ext && match_hostname(&cn.to_ascii_lowercase(), &host.to_ascii_lowercase()) {
+        return "x509: certificate relies on legacy Common Name field, use SANs instead".into();
+    }
+    let valid = if host.parse::<IpAddr>().is_ok() {
+        if ips.is_empty() {
+            return format!(
+                "x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"
+            );
+        }
+        ips.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        dns.join(", ")
+    };
+    if valid.is_empty() {
+        return format!("x509: certificate is not valid for any names, but wanted to match {host}");
+    }
+    format!("x509: certificate is valid for {valid}, not {host}")
+}
+
+#[cfg(test)]
+mod tests;
