@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::{Deserialize, Serialize};
 
 use super::components::NodeReport;
+use super::components::client::{ApiClient, ClientAuth, ClientError, Resolver};
 use super::daemon::{self, Request, Response};
 use super::node::BackendState;
 use super::up::LabState;
@@ -377,6 +378,10 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
         }
     };
 
+    let kube_proxy = match &api {
+        Some(client) => kube_proxy_server(client).await,
+        None => None,
+    };
     for n in &spec.nodes {
         let joined = lab
             .node_path(&n.name, "/etc/kubernetes/kubelet.conf")
@@ -397,7 +402,7 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
                 None => format!("kubelet: {kubelet_error}"),
             });
         }
-        let connections = connections(lab, spec, n, joined).await;
+        let connections = connections(lab, spec, n, joined, kube_proxy.as_deref()).await;
         if joined && !ready {
             st.problems.push(format!(
                 "node {} is not Ready: {}",
@@ -750,18 +755,69 @@ pub fn render(s: &LabStatus) -> String {
     out
 }
 
-// Filled in when the node agents and the etcd client land.
-fn kubelet_error(_r: &NodeReport) -> Option<String> {
-    None
+fn kubelet_error(r: &NodeReport) -> Option<String> {
+    r.kubelet.last_error.clone()
 }
-async fn connections(
-    _lab: &LabDir,
-    _spec: &LabSpec,
-    _n: &LabNode,
-    _joined: bool,
-) -> Vec<Connection> {
-    vec![]
+
+/// Connects as each of the node's components would: its kubeconfig, its CA, its server, the
+/// node's /etc/hosts; any HTTP answer means TLS verified.
+async fn connections(lab: &LabDir, spec: &LabSpec, n: &LabNode, joined: bool, kube_proxy: Option<&str>) -> Vec<Connection> {
+    let mut out = vec![];
+    if !joined {
+        return out;
+    }
+    let mut files = vec![("kubelet", "/etc/kubernetes/kubelet.conf")];
+    if lab.node_path(&n.name, "/etc/kubernetes/manifests/kube-controller-manager.yaml").exists() {
+        files.push(("kube-controller-manager", "/etc/kubernetes/controller-manager.conf"));
+    }
+    if lab.node_path(&n.name, "/etc/kubernetes/manifests/kube-scheduler.yaml").exists() {
+        files.push(("kube-scheduler", "/etc/kubernetes/scheduler.conf"));
+    }
+    for (component, file) in files {
+        let client = ApiClient::from_kubeconfig(lab, n, file);
+        out.push(probe(component, file.to_string(), client).await);
+    }
+    if let Some(server) = kube_proxy {
+        // kube-proxy trusts the cluster CA (its service-account ca.crt).
+        let ca = std::fs::read_to_string(lab.node_path(&spec.init_node().name, "/etc/kubernetes/pki/ca.crt"))
+            .unwrap_or_default();
+        let client = ApiClient::new(server, ca.as_bytes(), ClientAuth::None, Resolver::for_node(lab, n));
+        out.push(probe("kube-proxy", "configmap kube-system/kube-proxy".into(), client).await);
+    }
+    out
 }
+
+async fn probe(component: &str, source: String, client: Result<ApiClient, ClientError>) -> Connection {
+    let mut c = Connection {
+        component: component.to_string(),
+        source,
+        ..Default::default()
+    };
+    match client {
+        Err(e) => c.error = Some(e.to_string()),
+        Ok(client) => {
+            let client = client.with_timeout(Duration::from_secs(3));
+            c.server = client.server().to_string();
+            match client.get("/version").await {
+                Ok(_) => c.tls_verifies = true,
+                Err(e) => c.error = Some(e.to_string()),
+            }
+        }
+    }
+    c
+}
+
+/// The `server:` of kube-proxy's kubeconfig, from its ConfigMap.
+async fn kube_proxy_server(client: &kube::Client) -> Option<String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+        .get_opt("kube-proxy")
+        .await
+        .ok()??;
+    let text = cm.data?.get("kubeconfig.conf")?.clone();
+    crate::kubeconfig::current_server(&text).ok().map(|s| s.server)
+}
+
 async fn etcd_status(_lab: &LabDir, _spec: &LabSpec) -> EtcdStatus {
     EtcdStatus::default()
 }
