@@ -325,6 +325,16 @@ impl Fixture {
             "kubectl {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // klog warnings or errors (discovery, OpenAPI, validation fallbacks) mean kubectl
+        // did not like an answer even though the command worked.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.lines().any(|l| {
+                let b = l.as_bytes();
+                b.len() > 1 && matches!(b[0], b'W' | b'E') && b[1].is_ascii_digit()
+            }),
+            "kubectl {args:?} complained: {stderr}"
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

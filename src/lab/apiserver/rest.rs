@@ -1469,9 +1469,7 @@ mod tests {
         let mut obj = json!({"metadata": {"name": "Bad_Name"}});
         assert!(prepare_create(kind, "default", &mut obj).is_err());
         let mut obj = json!({"metadata": {"generateName": "csr-"}});
-        let name = prepare_create(kind, "default", &mut obj)
-            .ok()
-            .expect("generated");
+        let name = prepare_create(kind, "default", &mut obj).expect("generated");
         assert!(name.starts_with("csr-") && name.len() == 9, "{name}");
         assert_eq!(obj["metadata"]["namespace"], "default");
         assert!(
