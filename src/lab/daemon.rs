@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use super::apiserver::{ApiServer, ApiServerConfig};
+use super::apiserver::{self, ApiServer, ApiServerConfig};
 use super::components::{
     ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, NodeReport, Running,
 };
@@ -96,7 +96,7 @@ impl ApiServerLauncher for Launcher {
         let version = self.spec.version;
         Box::pin(async move {
             let config = ApiServerConfig::from_manifest(&lab, &node, version, &manifest_yaml)?;
-            let server = ApiServer::start(config).await.map_err(|e| e.to_string())?;
+            let server = apiserver::start(config).await.map_err(|e| e.to_string())?;
             Ok(Box::new(RunningApiServer(server)) as Box<dyn Running>)
         })
     }
