@@ -761,16 +761,34 @@ fn kubelet_error(r: &NodeReport) -> Option<String> {
 
 /// Connects as each of the node's components would: its kubeconfig, its CA, its server, the
 /// node's /etc/hosts; any HTTP answer means TLS verified.
-async fn connections(lab: &LabDir, spec: &LabSpec, n: &LabNode, joined: bool, kube_proxy: Option<&str>) -> Vec<Connection> {
+async fn connections(
+    lab: &LabDir,
+    spec: &LabSpec,
+    n: &LabNode,
+    joined: bool,
+    kube_proxy: Option<&str>,
+) -> Vec<Connection> {
     let mut out = vec![];
     if !joined {
         return out;
     }
     let mut files = vec![("kubelet", "/etc/kubernetes/kubelet.conf")];
-    if lab.node_path(&n.name, "/etc/kubernetes/manifests/kube-controller-manager.yaml").exists() {
-        files.push(("kube-controller-manager", "/etc/kubernetes/controller-manager.conf"));
+    if lab
+        .node_path(
+            &n.name,
+            "/etc/kubernetes/manifests/kube-controller-manager.yaml",
+        )
+        .exists()
+    {
+        files.push((
+            "kube-controller-manager",
+            "/etc/kubernetes/controller-manager.conf",
+        ));
     }
-    if lab.node_path(&n.name, "/etc/kubernetes/manifests/kube-scheduler.yaml").exists() {
+    if lab
+        .node_path(&n.name, "/etc/kubernetes/manifests/kube-scheduler.yaml")
+        .exists()
+    {
         files.push(("kube-scheduler", "/etc/kubernetes/scheduler.conf"));
     }
     for (component, file) in files {
@@ -779,15 +797,33 @@ async fn connections(lab: &LabDir, spec: &LabSpec, n: &LabNode, joined: bool, ku
     }
     if let Some(server) = kube_proxy {
         // kube-proxy trusts the cluster CA (its service-account ca.crt).
-        let ca = std::fs::read_to_string(lab.node_path(&spec.init_node().name, "/etc/kubernetes/pki/ca.crt"))
-            .unwrap_or_default();
-        let client = ApiClient::new(server, ca.as_bytes(), ClientAuth::None, Resolver::for_node(lab, n));
-        out.push(probe("kube-proxy", "configmap kube-system/kube-proxy".into(), client).await);
+        let ca = std::fs::read_to_string(
+            lab.node_path(&spec.init_node().name, "/etc/kubernetes/pki/ca.crt"),
+        )
+        .unwrap_or_default();
+        let client = ApiClient::new(
+            server,
+            ca.as_bytes(),
+            ClientAuth::None,
+            Resolver::for_node(lab, n),
+        );
+        out.push(
+            probe(
+                "kube-proxy",
+                "configmap kube-system/kube-proxy".into(),
+                client,
+            )
+            .await,
+        );
     }
     out
 }
 
-async fn probe(component: &str, source: String, client: Result<ApiClient, ClientError>) -> Connection {
+async fn probe(
+    component: &str,
+    source: String,
+    client: Result<ApiClient, ClientError>,
+) -> Connection {
     let mut c = Connection {
         component: component.to_string(),
         source,
@@ -815,9 +851,57 @@ async fn kube_proxy_server(client: &kube::Client) -> Option<String> {
         .await
         .ok()??;
     let text = cm.data?.get("kubeconfig.conf")?.clone();
-    crate::kubeconfig::current_server(&text).ok().map(|s| s.server)
+    crate::kubeconfig::current_server(&text)
+        .ok()
+        .map(|s| s.server)
 }
 
-async fn etcd_status(_lab: &LabDir, _spec: &LabSpec) -> EtcdStatus {
-    EtcdStatus::default()
+/// The member list as etcd reports it, and each started member's own health: it answers
+/// `status` and knows a leader (no leader: quorum is lost).
+async fn etcd_status(lab: &LabDir, spec: &LabSpec) -> EtcdStatus {
+    let mut st = EtcdStatus::default();
+    let client = match super::up::etcd_client(lab, spec) {
+        Ok(c) => c.with_timeout(Duration::from_secs(3)),
+        Err(e) => {
+            st.error = Some(e.to_string());
+            return st;
+        }
+    };
+    let members = match client.member_list().await {
+        Ok(m) => m,
+        Err(e) => {
+            st.error = Some(format!("member list: {e}"));
+            return st;
+        }
+    };
+    for m in members {
+        let mut ms = MemberStatus {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: m.client_urls.clone(),
+            is_learner: m.is_learner,
+            started: m.started,
+            ..Default::default()
+        };
+        if let Some(url) = m.client_urls.first() {
+            let one = super::up::etcd_client_for(lab, spec, vec![url.clone()])
+                .map(|c| c.with_timeout(Duration::from_secs(3)));
+            match one {
+                Err(e) => ms.error = Some(e.to_string()),
+                Ok(one) => match one.status(url).await {
+                    Ok(s) if s.leader == "0" || s.leader.is_empty() => {
+                        ms.error = Some("etcdserver: no leader".into())
+                    }
+                    Ok(s) if !s.errors.is_empty() => ms.error = Some(s.errors.join("; ")),
+                    Ok(_) => ms.healthy = true,
+                    Err(e) => ms.error = Some(e.to_string()),
+                },
+            }
+        } else if m.started {
+            ms.error = Some("the member advertises no client URL".into());
+        }
+        st.members.push(ms);
+    }
+    st
 }

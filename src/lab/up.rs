@@ -305,19 +305,28 @@ fn start_daemon(lab: &LabDir, exe: &Path) -> Result<ProcessRecord, LabError> {
     ProcessRecord::of("daemon", pid).map_err(|e| LabError::io(Path::new("/proc"), "read", e))
 }
 
-/// A client for the init node's etcd with kubeadm's healthcheck-client certificate.
+/// A client for the control-plane nodes' etcd, with the init node's apiserver-etcd-client
+/// certificate (what the API server uses).
 pub fn etcd_client(lab: &LabDir, spec: &LabSpec) -> Result<EtcdClient, LabError> {
-    let init = spec.init_node();
-    let read = |p: &str| {
-        let path = lab.node_path(&init.name, p);
-        fs::read_to_string(&path).map_err(|e| LabError::io(&path, "read", e))
-    };
     let endpoints = spec
         .nodes
         .iter()
         .filter(|n| n.control_plane)
         .map(|n| format!("https://{}:2379", n.address))
         .collect();
+    etcd_client_for(lab, spec, endpoints)
+}
+
+pub fn etcd_client_for(
+    lab: &LabDir,
+    spec: &LabSpec,
+    endpoints: Vec<String>,
+) -> Result<EtcdClient, LabError> {
+    let init = spec.init_node();
+    let read = |p: &str| {
+        let path = lab.node_path(&init.name, p);
+        fs::read_to_string(&path).map_err(|e| LabError::io(&path, "read", e))
+    };
     EtcdClient::new(
         endpoints,
         &read("/etc/kubernetes/pki/etcd/ca.crt")?,
