@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::files::{Content, NodeFile};
+use super::files::NodeFile;
 use super::{LabDir, LabError, LabNode, LabSpec, NODE_MOUNTS};
 
 /// A process the lab started: enough to find it again and to be sure it is the same one.
@@ -173,21 +173,8 @@ pub fn write_node_tree(lab: &LabDir, node: &LabNode, files: &[NodeFile]) -> Resu
             mkdir(&p)?;
         }
     }
-    for f in files {
-        let path = lab.node_path(&node.name, &f.path);
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        match &f.content {
-            Content::Dir => mkdir(&path)?,
-            Content::Data(bytes) => write_file(&path, bytes, f.mode)?,
-            Content::Symlink(target) => {
-                let _ = fs::remove_file(&path);
-                std::os::unix::fs::symlink(target, &path)
-                    .map_err(|e| LabError::io(&path, "create the symlink", e))?;
-            }
-        }
-    }
+    super::files::write_node_files(lab, &node.name, files)
+        .map_err(|e| LabError::io(&root, "write the node's files under", e))?;
     let hosts = lab.node_path(&node.name, "/etc/hosts");
     if !hosts.exists() {
         write_file(

@@ -31,22 +31,6 @@ pub async fn admin_client(lab: &LabDir) -> Result<kube::Client, String> {
     kube::Client::try_from(cfg).map_err(|e| e.to_string())
 }
 
-/// The names of the Nodes whose Ready condition is True.
-pub async fn ready_nodes(lab: &LabDir) -> Result<Vec<String>, String> {
-    let client = admin_client(lab).await?;
-    let nodes: Api<Node> = Api::all(client);
-    let list = nodes
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|n| node_ready(n).0)
-        .filter_map(|n| n.metadata.name)
-        .collect())
-}
-
 /// Whether a Node is Ready, and the condition's reason and message when it is not.
 pub fn node_ready(node: &Node) -> (bool, Option<String>) {
     let cond = node
@@ -611,7 +595,8 @@ async fn kube_proxy_pods(client: &kube::Client) -> Result<Vec<PodStatus>, String
                 },
                 ready: running && c.is_some_and(|c| c.ready),
                 restarts: c.map(|c| c.restart_count).unwrap_or(0),
-                message: waiting.and_then(|w| w.message).or(last_message),
+                // The error is the last run's; the waiting message only says it backs off.
+                message: last_message.or(waiting.and_then(|w| w.message)),
             }
         })
         .collect();

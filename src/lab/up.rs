@@ -143,7 +143,7 @@ async fn build(lab: &LabDir, opts: &UpOptions, state: &mut LabState) -> Result<(
     super::apiserver::seed(&etcd, &generated.objects)
         .await
         .map_err(|e| LabError::msg(format!("cannot store the cluster's objects in etcd: {e}")))?;
-    wait_for_ready(lab, spec, opts.ready_timeout).await
+    wait_for_ready(lab, opts.ready_timeout).await
 }
 
 fn refuse_running_lab(lab: &LabDir) -> Result<(), LabError> {
@@ -354,37 +354,23 @@ async fn wait_for_etcd(lab: &LabDir, spec: &LabSpec) -> Result<(), LabError> {
     }
 }
 
-/// Waits until every joined node (the init node and the workers) is Ready, as the API says.
-async fn wait_for_ready(lab: &LabDir, spec: &LabSpec, timeout: Duration) -> Result<(), LabError> {
+/// Waits until the lab is healthy as `lab status` sees it: every joined node (the init node
+/// and the workers) Ready, leases held, kube-proxy running, etcd and the LB healthy.
+async fn wait_for_ready(lab: &LabDir, timeout: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + timeout;
-    let wanted: Vec<&str> = spec
-        .nodes
-        .iter()
-        .filter(|n| !n.control_plane || n.name == spec.init_node().name)
-        .map(|n| n.name.as_str())
-        .collect();
     loop {
-        let last = match super::status::ready_nodes(lab).await {
-            Ok(ready) => {
-                let missing: Vec<&str> = wanted
-                    .iter()
-                    .copied()
-                    .filter(|n| !ready.iter().any(|r| r == n))
-                    .collect();
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                format!("not Ready yet: {}", missing.join(", "))
-            }
-            Err(e) => e,
+        let last = match super::status::gather(lab).await {
+            Ok(s) if s.healthy => return Ok(()),
+            Ok(s) => s.problems.join("; "),
+            Err(e) => e.to_string(),
         };
         if Instant::now() > deadline {
             return Err(LabError::msg(format!(
-                "the lab's nodes did not become Ready within {timeout:?} ({last}); see {}",
+                "the lab did not become healthy within {timeout:?} ({last}); see {}",
                 lab.log_dir().display()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

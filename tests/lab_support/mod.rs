@@ -15,6 +15,10 @@ pub fn plan(net: u8, control_planes: usize, workers: usize) -> String {
     let mut s = format!(
         "version = 1\n\n[cluster]\nname = \"lab{net}\"\n\n[endpoint]\nhost = \"k8s-api.lab.internal\"\naddresses = [\"127.0.{net}.100\"]\nport = 6443\n\n[ssh]\nuser = \"root\"\n"
     );
+    if control_planes % 2 == 0 {
+        // Tests that need two members (quorum loss) say so, as an operator would.
+        s.push_str("\n[policy]\nallow_even_control_plane = true\n");
+    }
     for i in 0..control_planes {
         s.push_str(&format!(
             "\n[[node]]\nname = \"cp{}\"\naddress = \"127.0.{net}.{}\"\nrole = \"control-plane\"\n",
