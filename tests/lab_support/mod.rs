@@ -15,7 +15,7 @@ pub fn plan(net: u8, control_planes: usize, workers: usize) -> String {
     let mut s = format!(
         "version = 1\n\n[cluster]\nname = \"lab{net}\"\n\n[endpoint]\nhost = \"k8s-api.lab.internal\"\naddresses = [\"127.0.{net}.100\"]\nport = 6443\n\n[ssh]\nuser = \"root\"\n"
     );
-    if control_planes % 2 == 0 {
+    if control_planes.is_multiple_of(2) {
         // Tests that need two members (quorum loss) say so, as an operator would.
         s.push_str("\n[policy]\nallow_even_control_plane = true\n");
     }
@@ -29,8 +29,14 @@ pub fn plan(net: u8, control_planes: usize, workers: usize) -> String {
     for i in 0..workers {
         let (host, name) = (21 + i, format!("w{}", i + 1));
         // Beyond .99 the workers go on the next /24 so 50 fit.
-        let addr = if host < 100 { format!("127.0.{net}.{host}") } else { format!("127.1.{net}.{}", host - 99) };
-        s.push_str(&format!("\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\nrole = \"worker\"\n"));
+        let addr = if host < 100 {
+            format!("127.0.{net}.{host}")
+        } else {
+            format!("127.1.{net}.{}", host - 99)
+        };
+        s.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\naddress = \"{addr}\"\nrole = \"worker\"\n"
+        ));
     }
     s
 }
@@ -57,7 +63,10 @@ impl Lab {
             .args(extra)
             .output()
             .unwrap();
-        let lab = Lab { dir: lab_dir, up_output: out };
+        let lab = Lab {
+            dir: lab_dir,
+            up_output: out,
+        };
         assert!(
             lab.up_output.status.success(),
             "hactl lab up failed:\n{}\n{}\n{}",
@@ -88,7 +97,14 @@ impl Lab {
         Command::new("ssh")
             .arg("-F")
             .arg(self.dir.join("ssh_config"))
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", node, command])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                node,
+                command,
+            ])
             .output()
             .unwrap()
     }
@@ -137,7 +153,12 @@ impl Lab {
     }
 
     /// Polls the status until `check` returns true; panics with the last status otherwise.
-    pub fn wait_status(&self, what: &str, timeout: Duration, check: impl Fn(&serde_json::Value, i32) -> bool) -> serde_json::Value {
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value, i32) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             let (v, code) = self.status();
@@ -156,7 +177,11 @@ impl Lab {
     }
 
     pub fn down(&self) -> Output {
-        Command::new(HACTL).args(["lab", "down", "--dir"]).arg(&self.dir).output().unwrap()
+        Command::new(HACTL)
+            .args(["lab", "down", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap()
     }
 }
 
