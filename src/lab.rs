@@ -11,6 +11,7 @@
 //! URLs) means that node's own address (`node_loopback`).
 
 pub mod apiserver;
+pub mod clock;
 pub mod command;
 pub mod components;
 pub mod daemon;

@@ -1,7 +1,6 @@
 //! The simulated node agents: kubelet (with its container runtime and static pods),
 //! kube-proxy, kube-controller-manager (bootstrapsigner, node lifecycle) and kube-scheduler.
 //!
-//! OWNER: helper C (components).
 //!
 //! Seams for the lead: `NodeAgent::start` per booted node, `NodeAgent::exec` for the node
 //! commands (`systemctl`, `crictl`, `docker`), `NodeAgent::report` for `lab status`, and the

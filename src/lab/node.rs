@@ -297,28 +297,18 @@ pub fn start_sshd(lab: &LabDir, node: &LabNode, port: u16) -> Result<ProcessReco
         "exec /usr/sbin/sshd -D -e -f {}",
         shell_quote(&conf.to_string_lossy())
     );
-    let log = log_file(lab, &format!("sshd-{}.log", node.name))?;
-    let child = Command::new("unshare")
-        .args([
-            "--mount",
-            "--uts",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-        ])
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| LabError::io(lab.log_dir().as_path(), "open", e))?,
-        )
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::io(Path::new("unshare"), "run", e))?;
-    let pid = child.id() as i32;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--uts",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+    ])
+    .arg(&script);
+    let pid = spawn_detached(lab, &mut cmd, &format!("sshd-{}.log", node.name))?;
     let addr = SocketAddr::new(node.address, port);
     wait_for_port(addr, Duration::from_secs(10), || {
         process_stat(pid).is_some_and(|(s, _)| s != 'Z')
@@ -357,6 +347,24 @@ pub fn wait_for_port(
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Starts `cmd` in its own process group (a terminal's Ctrl-C does not reach the lab), output
+/// to `log/<log_name>`; returns its PID.
+pub fn spawn_detached(lab: &LabDir, cmd: &mut Command, log_name: &str) -> Result<i32, LabError> {
+    let log = log_file(lab, log_name)?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| LabError::io(lab.log_dir().as_path(), "open", e))?,
+        )
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LabError::io(Path::new(&program), "run", e))?;
+    Ok(child.id() as i32)
 }
 
 fn log_file(lab: &LabDir, name: &str) -> Result<fs::File, LabError> {
@@ -414,21 +422,9 @@ pub fn haproxy_socket(lab: &LabDir) -> PathBuf {
 pub fn start_haproxy(lab: &LabDir, spec: &LabSpec) -> Result<ProcessRecord, LabError> {
     let conf = lab.lab_file("haproxy.cfg");
     write_file(&conf, haproxy_config(lab, spec).as_bytes(), 0o644)?;
-    let log = log_file(lab, "haproxy.log")?;
-    let child = Command::new("/usr/sbin/haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| LabError::io(lab.log_dir().as_path(), "open", e))?,
-        )
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::io(Path::new("haproxy"), "run", e))?;
-    let pid = child.id() as i32;
+    let mut cmd = Command::new("/usr/sbin/haproxy");
+    cmd.arg("-db").arg("-f").arg(&conf);
+    let pid = spawn_detached(lab, &mut cmd, "haproxy.log")?;
     for a in &spec.endpoint.addresses {
         let addr = SocketAddr::new(*a, spec.endpoint.port);
         wait_for_port(addr, Duration::from_secs(10), || {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -271,27 +271,10 @@ fn hactl_toml(
 }
 
 fn start_daemon(lab: &LabDir, exe: &Path) -> Result<ProcessRecord, LabError> {
-    use std::os::unix::process::CommandExt;
-    node::mkdir(&lab.log_dir())?;
     let log_path = lab.log_dir().join("daemon.log");
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| LabError::io(&log_path, "open", e))?;
-    let child = Command::new(exe)
-        .args(["lab", "daemon", "--dir"])
-        .arg(lab.root())
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(|e| LabError::io(&log_path, "open", e))?,
-        )
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| LabError::io(exe, "run", e))?;
-    let pid = child.id() as i32;
+    let mut cmd = Command::new(exe);
+    cmd.args(["lab", "daemon", "--dir"]).arg(lab.root());
+    let pid = node::spawn_detached(lab, &mut cmd, "daemon.log")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while daemon::call(lab, &Request::Ping, Duration::from_secs(1)).is_err() {
         if Instant::now() > deadline {
