@@ -115,6 +115,44 @@ fn a_fresh_lab_is_a_healthy_kubeadm_cluster_and_down_leaves_nothing() {
         nodes.lines().collect::<Vec<_>>(),
         ["node/cp1", "node/w1", "node/w2"]
     );
+    // The controller-manager's bootstrapsigner signed cluster-info for the bootstrap token.
+    let info: serde_json::Value = serde_json::from_str(&text(&lab.kubectl(&[
+        "get",
+        "cm",
+        "-n",
+        "kube-public",
+        "cluster-info",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let secrets = text(&lab.kubectl(&["get", "secrets", "-n", "kube-system", "-o", "json"]));
+    let secrets: serde_json::Value = serde_json::from_str(&secrets).unwrap();
+    let token = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "bootstrap.kubernetes.io/token")
+        .expect("kubeadm's bootstrap token");
+    let b64 = |k: &str| {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(token["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (id, secret) = (b64("token-id"), b64("token-secret"));
+    let kubeconfig = info["data"]["kubeconfig"].as_str().unwrap();
+    assert_eq!(
+        info["data"][format!("jws-kubeconfig-{id}")].as_str(),
+        Some(
+            hactl::lab::components::jws::compute_detached_signature(kubeconfig, &id, &secret)
+                .as_str()
+        ),
+        "{info}"
+    );
     // The lab's hactl.toml is a valid plan that reaches the lab.
     let hactl_toml = lab.dir.join("hactl.toml");
     let validate = lab.hactl(&["validate", hactl_toml.to_str().unwrap()]);
