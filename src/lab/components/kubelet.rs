@@ -261,6 +261,15 @@ impl Kubelet {
         &self.shared.cfg.node.name
     }
 
+    /// The kubelet's node-lease controller logs each failed renewal and retries next beat.
+    fn lease_failed(&mut self, err: &str) {
+        self.log(
+            "controller.go:145",
+            "Failed to ensure lease exists, will retry",
+            err,
+        );
+    }
+
     fn log(&mut self, file: &str, msg: &str, err: &str) {
         if let Some(f) = &mut self.log {
             let _ = f.write_all(klog_line('E', file, &format!("{msg:?} err={err:?}")).as_bytes());
@@ -780,37 +789,21 @@ impl Kubelet {
                             return;
                         }
                         Ok(r) => {
-                            self.log(
-                                "controller.go:145",
-                                "Failed to ensure lease exists, will retry",
-                                &r.status_message(),
-                            );
+                            self.lease_failed(&r.status_message());
                             return;
                         }
                         Err(e) => {
-                            self.log(
-                                "controller.go:145",
-                                "Failed to ensure lease exists, will retry",
-                                &e.to_string(),
-                            );
+                            self.lease_failed(&e.to_string());
                             return;
                         }
                     }
                 }
                 Ok(r) => {
-                    self.log(
-                        "controller.go:145",
-                        "Failed to ensure lease exists, will retry",
-                        &r.status_message(),
-                    );
+                    self.lease_failed(&r.status_message());
                     return;
                 }
                 Err(e) => {
-                    self.log(
-                        "controller.go:145",
-                        "Failed to ensure lease exists, will retry",
-                        &e.to_string(),
-                    );
+                    self.lease_failed(&e.to_string());
                     return;
                 }
             }
