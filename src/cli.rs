@@ -229,12 +229,17 @@ fn run(command: Command, color: bool) -> Outcome {
             Ok(0)
         }
         Command::Lab { command } => {
-            let read_plan = |path: &Path| match read_spec(path) {
-                Ok(desired) => Ok((desired, std::fs::read_to_string(path).unwrap_or_default())),
-                Err(report) => {
+            // The plan is read once: lab up validates it and copies its text into hactl.toml.
+            let read_plan = |path: &Path| {
+                let parsed = read_file(path).and_then(|text| {
+                    spec::parse(&path.display().to_string(), &text)
+                        .map(|desired| (desired, text))
+                        .map_err(|e| Box::new(e) as Box<dyn Diagnostic + Send + Sync>)
+                });
+                parsed.map_err(|report| {
                     eprint!("{}", render_report(report.as_ref(), false));
-                    Err(1)
-                }
+                    1
+                })
             };
             Ok(crate::lab::command::run(command, read_plan).map_err(CliError::from)?)
         }

@@ -236,7 +236,7 @@ fn init_node_pki_verifies_with_openssl_and_has_kubeadms_sans() {
         "sa.key",
     ] {
         let k = text(&cf, "cp1", &format!("/etc/kubernetes/pki/{key}"));
-        assert!(k.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"), "{key}");
+        assert_eq!(pem::parse(k).unwrap().tag(), "RSA PRIVATE KEY", "{key}");
         let (ok, out) = run(Command::new("openssl")
             .args(["rsa", "-check", "-noout", "-in"])
             .arg(pki_path(key)));
@@ -245,7 +245,13 @@ fn init_node_pki_verifies_with_openssl_and_has_kubeadms_sans() {
     let client =
         std::fs::read_to_string(p("w1", "/var/lib/kubelet/pki/kubelet-client-current.pem"))
             .unwrap();
-    assert!(client.contains("-----BEGIN EC PRIVATE KEY-----\n"));
+    // The kubelet's file holds its certificate and its SEC1 key.
+    let tags: Vec<String> = pem::parse_many(&client)
+        .unwrap()
+        .iter()
+        .map(|p| p.tag().to_string())
+        .collect();
+    assert!(tags.contains(&"EC PRIVATE KEY".to_string()), "{tags:?}");
     let (ok, out) = run(Command::new("openssl")
         .args(["ec", "-check", "-noout", "-in"])
         .arg(p("w1", "/var/lib/kubelet/pki/kubelet-client-current.pem")));

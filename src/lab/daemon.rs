@@ -134,6 +134,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| LabError::msg(format!("cannot handle SIGTERM: {e}")))?;
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -141,23 +142,27 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
                 let agents = agents.clone();
                 let stop_tx = stop_tx.clone();
                 let spec = spec.clone();
-                tokio::spawn(async move { serve(stream, agents, spec, stop_tx).await });
+                connections.spawn(async move { serve(stream, agents, spec, stop_tx).await });
             }
+            // Reap finished connections so the set does not grow for the lab's lifetime.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop_rx.changed() => break,
             _ = term.recv() => break,
         }
     }
     drop(listener);
     let _ = std::fs::remove_file(&sock);
-    // Every reference is gone once the connection tasks finish; stop agents in parallel.
-    let agents = match Arc::try_unwrap(agents) {
-        Ok(a) => a,
-        Err(shared) => {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Arc::try_unwrap(shared)
-                .map_err(|_| LabError::msg("a control connection is still open"))?
-        }
-    };
+    // Commands in flight (the Shutdown request's own answer among them) get a moment to
+    // finish; the rest are cut off, which drops their references to the agents.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        connections.shutdown().await;
+    }
+    let agents = Arc::try_unwrap(agents)
+        .map_err(|_| LabError::msg("an agent is still referenced after every connection ended"))?;
     let stops: Vec<_> = agents
         .into_values()
         .map(|a| tokio::spawn(a.shutdown()))

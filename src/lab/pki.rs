@@ -410,11 +410,12 @@ mod tests {
     #[test]
     fn keys_are_written_in_kubeadm_formats() {
         let ca = new_ca("kubernetes").unwrap();
-        assert!(ca.key_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+        // PKCS#1 and SEC1, by their PEM labels: what kubeadm writes.
+        assert_eq!(pem::parse(&ca.key_pem).unwrap().tag(), "RSA PRIVATE KEY");
         let mut spec = CertSpec::new("system:node:w1", Usage::Client);
         spec.key_type = KeyType::EcdsaP256;
         let leaf = issue(&ca, &spec).unwrap();
-        assert!(leaf.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----\n"));
+        assert_eq!(pem::parse(&leaf.key_pem).unwrap().tag(), "EC PRIVATE KEY");
         // Both read back, which needs the curve inside the SEC1 key.
         KeyPair::from_pem(&leaf.key_pem).unwrap();
         KeyPair::from_pem(&ca.key_pem).unwrap();
