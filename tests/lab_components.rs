@@ -167,6 +167,7 @@ async fn etcd_runs_from_its_manifest_comes_back_after_stopp_and_stops_with_the_a
             fail_first: 0,
             count: AtomicUsize::new(0),
         }),
+        faults: Default::default(),
     });
 
     let first_pid = wait_for("etcd to start", Duration::from_secs(10), async || {
@@ -292,6 +293,7 @@ async fn the_apiserver_pod_goes_through_the_launcher_and_crash_loops_while_it_fa
             fail_first: 2,
             count: AtomicUsize::new(0),
         }),
+        faults: Default::default(),
     });
     let crashed = wait_for("a failed launch", Duration::from_secs(5), async || {
         agent
@@ -388,6 +390,7 @@ async fn docker_is_not_installed_on_containerd_nodes() {
             fail_first: 0,
             count: AtomicUsize::new(0),
         }),
+        faults: Default::default(),
     });
     let out = agent.exec(argv("docker ps")).await;
     assert_eq!(

@@ -83,6 +83,8 @@ pub struct NodeAgentConfig {
     pub ns_pid: Option<u32>,
     pub timings: LabTimings,
     pub apiserver: Arc<dyn ApiServerLauncher>,
+    /// The lab's active faults (`block-port`, `slow-component`, …).
+    pub faults: crate::lab::faults::FaultSet,
 }
 
 /// The kubelet's own state, for `lab status`.
@@ -363,11 +365,18 @@ impl NodeAgent {
         }
     }
 
-    /// Stops the kubelet and every container it started, processes by their PID.
-    pub async fn shutdown(self) {
-        if let Some((h, stop)) = self.service.lock().await.task.take() {
-            stop_task(h, stop).await;
+    /// The kubelet service stops and every container on the node is removed (kubeadm reset's
+    /// `crictl rmp`, or a node going down); `power_on` starts the kubelet again, which starts
+    /// the static pods from the manifests it finds.
+    pub async fn power_off(&self) {
+        {
+            let mut svc = self.service.lock().await;
+            if let Some((h, stop)) = svc.task.take() {
+                stop_task(h, stop).await;
+                svc.since = SystemTime::now();
+            }
         }
+        lock(&self.shared.kubelet_status).active = false;
         let slots: Vec<kubelet::PodSlot> = {
             let mut pods = self.shared.pods.lock().await;
             std::mem::take(&mut *pods).into_values().collect()
@@ -376,6 +385,20 @@ impl NodeAgent {
             slot.stop().await;
         }
         *lock(&self.shared.etcd) = None;
+    }
+
+    /// `systemctl start kubelet` (no change when it runs).
+    pub async fn power_on(&self) {
+        let mut svc = self.service.lock().await;
+        if svc.task.is_none() {
+            svc.task = Some(spawn_kubelet(&self.shared));
+            svc.since = SystemTime::now();
+        }
+    }
+
+    /// Stops the kubelet and every container it started, processes by their PID.
+    pub async fn shutdown(self) {
+        self.power_off().await;
     }
 }
 

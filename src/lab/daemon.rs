@@ -17,6 +17,8 @@ use super::apiserver::{self, ApiServer, ApiServerConfig};
 use super::components::{
     ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, NodeReport, Running,
 };
+use super::faults::{Fault, FaultSet};
+use super::kubeadm::{self, KubeadmCtx};
 use super::up::LabState;
 use super::{ExecOutput, LabDir, LabError, LabNode, LabSpec};
 
@@ -30,8 +32,18 @@ pub enum Request {
         node: String,
         argv: Vec<String>,
     },
-    /// Every node agent's own view (kubelet errors, pods, component leases).
+    /// Every node agent's own view (kubelet errors, pods, component leases) and the active
+    /// faults.
     Report,
+    /// Injects a fault on a node (`hactl lab fault`).
+    Fault {
+        node: String,
+        fault: Fault,
+    },
+    /// Removes every fault of a node (`hactl lab heal`).
+    Heal {
+        node: String,
+    },
     Shutdown,
 }
 
@@ -41,8 +53,14 @@ pub enum Request {
 pub enum Response {
     Ok,
     Exec(ExecOutput),
-    Report { nodes: BTreeMap<String, NodeReport> },
-    Error { message: String },
+    Report {
+        nodes: BTreeMap<String, NodeReport>,
+        #[serde(default)]
+        faults: BTreeMap<String, Vec<Fault>>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Sends one request to the lab's supervisor and waits for its answer.
@@ -71,8 +89,10 @@ pub fn call(lab: &LabDir, request: &Request, timeout: Duration) -> Result<Respon
 }
 
 /// Starts kube-apiserver static pods as the simulated API server.
+#[allow(dead_code)] // `faults` is for the fault hooks of the API servers it starts.
 struct Launcher {
     spec: Arc<LabSpec>,
+    faults: FaultSet,
 }
 
 struct RunningApiServer(ApiServer);
@@ -108,7 +128,11 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
     super::install_crypto_provider();
     let state = LabState::read(&lab)?;
     let spec = Arc::new(state.spec.clone());
-    let launcher: Arc<dyn ApiServerLauncher> = Arc::new(Launcher { spec: spec.clone() });
+    let faults = FaultSet::default();
+    let launcher: Arc<dyn ApiServerLauncher> = Arc::new(Launcher {
+        spec: spec.clone(),
+        faults: faults.clone(),
+    });
     let mut agents = BTreeMap::new();
     for node in &spec.nodes {
         let ns_pid = state
@@ -123,6 +147,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
             ns_pid,
             timings: LabTimings::default(),
             apiserver: launcher.clone(),
+            faults: faults.clone(),
         });
         agents.insert(node.name.clone(), agent);
     }
@@ -139,10 +164,9 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let agents = agents.clone();
                 let stop_tx = stop_tx.clone();
-                let spec = spec.clone();
-                connections.spawn(async move { serve(stream, agents, spec, stop_tx).await });
+                let ctx = ServeCtx { lab: lab.clone(), spec: spec.clone(), agents: agents.clone(), faults: faults.clone() };
+                connections.spawn(async move { serve(stream, ctx, stop_tx).await });
             }
             // Reap finished connections so the set does not grow for the lab's lifetime.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -173,12 +197,21 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
     Ok(())
 }
 
-async fn serve(
-    stream: tokio::net::UnixStream,
-    agents: Arc<BTreeMap<String, NodeAgent>>,
+/// What a control connection may reach.
+struct ServeCtx {
+    lab: LabDir,
     spec: Arc<LabSpec>,
-    stop: watch::Sender<bool>,
-) {
+    agents: Arc<BTreeMap<String, NodeAgent>>,
+    faults: FaultSet,
+}
+
+async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sender<bool>) {
+    let ServeCtx {
+        lab,
+        spec,
+        agents,
+        faults,
+    } = ctx;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if tokio::io::BufReader::new(read)
@@ -202,17 +235,43 @@ async fn serve(
             for (name, agent) in agents.iter() {
                 nodes.insert(name.clone(), agent.report().await);
             }
-            Response::Report { nodes }
+            Response::Report {
+                nodes,
+                faults: faults.all(),
+            }
         }
-        Ok(Request::Exec { node, argv }) => match agents.get(&node) {
-            None => Response::Error {
-                message: format!("the lab has no node {node:?}"),
+        Ok(Request::Fault { node, fault }) => match agents.get(&node) {
+            None => no_node(&node),
+            Some(agent) => match apply_fault(&lab, &spec, &faults, agent, &node, fault).await {
+                Ok(()) => Response::Ok,
+                Err(message) => Response::Error { message },
             },
-            Some(agent) => Response::Exec(match argv.first().map(String::as_str) {
-                Some("kubeadm") => kubeadm(&spec, &argv[1..]),
-                Some("kubelet") => kubelet(&spec, &argv[1..]),
-                _ => agent.exec(argv).await,
-            }),
+        },
+        Ok(Request::Heal { node }) => match agents.get(&node) {
+            None => no_node(&node),
+            Some(agent) => match heal(&lab, &spec, &faults, agent, &node).await {
+                Ok(()) => Response::Ok,
+                Err(message) => Response::Error { message },
+            },
+        },
+        Ok(Request::Exec { node, argv }) => match (agents.get(&node), spec.node(&node)) {
+            (Some(agent), Some(lab_node)) => {
+                Response::Exec(match argv.first().map(String::as_str) {
+                    Some("kubeadm") => {
+                        let ctx = KubeadmCtx {
+                            lab: &lab,
+                            spec: &spec,
+                            node: lab_node,
+                            agent,
+                            faults: &faults,
+                        };
+                        kubeadm::run(&ctx, &argv[1..]).await
+                    }
+                    Some("kubelet") => kubelet(&spec, &argv[1..]),
+                    _ => agent.exec(argv).await,
+                })
+            }
+            _ => no_node(&node),
         },
     };
     let mut out = serde_json::to_string(&response).unwrap_or_else(|e| {
@@ -222,33 +281,34 @@ async fn serve(
     let _ = write.write_all(out.as_bytes()).await;
 }
 
-/// `kubeadm` on a lab node: the version commands (the lab's kubeadm grows with issue 4).
-fn kubeadm(spec: &LabSpec, args: &[String]) -> ExecOutput {
-    let v = spec.version;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["version", "-o", "short"] | ["version", "--output", "short"] | ["version", "-o=short"] => {
-            ExecOutput {
-                stdout: format!("{v}\n"),
-                ..Default::default()
-            }
-        }
-        ["version"] => ExecOutput {
-            stdout: format!(
-                "kubeadm version: &version.Info{{Major:\"{}\", Minor:\"{}\", GitVersion:\"{v}\", GitCommit:\"lab\", GitTreeState:\"clean\", BuildDate:\"2026-01-01T00:00:00Z\", GoVersion:\"go1.22.0\", Compiler:\"gc\", Platform:\"linux/amd64\"}}\n",
-                v.major, v.minor
-            ),
-            ..Default::default()
-        },
-        _ => ExecOutput {
-            stderr: format!(
-                "hactl lab: `kubeadm {}` is not available on this lab node yet (only `kubeadm version`)\n",
-                args.join(" ")
-            ),
-            code: 1,
-            ..Default::default()
-        },
+fn no_node(node: &str) -> Response {
+    Response::Error {
+        message: format!("the lab has no node {node:?}"),
     }
+}
+
+/// Makes `fault` real on `node` and records it.
+async fn apply_fault(
+    _lab: &LabDir,
+    _spec: &LabSpec,
+    _faults: &FaultSet,
+    _agent: &NodeAgent,
+    _node: &str,
+    fault: Fault,
+) -> Result<(), String> {
+    Err(format!("the lab cannot inject {fault} yet"))
+}
+
+/// Undoes every fault of `node`.
+async fn heal(
+    _lab: &LabDir,
+    _spec: &LabSpec,
+    faults: &FaultSet,
+    _agent: &NodeAgent,
+    node: &str,
+) -> Result<(), String> {
+    faults.clear(node);
+    Ok(())
 }
 
 /// `kubelet --version` on a lab node.

@@ -350,7 +350,7 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
 
     // What each node's agent saw (the kubelet's last error, its pods).
     let reports = match daemon::call(lab, &Request::Report, Duration::from_secs(10)) {
-        Ok(Response::Report { nodes }) => nodes,
+        Ok(Response::Report { nodes, .. }) => nodes,
         Ok(other) => {
             st.problems
                 .push(format!("the supervisor answered {other:?}"));
