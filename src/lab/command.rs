@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 
 use super::daemon::{self, Request, Response};
+use super::faults::Fault;
 use super::up::{self, UpOptions};
 use super::{LabDir, LabError, LabSpec};
 use crate::kubeadm::KubeVersion;
@@ -40,6 +41,23 @@ pub enum LabCommand {
     Down {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+    },
+    /// Break something on a node on purpose: ssh-down, node-down, block-port PORT,
+    /// kubeadm-join-fails, disk-full, api-conflicts N, slow-component [SECONDS].
+    Fault {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The node, by its name in the plan.
+        node: String,
+        /// The fault and its argument, if it takes one.
+        #[arg(value_name = "KIND [ARG]", num_args = 1..=2, required = true)]
+        kind: Vec<String>,
+    },
+    /// Undo every fault of a node.
+    Heal {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        node: String,
     },
     /// Run a node command through the lab's supervisor (what the node stand-ins call).
     #[command(hide = true)]
@@ -149,6 +167,31 @@ pub fn run(
             }
             Ok(if status.healthy { 0 } else { 1 })
         }
+        LabCommand::Fault { dir, node, kind } => {
+            let lab = lab_dir(&dir, false)?;
+            let fault = parse_fault(&kind)?;
+            let shown = fault.to_string();
+            expect_ok(daemon::call(
+                &lab,
+                &Request::Fault {
+                    node: node.clone(),
+                    fault,
+                },
+                Duration::from_secs(60),
+            )?)?;
+            println!("{node}: {shown}");
+            Ok(0)
+        }
+        LabCommand::Heal { dir, node } => {
+            let lab = lab_dir(&dir, false)?;
+            expect_ok(daemon::call(
+                &lab,
+                &Request::Heal { node: node.clone() },
+                Duration::from_secs(60),
+            )?)?;
+            println!("{node}: healed");
+            Ok(0)
+        }
         LabCommand::Exec { dir, node, argv } => {
             let lab = LabDir::new(dir);
             match daemon::call(
@@ -173,10 +216,106 @@ pub fn run(
     }
 }
 
+fn expect_ok(response: Response) -> Result<(), LabError> {
+    match response {
+        Response::Ok => Ok(()),
+        Response::Error { message } => Err(LabError::msg(message)),
+        other => Err(LabError::msg(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+/// `KIND [ARG]` as `hactl lab fault` takes it.
+pub fn parse_fault(words: &[String]) -> Result<Fault, LabError> {
+    let kind = words.first().map(String::as_str).unwrap_or("");
+    let arg = words.get(1).map(String::as_str);
+    let number = |what: &str| -> Result<u64, LabError> {
+        let Some(a) = arg else {
+            return Err(LabError::msg(format!("{kind} needs {what}")));
+        };
+        a.parse::<u64>()
+            .map_err(|_| LabError::msg(format!("{kind}: {a:?} is not {what}")))
+    };
+    let no_arg = |f: Fault| match arg {
+        None => Ok(f),
+        Some(a) => Err(LabError::msg(format!(
+            "{kind} takes no argument (got {a:?})"
+        ))),
+    };
+    match kind {
+        "ssh-down" => no_arg(Fault::SshDown),
+        "node-down" => no_arg(Fault::NodeDown),
+        "kubeadm-join-fails" => no_arg(Fault::KubeadmJoinFails),
+        "disk-full" => no_arg(Fault::DiskFull),
+        "block-port" => {
+            let port = number("a port number")?;
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| LabError::msg(format!("block-port: {port} is not a port")))?;
+            Ok(Fault::BlockPort { port })
+        }
+        "api-conflicts" => {
+            let n = number("a number of writes")?;
+            let remaining = u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                LabError::msg(format!(
+                    "api-conflicts: {n} is not a count of writes (1 or more)"
+                ))
+            })?;
+            Ok(Fault::ApiConflicts { remaining })
+        }
+        "slow-component" => {
+            let seconds = if arg.is_some() {
+                number("a number of seconds")?
+            } else {
+                10
+            };
+            Ok(Fault::SlowComponent { seconds })
+        }
+        other => Err(LabError::msg(format!(
+            "unknown fault {other:?}; the lab knows ssh-down, node-down, block-port PORT, kubeadm-join-fails, disk-full, api-conflicts N, slow-component [SECONDS]"
+        ))),
+    }
+}
+
 fn runtime_block_on<F: std::future::Future>(f: F) -> Result<F::Output, LabError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| LabError::msg(format!("cannot start the async runtime: {e}")))?;
     Ok(rt.block_on(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn faults_parse_as_the_issue_names_them() {
+        assert_eq!(
+            parse_fault(&words("block-port 2380")).unwrap(),
+            Fault::BlockPort { port: 2380 }
+        );
+        assert_eq!(
+            parse_fault(&words("api-conflicts 3")).unwrap(),
+            Fault::ApiConflicts { remaining: 3 }
+        );
+        assert_eq!(
+            parse_fault(&words("slow-component")).unwrap(),
+            Fault::SlowComponent { seconds: 10 }
+        );
+        assert_eq!(parse_fault(&words("ssh-down")).unwrap(), Fault::SshDown);
+        for bad in [
+            "block-port",
+            "block-port 70000",
+            "api-conflicts 0",
+            "ssh-down 3",
+            "reboot",
+        ] {
+            assert!(parse_fault(&words(bad)).is_err(), "{bad} was accepted");
+        }
+    }
 }

@@ -287,28 +287,41 @@ fn no_node(node: &str) -> Response {
     }
 }
 
-/// Makes `fault` real on `node` and records it.
+/// Makes `fault` real on `node` and records it (in memory and in `DIR/lab/faults.json`).
 async fn apply_fault(
-    _lab: &LabDir,
+    lab: &LabDir,
     _spec: &LabSpec,
-    _faults: &FaultSet,
+    faults: &FaultSet,
     _agent: &NodeAgent,
-    _node: &str,
+    node: &str,
     fault: Fault,
 ) -> Result<(), String> {
-    Err(format!("the lab cannot inject {fault} yet"))
+    match fault {
+        // These act through the parts that consult the FaultSet.
+        Fault::KubeadmJoinFails | Fault::ApiConflicts { .. } | Fault::SlowComponent { .. } => {}
+        other => return Err(format!("the lab cannot inject {other} yet")),
+    }
+    faults.add(node, fault);
+    persist(lab, faults)
 }
 
 /// Undoes every fault of `node`.
 async fn heal(
-    _lab: &LabDir,
+    lab: &LabDir,
     _spec: &LabSpec,
     faults: &FaultSet,
     _agent: &NodeAgent,
     node: &str,
 ) -> Result<(), String> {
     faults.clear(node);
-    Ok(())
+    persist(lab, faults)
+}
+
+/// `DIR/lab/faults.json`: what `lab down` must undo even if the supervisor is gone.
+fn persist(lab: &LabDir, faults: &FaultSet) -> Result<(), String> {
+    let path = lab.lab_file("faults.json");
+    let text = serde_json::to_string_pretty(&faults.all()).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `kubelet --version` on a lab node.
