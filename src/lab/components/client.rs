@@ -551,7 +551,7 @@ fn go_verb(method: &str) -> String {
 }
 
 /// `connection refused`: Go's syscall error text, lower-case without the errno.
-fn os_text(e: &std::io::Error) -> String {
+pub fn os_text(e: &std::io::Error) -> String {
     let s = e.to_string();
     let s = match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

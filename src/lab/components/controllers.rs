@@ -101,6 +101,9 @@ async fn run(
                     if let Err(e) = bootstrapsigner(&client).await {
                         err = Some(e);
                     }
+                    if let Err(e) = tokencleaner(&client).await {
+                        err = Some(e);
+                    }
                     if let Err(e) = node_lifecycle(&client, ctx.timings.node_grace).await {
                         err = Some(e);
                     }
@@ -304,6 +307,63 @@ async fn bootstrapsigner(client: &ApiClient) -> Result<(), String> {
     }
 }
 
+/// What the tokencleaner and the garbage collector delete from kube-system's Secrets:
+/// expired bootstrap tokens, then Secrets owned by a Secret that is gone (kubeadm-certs,
+/// owned by its 2-hour proxy token).
+pub fn secrets_to_delete(secrets: &[Value], now: SystemTime) -> Vec<String> {
+    let expired = |s: &Value| {
+        s["type"] == "bootstrap.kubernetes.io/token"
+            && b64_field(s, "expiration")
+                .is_some_and(|exp| timefmt::parse_rfc3339(&exp).is_none_or(|t| t < now))
+    };
+    let name = |s: &Value| {
+        s["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut gone: Vec<String> = secrets.iter().filter(|s| expired(s)).map(name).collect();
+    let alive: std::collections::BTreeSet<&str> = secrets
+        .iter()
+        .filter(|s| !expired(s))
+        .filter_map(|s| s["metadata"]["uid"].as_str())
+        .collect();
+    for s in secrets.iter().filter(|s| !expired(s)) {
+        let orphaned = s["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r["kind"] == "Secret"
+                        && r["uid"].as_str().is_some_and(|uid| !alive.contains(uid))
+                })
+            });
+        if orphaned {
+            gone.push(name(s));
+        }
+    }
+    gone
+}
+
+/// The tokencleaner and the part of the garbage collector that kubeadm-certs relies on.
+async fn tokencleaner(client: &ApiClient) -> Result<(), String> {
+    let collection = "/api/v1/namespaces/kube-system/secrets";
+    let r = client.list(collection).await.map_err(|e| e.to_string())?;
+    if !r.is_success() {
+        return Err(r.status_message());
+    }
+    let secrets = r.json()?["items"].as_array().cloned().unwrap_or_default();
+    for name in secrets_to_delete(&secrets, SystemTime::now()) {
+        let r = client
+            .delete(&format!("{collection}/{name}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.is_success() && r.status != 404 {
+            return Err(r.status_message());
+        }
+    }
+    Ok(())
+}
+
 /// Nodes whose Lease is older than `grace` become Ready=Unknown, as the node lifecycle
 /// controller marks them.
 async fn node_lifecycle(client: &ApiClient, grace: Duration) -> Result<(), String> {
@@ -402,7 +462,8 @@ mod tests {
         if let Some(e) = expiration {
             data["expiration"] = json!(b(e));
         }
-        json!({"type": "bootstrap.kubernetes.io/token", "data": data})
+        json!({"type": "bootstrap.kubernetes.io/token", "data": data,
+            "metadata": {"name": format!("bootstrap-token-{id}")}})
     }
 
     #[test]
@@ -433,6 +494,37 @@ mod tests {
                 "abcdef",
                 "0123456789abcdef"
             ))
+        );
+    }
+
+    #[test]
+    fn expired_tokens_and_what_they_own_are_collected() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut proxy = token(
+            "prxy01",
+            "0123456789abcdef",
+            false,
+            Some("2020-01-01T00:00:00Z"),
+        );
+        proxy["metadata"]["uid"] = json!("u-proxy");
+        let mut live = token("live01", "0123456789abcdef", true, None);
+        live["metadata"]["uid"] = json!("u-live");
+        let owned = |name: &str, uid: &str| {
+            json!({"metadata": {"name": name, "uid": format!("u-{name}"),
+                "ownerReferences": [{"kind": "Secret", "uid": uid}]}, "type": "Opaque"})
+        };
+        let secrets = vec![
+            proxy,
+            live,
+            owned("kubeadm-certs", "u-proxy"),
+            owned("kept", "u-live"),
+        ];
+        assert_eq!(
+            secrets_to_delete(&secrets, now),
+            vec![
+                "bootstrap-token-prxy01".to_string(),
+                "kubeadm-certs".to_string()
+            ]
         );
     }
 

@@ -9,7 +9,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::KubeadmCtx;
+use super::{Flags, KubeadmCtx, error_exit, failure, token};
 use crate::lab::ExecOutput;
 use crate::lab::components::client::ApiClient;
 
@@ -143,9 +143,207 @@ pub async fn download(
     Ok(files)
 }
 
-/// `kubeadm init phase upload-certs --upload-certs [--config F] [--certificate-key K]`.
-pub async fn upload_certs(_ctx: &KubeadmCtx<'_>, _args: &[&str]) -> ExecOutput {
-    super::failure("hactl lab: `kubeadm init phase upload-certs` is not simulated yet\n")
+/// `kubeadm init phase upload-certs --upload-certs [--config F] [--certificate-key K]`:
+/// a short-lived (2 h) bootstrap token owns the Secret, so the garbage collector removes the
+/// Secret once the token cleaner removed the expired token, as on a real cluster.
+pub async fn upload_certs(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
+    let flags = match Flags::parse(
+        args,
+        &["config", "certificate-key", "kubeconfig"],
+        &[
+            "upload-certs",
+            "skip-certificate-key-print",
+            "one-output",
+            "dry-run",
+        ],
+    ) {
+        Ok(f) => f,
+        Err(e) => return failure(format!("Error: {e}\n")),
+    };
+    if !flags.is_set("upload-certs") {
+        return ExecOutput {
+            stdout: "[upload-certs] Skipping phase. Please see --upload-certs\n".into(),
+            ..Default::default()
+        };
+    }
+    let phase = |stdout: String, e: &str| {
+        error_exit(stdout, &format!("error execution phase upload-certs: {e}"))
+    };
+    let key_hex = match flags.get("certificate-key") {
+        Some(k) => k.to_string(),
+        None => match new_key() {
+            Ok(k) => k,
+            Err(e) => return phase(String::new(), &e),
+        },
+    };
+    let key = match decode_key(&key_hex) {
+        Ok(k) if k.len() == 32 => k,
+        Ok(k) => {
+            return phase(
+                String::new(),
+                &format!(
+                    "error uploading certs: crypto/aes: invalid key size {}",
+                    k.len()
+                ),
+            );
+        }
+        Err(e) => {
+            return phase(
+                String::new(),
+                &format!("error uploading certs: error decoding certificate key: {e}"),
+            );
+        }
+    };
+    let pki_dir = match certificates_dir(ctx, flags.get("config")) {
+        Ok(d) => d,
+        Err(e) => return phase(String::new(), &e),
+    };
+    let (client, _) = match token::admin_client(ctx, &flags) {
+        Ok(c) => c,
+        Err(e) => return phase(String::new(), &e),
+    };
+    let mut stdout = format!(
+        "[upload-certs] Storing the certificates in Secret \"{SECRET}\" in the \"kube-system\" Namespace\n"
+    );
+    let mut data = serde_json::Map::new();
+    for file in SHARED_FILES {
+        let node_path = format!("{pki_dir}/{file}");
+        let bytes = match std::fs::read(ctx.lab.node_path(&ctx.node.name, &node_path)) {
+            Ok(b) => b,
+            Err(e) => {
+                return phase(
+                    stdout,
+                    &format!(
+                        "error uploading certs: open {node_path}: {}",
+                        crate::lab::components::client::os_text(&e)
+                    ),
+                );
+            }
+        };
+        match encrypt(&key, &bytes) {
+            Ok(sealed) => {
+                data.insert(secret_key(file), serde_json::json!(STANDARD.encode(sealed)));
+            }
+            Err(e) => return phase(stdout, &format!("error uploading certs: {e}")),
+        }
+    }
+    // The proxy token whose expiry ends the Secret's life.
+    let owner = match crate::lab::files::bootstrap_token()
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            token::token_secret(
+                &t,
+                "Proxy for managing TTL for the kubeadm-certs secret",
+                CERTS_TTL,
+                &[],
+                &[],
+            )
+        }) {
+        Ok(s) => s,
+        Err(e) => return phase(stdout, &format!("error uploading certs: {e}")),
+    };
+    let owner = match token::create_secret(&client, &owner).await {
+        Ok(o) => o,
+        Err(e) => return phase(stdout, &format!("error uploading certs: {e}")),
+    };
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": SECRET,
+            "namespace": "kube-system",
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        },
+        "type": "Opaque",
+        "data": data,
+    });
+    if let Err(e) = create_or_update(&client, &secret).await {
+        return phase(stdout, &format!("error uploading certs: {e}"));
+    }
+    if flags.is_set("skip-certificate-key-print") {
+        return ExecOutput {
+            stdout,
+            ..Default::default()
+        };
+    }
+    if flags.is_set("one-output") {
+        stdout.clear();
+    } else {
+        stdout.push_str("[upload-certs] Using certificate key:\n");
+    }
+    stdout.push_str(&key_hex);
+    stdout.push('\n');
+    ExecOutput {
+        stdout,
+        ..Default::default()
+    }
+}
+
+/// How long the kubeadm-certs Secret lives (kubeadm's `DefaultCertTokenDuration`).
+pub const CERTS_TTL: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// `certificatesDir` of the `--config` file's ClusterConfiguration, or kubeadm's default.
+fn certificates_dir(ctx: &KubeadmCtx<'_>, config: Option<&str>) -> Result<String, String> {
+    let Some(path) = config else {
+        return Ok("/etc/kubernetes/pki".into());
+    };
+    let text = std::fs::read_to_string(ctx.lab.node_path(&ctx.node.name, path)).map_err(|e| {
+        format!(
+            "unable to read config from {path:?} : open {path}: {}",
+            crate::lab::components::client::os_text(&e)
+        )
+    })?;
+    let doc = super::config::cluster_configuration_doc(&text, path)?;
+    Ok(doc["certificatesDir"]
+        .as_str()
+        .unwrap_or("/etc/kubernetes/pki")
+        .trim_end_matches('/')
+        .to_string())
+}
+
+/// POST, or on 409 PUT over the current object.
+pub async fn create_or_update(client: &ApiClient, obj: &serde_json::Value) -> Result<(), String> {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let plural = match obj["kind"].as_str() {
+        Some("Secret") => "secrets",
+        _ => "configmaps",
+    };
+    let collection = format!("/api/v1/namespaces/{ns}/{plural}");
+    let r = client
+        .create(&collection, obj)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.is_success() {
+        return Ok(());
+    }
+    if r.status != 409 {
+        return Err(r.status_message());
+    }
+    let path = format!("{collection}/{name}");
+    let current = client.get(&path).await.map_err(|e| e.to_string())?;
+    if !current.is_success() {
+        return Err(current.status_message());
+    }
+    let current = current.json()?;
+    let mut obj = obj.clone();
+    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    let r = client
+        .update(&path, &obj)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.is_success() {
+        Ok(())
+    } else {
+        Err(r.status_message())
+    }
 }
 
 #[cfg(test)]
