@@ -160,6 +160,32 @@ fn decode_b64(v: &Value) -> Result<Vec<u8>, EtcdError> {
     }
 }
 
+/// A member id as the gateway takes it: uint64 in decimal, as a JSON string.
+fn decimal_id(hex_id: &str) -> Result<String, EtcdError> {
+    u64::from_str_radix(hex_id, 16)
+        .map(|n| n.to_string())
+        .map_err(|_| EtcdError::Protocol(format!("invalid member id {hex_id:?}")))
+}
+
+fn member(m: &Value) -> Member {
+    let name = m["name"].as_str().unwrap_or("").to_owned();
+    Member {
+        id: uint_hex(&m["ID"]),
+        // An added member gets its name and client URLs when it first starts.
+        started: !name.is_empty(),
+        name,
+        peer_urls: strings(&m["peerURLs"]),
+        client_urls: strings(&m["clientURLs"]),
+        is_learner: m["isLearner"].as_bool().unwrap_or(false),
+    }
+}
+
+fn members(v: &Value) -> Vec<Member> {
+    v.as_array()
+        .map(|ms| ms.iter().map(member).collect())
+        .unwrap_or_default()
+}
+
 fn key_value(v: &Value) -> Result<KeyValue, EtcdError> {
     let key = decode_b64(&v["key"])?;
     Ok(KeyValue {
@@ -204,6 +230,16 @@ impl EtcdClient {
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
             .map_err(|e| EtcdError::Tls(e.to_string()))?;
+        let connector = TlsConnector::from(Arc::new(config));
+        EtcdClient::build(endpoints, connector)
+    }
+
+    /// The same credentials for other endpoints (a member that just joined, say).
+    pub fn with_endpoints(&self, endpoints: Vec<String>) -> Result<EtcdClient, EtcdError> {
+        EtcdClient::build(endpoints, self.inner.connector.clone())
+    }
+
+    fn build(endpoints: Vec<String>, connector: TlsConnector) -> Result<EtcdClient, EtcdError> {
         let mut parsed = Vec::new();
         for url in endpoints {
             let authority = url
@@ -230,7 +266,7 @@ impl EtcdClient {
         Ok(EtcdClient {
             inner: Arc::new(Inner {
                 endpoints: parsed,
-                connector: TlsConnector::from(Arc::new(config)),
+                connector,
                 timeout: Duration::from_secs(4),
                 connect_timeout: Duration::from_millis(1500),
                 preferred: AtomicUsize::new(0),
@@ -370,24 +406,48 @@ impl EtcdClient {
 
     pub async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
         let resp = self.call("/v3/cluster/member/list", json!({})).await?;
-        Ok(resp["members"]
-            .as_array()
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| {
-                        let name = m["name"].as_str().unwrap_or("").to_owned();
-                        Member {
-                            id: uint_hex(&m["ID"]),
-                            started: !name.is_empty(),
-                            name,
-                            peer_urls: strings(&m["peerURLs"]),
-                            client_urls: strings(&m["clientURLs"]),
-                            is_learner: m["isLearner"].as_bool().unwrap_or(false),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(members(&resp["members"]))
+    }
+
+    /// `etcdctl member add --peer-urls=… [--learner]`: the new member (not started, so
+    /// without a name) and the cluster's members after the change, the new one included.
+    pub async fn member_add(
+        &self,
+        peer_urls: &[String],
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), EtcdError> {
+        let resp = self
+            .call(
+                "/v3/cluster/member/add",
+                json!({ "peerURLs": peer_urls, "isLearner": is_learner }),
+            )
+            .await?;
+        let added = member(&resp["member"]);
+        Ok((added, members(&resp["members"])))
+    }
+
+    /// `etcdctl member promote ID` (hex, as `member list` prints it): the members after it.
+    /// etcd refuses a learner that has not caught up with the leader yet
+    /// (`etcdserver: can only promote a learner member which is in sync with leader`).
+    pub async fn member_promote(&self, id: &str) -> Result<Vec<Member>, EtcdError> {
+        let resp = self
+            .call(
+                "/v3/cluster/member/promote",
+                json!({ "ID": decimal_id(id)? }),
+            )
+            .await?;
+        Ok(members(&resp["members"]))
+    }
+
+    /// `etcdctl member remove ID` (hex): the members after it.
+    pub async fn member_remove(&self, id: &str) -> Result<Vec<Member>, EtcdError> {
+        let resp = self
+            .call(
+                "/v3/cluster/member/remove",
+                json!({ "ID": decimal_id(id)? }),
+            )
+            .await?;
+        Ok(members(&resp["members"]))
     }
 
     /// `etcdctl endpoint status` for one endpoint (which must be one of this client's).
@@ -544,6 +604,20 @@ mod tests {
         assert_eq!(int(&json!(7)), 7);
         assert_eq!(int(&Value::Null), 0);
         assert_eq!(uint_hex(&json!("10276657743932975437")), "8e9e05c52164694d");
+    }
+
+    #[test]
+    fn member_ids_go_to_the_gateway_in_decimal() {
+        assert_eq!(
+            decimal_id("8e9e05c52164694d").unwrap(),
+            "10276657743932975437"
+        );
+        assert!(decimal_id("xyz").is_err());
+        let m = member(
+            &json!({"ID": "10276657743932975437", "peerURLs": ["https://a:2380"], "isLearner": true}),
+        );
+        assert_eq!(m.id, "8e9e05c52164694d");
+        assert!(m.is_learner && !m.started);
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub fn worker_node_files(
             bootstrapped_kubelet_conf(&pki.ca.cert_pem, &server),
         ),
     ];
-    files.extend(kubelet_files(spec, &facts, node, pki)?);
+    files.extend(kubelet_files(&facts, node, &pki.ca)?);
     Ok(files)
 }
 
@@ -286,32 +286,338 @@ fn control_plane_files(
     mode: Mode,
 ) -> Result<Vec<NodeFile>, FilesError> {
     let facts = Facts::new(spec)?;
+    if mode == Mode::Join {
+        return plan_join_files(spec, &facts, node, pki);
+    }
     let addr = node.address;
     let local = api_url(addr, API_PORT);
-    let endpoint = format!("https://{}:{}", spec.endpoint.host, spec.endpoint.port);
+    let (api_dns, api_ips) = apiserver_base_sans(node, DNS_DOMAIN, IpAddr::V4(FIRST_SERVICE_IP));
+    let jobs = cert_jobs(
+        &facts,
+        node,
+        &api_dns,
+        &api_ips,
+        pki,
+        facts.has_super_admin(),
+    );
+    let issued = par_map(jobs, |job| {
+        let ck = pki::issue(job.ca, &job.spec)?;
+        Ok((job.base, job.spec.common_name, ck))
+    })?;
 
-    // kubeadm's apiserver SANs; a joining node also gets controlPlaneEndpoint and the
-    // certSANs hactl put in the ClusterConfiguration before the join.
-    let mut api_dns = vec![
+    let mut files = vec![hosts_file(spec, node)];
+    files.extend(shared_files(pki));
+    for (base, cn, ck) in &issued {
+        if base.ends_with(".conf") {
+            files.push(NodeFile::data(
+                format!("/etc/kubernetes/{base}"),
+                0o600,
+                embedded_kubeconfig(&pki.ca.cert_pem, &local, cn, ck),
+            ));
+        } else {
+            files.extend(cert_files(base, ck));
+        }
+    }
+    // kubeadm's finalize phase: the kubelet's rotated certificate replaces the embedded one.
+    files.push(NodeFile::data(
+        "/etc/kubernetes/kubelet.conf",
+        0o600,
+        user_kubeconfig(
+            &pki.ca.cert_pem,
+            &local,
+            &format!("system:node:{}", node.name),
+            UserAuth::Files(KUBELET_CLIENT_CURRENT),
+        ),
+    ));
+    files.push(NodeFile::data(
+        "/etc/kubernetes/manifests/etcd.yaml",
+        0o600,
+        etcd_manifest(&facts, node, &[EtcdMember::of(node)], false),
+    ));
+    files.extend(control_plane_manifests(&facts, node));
+    files.push(NodeFile::dir("/var/lib/etcd", 0o700));
+    files.extend(kubelet_files(&facts, node, &pki.ca)?);
+    Ok(files)
+}
+
+/// `kubeadm join --control-plane` as the lab plan predicts it: the cluster's facts are the
+/// plan's (the endpoint and its addresses as certSANs, the control-plane nodes before this
+/// one as etcd members).
+fn plan_join_files(
+    spec: &LabSpec,
+    facts: &Facts,
+    node: &LabNode,
+    pki: &ClusterPki,
+) -> Result<Vec<NodeFile>, FilesError> {
+    let endpoint = format!("{}:{}", spec.endpoint.host, spec.endpoint.port);
+    let cluster = JoinCluster {
+        kubelet_server: if facts.control_plane_kubelet_local() {
+            api_url(node.address, API_PORT)
+        } else {
+            format!("https://{endpoint}")
+        },
+        control_plane_endpoint: endpoint,
+        cert_sans: spec
+            .endpoint
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        dns_domain: DNS_DOMAIN.to_string(),
+        service_ip: IpAddr::V4(FIRST_SERVICE_IP),
+    };
+    let join = control_plane_join_files(facts, node, &cluster, pki)?;
+    // The plan joins control-plane nodes in order: the members are the init node and every
+    // control-plane node listed before this one.
+    let mut members: Vec<EtcdMember> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.control_plane)
+        .take_while(|n| n.name != node.name)
+        .map(EtcdMember::of)
+        .collect();
+    members.push(EtcdMember::of(node));
+    let mut files = vec![hosts_file(spec, node)];
+    files.extend(join.certs);
+    files.extend(join.kubeconfigs);
+    files.extend(join.manifests);
+    files.push(etcd_join_manifest(facts, node, &members));
+    files.push(NodeFile::dir("/var/lib/etcd", 0o700));
+    files.extend(kubelet_join_files(
+        facts,
+        node,
+        &pki.ca,
+        &pki.ca.cert_pem,
+        &cluster.kubelet_server,
+    )?);
+    Ok(files)
+}
+
+/// What a joining control-plane node learns from the cluster (kubeadm-config's
+/// ClusterConfiguration and cluster-info) rather than from the lab plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinCluster {
+    /// `controlPlaneEndpoint`, `host:port`: admin.conf's server, an apiserver SAN.
+    pub control_plane_endpoint: String,
+    /// `apiServer.certSANs`, names or addresses.
+    pub cert_sans: Vec<String>,
+    /// `networking.dnsDomain`.
+    pub dns_domain: String,
+    /// The first address of `networking.serviceSubnet` (the `kubernetes` Service).
+    pub service_ip: IpAddr,
+    /// The server of the kubelet's bootstrap kubeconfig: cluster-info's, or the local API
+    /// server with ControlPlaneKubeletLocalMode.
+    pub kubelet_server: String,
+}
+
+impl JoinCluster {
+    /// The host of `controlPlaneEndpoint` (without brackets for IPv6).
+    pub fn endpoint_host(&self) -> &str {
+        let ep = self.control_plane_endpoint.as_str();
+        if let Some(rest) = ep.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        match ep.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => ep,
+        }
+    }
+
+    /// `https://` + controlPlaneEndpoint, with kubeadm's default port when it has none.
+    pub fn endpoint_url(&self) -> String {
+        let ep = &self.control_plane_endpoint;
+        let has_port = if ep.starts_with('[') {
+            ep.contains("]:")
+        } else {
+            ep.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        };
+        if has_port {
+            format!("https://{ep}")
+        } else {
+            format!("https://{ep}:{API_PORT}")
+        }
+    }
+}
+
+/// The apiserver SANs kubeadm always puts there (`GetAPIServerAltNames`).
+fn apiserver_base_sans(
+    node: &LabNode,
+    dns_domain: &str,
+    service_ip: IpAddr,
+) -> (Vec<String>, Vec<IpAddr>) {
+    let dns = vec![
         node.name.clone(),
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
-        format!("kubernetes.default.svc.{DNS_DOMAIN}"),
+        format!("kubernetes.default.svc.{dns_domain}"),
     ];
-    let mut api_ips = vec![IpAddr::V4(FIRST_SERVICE_IP), addr];
-    if mode == Mode::Join {
-        push_unique(&mut api_dns, spec.endpoint.host.clone());
-        for a in &spec.endpoint.addresses {
-            push_unique(&mut api_ips, *a);
+    (dns, vec![service_ip, node.address])
+}
+
+/// A joining node's apiserver SANs, in kubeadm's order: its own, then controlPlaneEndpoint's
+/// host, then the ClusterConfiguration's certSANs (addresses as IP SANs, the rest as DNS).
+pub fn apiserver_join_sans(node: &LabNode, cluster: &JoinCluster) -> (Vec<String>, Vec<IpAddr>) {
+    let (mut dns, mut ips) = apiserver_base_sans(node, &cluster.dns_domain, cluster.service_ip);
+    let extra = std::iter::once(cluster.endpoint_host().to_string())
+        .chain(cluster.cert_sans.iter().cloned());
+    for san in extra {
+        let san = san.trim().to_string();
+        if san.is_empty() {
+            continue;
+        }
+        match san.parse::<IpAddr>() {
+            Ok(ip) => push_unique(&mut ips, ip),
+            Err(_) => push_unique(&mut dns, san),
         }
     }
-    let etcd_dns = vec![node.name.clone(), "localhost".to_string()];
-    let etcd_ips = vec![
-        addr,
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    (dns, ips)
+}
+
+/// The etcd server and peer certificates' SANs.
+pub fn etcd_sans(node: &LabNode) -> (Vec<String>, Vec<IpAddr>) {
+    (
+        vec![node.name.clone(), "localhost".to_string()],
+        vec![
+            node.address,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
+    )
+}
+
+/// What `kubeadm join --control-plane` writes before the kubelet starts, by phase: the
+/// certs phase (shared CAs and sa keys from kubeadm-certs, then this node's certificates),
+/// the kubeconfig phase, the control-plane phase.
+#[derive(Debug)]
+pub struct ControlPlaneJoinFiles {
+    pub certs: Vec<NodeFile>,
+    pub kubeconfigs: Vec<NodeFile>,
+    pub manifests: Vec<NodeFile>,
+}
+
+/// The control-plane files of a joining node from the cluster's facts: admin.conf points at
+/// controlPlaneEndpoint, controller-manager.conf and scheduler.conf at the local API server
+/// (kubeadm since 1.19.1), no super-admin.conf (written by `kubeadm init` only).
+pub fn control_plane_join_files(
+    facts: &Facts,
+    node: &LabNode,
+    cluster: &JoinCluster,
+    pki: &ClusterPki,
+) -> Result<ControlPlaneJoinFiles, FilesError> {
+    let local = api_url(node.address, API_PORT);
+    let endpoint = cluster.endpoint_url();
+    let (api_dns, api_ips) = apiserver_join_sans(node, cluster);
+    let jobs = cert_jobs(facts, node, &api_dns, &api_ips, pki, false);
+    let issued = par_map(jobs, |job| {
+        let ck = pki::issue(job.ca, &job.spec)?;
+        Ok((job.base, job.spec.common_name, ck))
+    })?;
+    let mut certs = shared_files(pki);
+    let mut kubeconfigs = Vec::new();
+    for (base, cn, ck) in &issued {
+        if base.ends_with(".conf") {
+            let server = if *base == "admin.conf" {
+                &endpoint
+            } else {
+                &local
+            };
+            kubeconfigs.push(NodeFile::data(
+                format!("/etc/kubernetes/{base}"),
+                0o600,
+                embedded_kubeconfig(&pki.ca.cert_pem, server, cn, ck),
+            ));
+        } else {
+            certs.extend(cert_files(base, ck));
+        }
+    }
+    Ok(ControlPlaneJoinFiles {
+        certs,
+        kubeconfigs,
+        manifests: control_plane_manifests(facts, node),
+    })
+}
+
+/// `/etc/kubernetes/manifests/etcd.yaml` of a joining member: `--initial-cluster` lists
+/// `members` (the cluster's, as etcd answered the member add, this node included) and
+/// `--initial-cluster-state=existing`.
+pub fn etcd_join_manifest(facts: &Facts, node: &LabNode, members: &[EtcdMember]) -> NodeFile {
+    NodeFile::data(
+        "/etc/kubernetes/manifests/etcd.yaml",
+        0o600,
+        etcd_manifest(facts, node, members, true),
+    )
+}
+
+/// kube-apiserver, kube-controller-manager and kube-scheduler static pods.
+fn control_plane_manifests(facts: &Facts, node: &LabNode) -> Vec<NodeFile> {
+    manifests::control_plane(facts, node)
+        .into_iter()
+        .map(|(name, text)| {
+            NodeFile::data(
+                format!("/etc/kubernetes/manifests/{name}.yaml"),
+                0o600,
+                text,
+            )
+        })
+        .collect()
+}
+
+/// The CAs and service-account keys every control-plane node shares.
+fn shared_files(pki: &ClusterPki) -> Vec<NodeFile> {
+    let mut files = Vec::new();
+    let shared: [(&str, &CertAndKey); 3] = [
+        ("ca", &pki.ca),
+        ("front-proxy-ca", &pki.front_proxy_ca),
+        ("etcd/ca", &pki.etcd_ca),
     ];
+    for (base, ck) in shared {
+        files.extend(cert_files(base, ck));
+    }
+    files.push(NodeFile::data(
+        "/etc/kubernetes/pki/sa.key",
+        0o600,
+        pki.sa_key.clone(),
+    ));
+    files.push(NodeFile::data(
+        "/etc/kubernetes/pki/sa.pub",
+        0o600,
+        pki.sa_pub.clone(),
+    ));
+    files
+}
+
+/// What the kubelet of a joining node ends up with: kubelet.conf as the kubelet writes it
+/// after its TLS bootstrap against `server` (the bootstrap kubeconfig's), its client
+/// certificate signed by `signer` (the cluster CA, as the controller-manager's csrsigner
+/// signs it), its serving pair, and what kubeadm wrote for it.
+pub fn kubelet_join_files(
+    facts: &Facts,
+    node: &LabNode,
+    signer: &CertAndKey,
+    ca_pem: &str,
+    server: &str,
+) -> Result<Vec<NodeFile>, FilesError> {
+    let mut files = vec![NodeFile::data(
+        "/etc/kubernetes/kubelet.conf",
+        0o600,
+        bootstrapped_kubelet_conf(ca_pem, server),
+    )];
+    files.extend(kubelet_files(facts, node, signer)?);
+    Ok(files)
+}
+
+/// Every certificate of a control-plane node, kubeconfig client certificates included.
+fn cert_jobs<'a>(
+    facts: &Facts,
+    node: &LabNode,
+    api_dns: &[String],
+    api_ips: &[IpAddr],
+    pki: &'a ClusterPki,
+    super_admin: bool,
+) -> Vec<CertJob<'a>> {
+    let (etcd_dns, etcd_ips) = etcd_sans(node);
     let with = |cn: &str, orgs: &[&str], usage, dns: &[String], ips: &[IpAddr]| CertSpec {
         common_name: cn.to_string(),
         organizations: orgs.iter().map(|s| s.to_string()).collect(),
@@ -325,7 +631,7 @@ fn control_plane_files(
         CertJob {
             base: "apiserver",
             ca: &pki.ca,
-            spec: with("kube-apiserver", &[], Usage::Server, &api_dns, &api_ips),
+            spec: with("kube-apiserver", &[], Usage::Server, api_dns, api_ips),
         },
         CertJob {
             base: "apiserver-kubelet-client",
@@ -416,110 +722,14 @@ fn control_plane_files(
             spec: with("system:kube-scheduler", &[], Usage::Client, &[], &[]),
         },
     ];
-    // super-admin.conf is written by `kubeadm init` only.
-    if mode == Mode::Init && facts.has_super_admin() {
+    if super_admin {
         jobs.push(CertJob {
             base: "super-admin.conf",
             ca: &pki.ca,
             spec: with("kubernetes-super-admin", masters, Usage::Client, &[], &[]),
         });
     }
-    let issued = par_map(jobs, |job| {
-        let ck = pki::issue(job.ca, &job.spec)?;
-        Ok((job.base, job.spec.common_name, ck))
-    })?;
-
-    let mut files = vec![hosts_file(spec, node)];
-    let shared: [(&str, &CertAndKey); 3] = [
-        ("ca", &pki.ca),
-        ("front-proxy-ca", &pki.front_proxy_ca),
-        ("etcd/ca", &pki.etcd_ca),
-    ];
-    for (base, ck) in shared {
-        files.extend(cert_files(base, ck));
-    }
-    files.push(NodeFile::data(
-        "/etc/kubernetes/pki/sa.key",
-        0o600,
-        pki.sa_key.clone(),
-    ));
-    files.push(NodeFile::data(
-        "/etc/kubernetes/pki/sa.pub",
-        0o600,
-        pki.sa_pub.clone(),
-    ));
-    for (base, cn, ck) in &issued {
-        let server = match *base {
-            "admin.conf" | "super-admin.conf" if mode == Mode::Join => &endpoint,
-            _ => &local,
-        };
-        if base.ends_with(".conf") {
-            files.push(NodeFile::data(
-                format!("/etc/kubernetes/{base}"),
-                0o600,
-                embedded_kubeconfig(&pki.ca.cert_pem, server, cn, ck),
-            ));
-        } else {
-            files.extend(cert_files(base, ck));
-        }
-    }
-    let kubelet_conf = match mode {
-        // kubeadm's finalize phase: the kubelet's rotated certificate replaces the embedded one.
-        Mode::Init => user_kubeconfig(
-            &pki.ca.cert_pem,
-            &local,
-            &format!("system:node:{}", node.name),
-            UserAuth::Files(KUBELET_CLIENT_CURRENT),
-        ),
-        Mode::Join => {
-            // The kubelet's own file after TLS bootstrap; the server is what
-            // bootstrap-kubelet.conf said: the endpoint, or the local API server with
-            // ControlPlaneKubeletLocalMode.
-            let server = if facts.control_plane_kubelet_local() {
-                &local
-            } else {
-                &endpoint
-            };
-            bootstrapped_kubelet_conf(&pki.ca.cert_pem, server)
-        }
-    };
-    files.push(NodeFile::data(
-        "/etc/kubernetes/kubelet.conf",
-        0o600,
-        kubelet_conf,
-    ));
-
-    let members = match mode {
-        Mode::Init => vec![EtcdMember::of(node)],
-        // The plan joins control-plane nodes in order: the members are the init node and
-        // every control-plane node listed before this one.
-        Mode::Join => {
-            let mut m: Vec<EtcdMember> = spec
-                .nodes
-                .iter()
-                .filter(|n| n.control_plane)
-                .take_while(|n| n.name != node.name)
-                .map(EtcdMember::of)
-                .collect();
-            m.push(EtcdMember::of(node));
-            m
-        }
-    };
-    files.push(NodeFile::data(
-        "/etc/kubernetes/manifests/etcd.yaml",
-        0o600,
-        etcd_manifest(&facts, node, &members, mode == Mode::Join),
-    ));
-    for (name, text) in manifests::control_plane(&facts, node) {
-        files.push(NodeFile::data(
-            format!("/etc/kubernetes/manifests/{name}.yaml"),
-            0o600,
-            text,
-        ));
-    }
-    files.push(NodeFile::dir("/var/lib/etcd", 0o700));
-    files.extend(kubelet_files(spec, &facts, node, pki)?);
-    Ok(files)
+    jobs
 }
 
 fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
@@ -623,14 +833,13 @@ pub fn bootstrapped_kubelet_conf(ca_pem: &str, server: &str) -> String {
 /// The serving pair is ECDSA where the kubelet makes RSA-2048: nothing checks its key type,
 /// and RSA key generation is most of the cost of a 50-node lab.
 fn kubelet_files(
-    _spec: &LabSpec,
     facts: &Facts,
     node: &LabNode,
-    pki: &ClusterPki,
+    signer: &CertAndKey,
 ) -> Result<Vec<NodeFile>, FilesError> {
     let serving_key = KeyType::EcdsaP256;
     let client = pki::issue(
-        &pki.ca,
+        signer,
         &CertSpec {
             common_name: format!("system:node:{}", node.name),
             organizations: vec!["system:nodes".into()],

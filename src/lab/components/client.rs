@@ -309,6 +309,39 @@ impl ApiClient {
         })
     }
 
+    /// A client that does not verify the server's certificate: kubeadm's discovery reads
+    /// cluster-info this way (`insecure-skip-tls-verify`) before it trusts any CA.
+    pub fn new_insecure(
+        server_url: &str,
+        auth: ClientAuth,
+        resolver: Resolver,
+    ) -> Result<ApiClient, ClientError> {
+        crate::lab::install_crypto_provider();
+        let server = server_url.trim_end_matches('/').to_string();
+        let (host, port) = split_server(&server)?;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let builder = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)));
+        let (tls, auth_header) = match auth {
+            ClientAuth::Token(t) => (builder.with_no_client_auth(), Some(format!("Bearer {t}"))),
+            _ => (builder.with_no_client_auth(), None),
+        };
+        Ok(ApiClient {
+            server,
+            host,
+            port,
+            auth_header,
+            tls: Arc::new(tls),
+            resolver,
+            timeout: Duration::from_secs(10),
+            user_agent: "hactl-lab".into(),
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
     /// Loads the node's kubeconfig at `kubeconfig_node_path` (a path on the node) the way
     /// client-go does: current context, its cluster and user; file paths in it are node paths,
     /// relative ones relative to the kubeconfig's folder.
@@ -784,6 +817,55 @@ impl Kubeconfig {
             ca_pem,
             auth,
         })
+    }
+}
+
+/// `insecure-skip-tls-verify`: any certificate; handshake signatures are still checked.
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

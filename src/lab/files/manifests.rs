@@ -7,18 +7,18 @@ use std::net::IpAddr;
 use super::{API_PORT, CLUSTER_NAME, Facts, SERVICE_SUBNET};
 use crate::lab::LabNode;
 
-/// One etcd member of `--initial-cluster`.
+/// One etcd member of `--initial-cluster`: `name=peer_url`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdMember {
     pub name: String,
-    pub address: IpAddr,
+    pub peer_url: String,
 }
 
 impl EtcdMember {
     pub fn of(node: &LabNode) -> Self {
         EtcdMember {
             name: node.name.clone(),
-            address: node.address,
+            peer_url: format!("https://{}:2380", host(node.address)),
         }
     }
 }
@@ -195,7 +195,7 @@ pub fn etcd_manifest(
     let a = host(node.address);
     let initial = members
         .iter()
-        .map(|m| format!("{}=https://{}:2380", m.name, host(m.address)))
+        .map(|m| format!("{}={}", m.name, m.peer_url))
         .collect::<Vec<_>>()
         .join(",");
     let s = |x: &str| x.to_string();
