@@ -8,7 +8,7 @@
 //! bootstrap is done here on the kubelet's behalf: its client certificate is signed with the
 //! cluster CA as the controller-manager's csrsigner would.
 
-mod cluster;
+pub mod cluster;
 mod discovery;
 pub mod etcd;
 
@@ -876,14 +876,9 @@ async fn join_etcd(
         .map_err(wrap)
 }
 
-/// The mark-control-plane phase: the role label(s) and taint(s) of the version, on the Node
-/// once it has registered.
-async fn mark_control_plane(
-    out: &mut Out,
-    admin: &ApiClient,
-    name: &str,
-    minor: u32,
-) -> Result<(), String> {
+/// kubeadm's control-plane labels and NoSchedule taint keys: "master" until 1.24 (label)
+/// and 1.25 (taint), "control-plane" (taint) from 1.24.
+fn control_plane_marks(minor: u32) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut labels = Vec::new();
     if minor < 24 {
         labels.push("node-role.kubernetes.io/master");
@@ -897,6 +892,18 @@ async fn mark_control_plane(
     if minor >= 24 {
         taints.push("node-role.kubernetes.io/control-plane");
     }
+    (labels, taints)
+}
+
+/// The mark-control-plane phase: the role label(s) and taint(s) of the version, on the Node
+/// once it has registered.
+async fn mark_control_plane(
+    out: &mut Out,
+    admin: &ApiClient,
+    name: &str,
+    minor: u32,
+) -> Result<(), String> {
+    let (labels, taints) = control_plane_marks(minor);
     let shown: Vec<String> = labels
         .iter()
         .map(|l| {
@@ -1030,7 +1037,12 @@ pub(crate) fn write_files(ctx: &KubeadmCtx<'_>, list: &[NodeFile]) -> Result<(),
 }
 
 fn enospc(ctx: &KubeadmCtx<'_>, path: &str) -> String {
-    let exists = |p: &str| ctx.lab.node_path(&ctx.node.name, p).exists();
+    enospc_error(path, |p| ctx.lab.node_path(&ctx.node.name, p).exists())
+}
+
+/// Go's error for writing `path` on a full disk: MkdirAll fails on the first missing
+/// directory, else creating the file fails.
+fn enospc_error(path: &str, exists: impl Fn(&str) -> bool) -> String {
     let mut dir = String::new();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     for part in &parts[..parts.len().saturating_sub(1)] {
@@ -1083,6 +1095,39 @@ mod tests {
         );
         assert!(preflight(&mut out, checks, &["all".into()]).is_ok());
         assert!(out.stderr.contains("[WARNING Port-6443]"));
+    }
+
+    #[test]
+    fn a_full_disk_fails_as_go_does() {
+        let exists = |p: &str| p == "/etc" || p == "/etc/kubernetes";
+        assert_eq!(
+            enospc_error("/etc/kubernetes/pki/ca.crt", exists),
+            "mkdir /etc/kubernetes/pki: no space left on device"
+        );
+        assert_eq!(
+            enospc_error("/etc/kubernetes/bootstrap-kubelet.conf", exists),
+            "open /etc/kubernetes/bootstrap-kubelet.conf: no space left on device"
+        );
+    }
+
+    #[test]
+    fn control_plane_marks_follow_the_version() {
+        let (l, t) = control_plane_marks(23);
+        assert!(l.contains(&"node-role.kubernetes.io/master"));
+        assert_eq!(t, ["node-role.kubernetes.io/master"]);
+        let (l, t) = control_plane_marks(24);
+        assert!(!l.contains(&"node-role.kubernetes.io/master"));
+        assert_eq!(
+            t,
+            [
+                "node-role.kubernetes.io/master",
+                "node-role.kubernetes.io/control-plane"
+            ]
+        );
+        assert_eq!(
+            control_plane_marks(25).1,
+            ["node-role.kubernetes.io/control-plane"]
+        );
     }
 
     #[test]

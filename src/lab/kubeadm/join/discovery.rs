@@ -35,7 +35,7 @@ impl Default for Polling {
     fn default() -> Self {
         Polling {
             interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(4),
+            timeout: Duration::from_secs(3),
         }
     }
 }

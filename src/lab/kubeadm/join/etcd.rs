@@ -256,19 +256,32 @@ pub async fn wait_available(
     }
 }
 
+/// How long member remove retries: etcd refuses it (`etcdserver: unhealthy cluster`) until
+/// every member has been connected for its 5 s health interval.
+pub const REMOVE_BUDGET: Duration = Duration::from_secs(8);
+
 /// kubeadm's `RemoveStackedEtcdMemberFromCluster`: nothing when this is the last member,
-/// else remove the member with this node's peer URL.
-pub async fn remove_own_member(client: &EtcdClient, addr: &str) -> Result<(), String> {
+/// else remove the member with this node's peer URL, retried as kubeadm's `RemoveMember`.
+pub async fn remove_own_member(
+    client: &EtcdClient,
+    addr: &str,
+    budget: Duration,
+) -> Result<(), String> {
     let members = client.member_list().await.map_err(|e| e.to_string())?;
     if members.len() == 1 && client.endpoints().iter().any(|e| *e == client_url(addr)) {
         return Ok(());
     }
     let m = member_by_peer(client, &peer_url(addr)).await?;
-    client
-        .member_remove(&m.id)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let deadline = Instant::now() + budget;
+    loop {
+        match client.member_remove(&m.id).await {
+            Ok(_) => return Ok(()),
+            // Gone already (a retry that raced): what was wanted.
+            Err(e) if e.to_string().contains("member not found") => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 #[cfg(test)]

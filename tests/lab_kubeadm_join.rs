@@ -1,0 +1,626 @@
+//! The lab's `kubeadm join` and `kubeadm reset`, run over real SSH on the nodes and checked
+//! with the real `kubectl` and `etcdctl`: a control-plane join through the load balancer and
+//! each way kubeadm refuses one, a worker join, reset, and what a join that fails after its
+//! etcd member was added leaves behind on each side of 1.29 (quorum loss, a stuck learner).
+//! These tests need root (CI has it).
+
+mod lab_support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use lab_support::{Lab, node, plan};
+
+const ETCDCTL: &str = "ETCDCTL_API=3 etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt \
+    --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key";
+const LB: &str = "k8s-api.lab.internal:6443";
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What a join needs, made with the lab's own kubeadm on cp1.
+struct Creds {
+    token: String,
+    pin: String,
+    key: String,
+}
+
+impl Creds {
+    fn new(lab: &Lab) -> Creds {
+        let line = lab.ssh_ok("cp1", "kubeadm token create --print-join-command");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            let i = words.iter().position(|w| *w == flag).unwrap();
+            words[i + 1].to_string()
+        };
+        let certs = lab.ssh_ok("cp1", "kubeadm init phase upload-certs --upload-certs");
+        Creds {
+            token: after("--token"),
+            pin: after("--discovery-token-ca-cert-hash"),
+            key: certs.lines().last().unwrap().trim().to_string(),
+        }
+    }
+
+    fn join(&self, endpoint: &str) -> String {
+        format!(
+            "kubeadm join {endpoint} --token {} --discovery-token-ca-cert-hash {}",
+            self.token, self.pin
+        )
+    }
+
+    fn join_control_plane(&self, endpoint: &str) -> String {
+        format!(
+            "{} --control-plane --certificate-key {}",
+            self.join(endpoint),
+            self.key
+        )
+    }
+}
+
+/// cp1's apiserver certificate re-signed with the LB's name and address, as hactl does.
+fn add_lb_san(lab: &Lab, net: u8) {
+    let dir = &lab.dir;
+    let read = |p: &str| std::fs::read_to_string(dir.join("nodes/cp1").join(p)).unwrap();
+    let ca = hactl::lab::pki::CertAndKey {
+        cert_pem: read("etc/kubernetes/pki/ca.crt"),
+        key_pem: read("etc/kubernetes/pki/ca.key"),
+    };
+    let spec = hactl::lab::pki::CertSpec {
+        common_name: "kube-apiserver".into(),
+        organizations: vec![],
+        dns_names: [
+            "cp1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "k8s-api.lab.internal",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ip_addresses: [
+            "10.96.0.1".to_string(),
+            format!("127.0.{net}.11"),
+            format!("127.0.{net}.100"),
+        ]
+        .map(|a| a.parse().unwrap())
+        .to_vec(),
+        usage: hactl::lab::pki::Usage::Server,
+        key_type: hactl::lab::pki::KeyType::Rsa2048,
+    };
+    let cert = hactl::lab::pki::issue(&ca, &spec).unwrap();
+    let pki = dir.join("nodes/cp1/etc/kubernetes/pki");
+    std::fs::write(pki.join("apiserver.key"), &cert.key_pem).unwrap();
+    std::fs::write(pki.join("apiserver.crt"), &cert.cert_pem).unwrap();
+}
+
+/// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl.
+fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let out = lab.kubectl(&["get", "configmap", "-n", ns, name, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    edit(&mut cm);
+    let file = lab.dir.join(format!("{name}.json"));
+    std::fs::write(&file, cm.to_string()).unwrap();
+    // gcloud's kubectl runs the server's version; 1.28's validation asks for the swagger
+    // document, which the lab's API server refuses: skip client-side validation.
+    let out = lab.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// kubeadm-config gets controlPlaneEndpoint and the LB's certSANs (hactl's ConfigMap step).
+fn set_control_plane_endpoint(lab: &Lab, net: u8) {
+    edit_configmap(lab, "kube-system", "kubeadm-config", |cm| {
+        let text = cm["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let text = text
+            .replacen(
+                "apiServer:\n",
+                &format!(
+                    "apiServer:\n  certSANs:\n  - k8s-api.lab.internal\n  - 127.0.{net}.100\n"
+                ),
+                1,
+            )
+            .replacen(
+                "controllerManager:",
+                &format!("controlPlaneEndpoint: {LB}\ncontrollerManager:"),
+                1,
+            );
+        cm["data"]["ClusterConfiguration"] = text.into();
+    });
+}
+
+/// cluster-info's server becomes the LB; then, as hactl does, wait for the bootstrapsigner
+/// to re-sign it (every signature changes).
+fn point_cluster_info_at_lb(lab: &Lab, net: u8) {
+    let signatures = || {
+        let out = lab.kubectl(&[
+            "get",
+            "configmap",
+            "-n",
+            "kube-public",
+            "cluster-info",
+            "-o",
+            "json",
+        ]);
+        let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        cm["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("jws-kubeconfig-"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
+    let before = signatures();
+    assert!(!before.is_empty());
+    edit_configmap(lab, "kube-public", "cluster-info", |cm| {
+        let kc = cm["data"]["kubeconfig"].as_str().unwrap().replace(
+            &format!("https://127.0.{net}.11:6443"),
+            &format!("https://{LB}"),
+        );
+        cm["data"]["kubeconfig"] = kc.into();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while signatures().iter().any(|s| before.contains(s)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster-info was not re-signed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cluster_info_server(lab: &Lab) -> String {
+    let out = lab.kubectl(&[
+        "get",
+        "configmap",
+        "-n",
+        "kube-public",
+        "cluster-info",
+        "-o",
+        "jsonpath={.data.kubeconfig}",
+    ]);
+    let kc = String::from_utf8_lossy(&out.stdout).into_owned();
+    kc.lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap_or_else(|| panic!("no server in cluster-info: {kc}"))
+        .to_string()
+}
+
+/// `etcdctl member list` on `node`: (status, name, peer URL, is learner) per member.
+fn members(lab: &Lab, node: &str, endpoint: &str) -> Vec<(String, String, String, bool)> {
+    let list = lab.ssh_ok(
+        node,
+        &format!("{ETCDCTL} --endpoints https://{endpoint}:2379 member list"),
+    );
+    list.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (
+                f[1].to_string(),
+                f[2].to_string(),
+                f[3].to_string(),
+                f[5].trim() == "true",
+            )
+        })
+        .collect()
+}
+
+fn hactl_lab(lab: &Lab, args: &[&str]) -> Output {
+    let mut all = vec!["lab"];
+    all.extend_from_slice(&args[..1]);
+    let dir = lab.dir.to_str().unwrap().to_string();
+    all.extend(["--dir", &dir]);
+    all.extend_from_slice(&args[1..]);
+    lab.hactl(&all)
+}
+
+fn node_json(lab: &Lab, name: &str) -> serde_json::Value {
+    let out = lab.kubectl(&["get", "node", name, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_control_plane_join_through_the_lb_after_each_refusal_and_reset_undoing_it() {
+    let net = 9;
+    let lab = Lab::up("join-cp", &plan(net, 2, 0), &[]);
+    let creds = Creds::new(&lab);
+    let cp1 = format!("127.0.{net}.11:6443");
+
+    // No controlPlaneEndpoint: refused in preflight, after discovery worked through cp1.
+    let out = lab.ssh("cp2", &creds.join_control_plane(&cp1));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error execution phase preflight: \nOne or more conditions for hosting a new control plane instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address\n\nPlease ensure that:\n* The cluster has a stable controlPlaneEndpoint address."),
+        "{err}"
+    );
+    assert!(text(&out).contains("[preflight] Reading configuration from the cluster..."));
+
+    // Through the LB before cp1's certificate has its name: discovery's TLS check fails.
+    set_control_plane_endpoint(&lab, net);
+    point_cluster_info_at_lb(&lab, net);
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("couldn't validate the identity of the API Server: failed to request the cluster-info ConfigMap: Get \"https://k8s-api.lab.internal:6443/api/v1/namespaces/kube-public/configmaps/cluster-info?timeout=10s\": tls: failed to verify certificate: x509: certificate is valid for")
+            && err.contains("not k8s-api.lab.internal"),
+        "{err}"
+    );
+    add_lb_san(&lab, net);
+
+    // A pin that is not the CA's.
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let out = lab.ssh(
+        "cp2",
+        &creds.join_control_plane(LB).replace(&creds.pin, &wrong_pin),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{}\" are pinned",
+            creds.pin
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // A certificate key that does not open kubeadm-certs.
+    let wrong_key = "ab".repeat(32);
+    let out = lab.ssh(
+        "cp2",
+        &creds.join_control_plane(LB).replace(&creds.key, &wrong_key),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("error execution phase control-plane-prepare/download-certs: error downloading certs: error decoding secret data with provided key: cipher: message authentication failed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        lab.ssh_ok("cp2", "find /etc/kubernetes -type f").trim(),
+        "",
+        "a refused join writes nothing"
+    );
+
+    // An expired token: the bootstrapsigner no longer signs it, the tokencleaner removes it.
+    let short = lab.ssh_ok("cp1", "kubeadm token create --ttl 1s");
+    let short = short.trim();
+    let id = short.split('.').next().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // The API refuses the token from its expiry; the join is tried once the
+        // bootstrapsigner dropped its signature too.
+        let cm = lab.kubectl(&[
+            "get",
+            "cm",
+            "-n",
+            "kube-public",
+            "cluster-info",
+            "-o",
+            "json",
+        ]);
+        let cm: serde_json::Value = serde_json::from_slice(&cm.stdout).unwrap();
+        if cm["data"][format!("jws-kubeconfig-{id}")].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still signed: {cm}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = lab.ssh(
+        "cp2",
+        &creds.join_control_plane(LB).replace(&creds.token, short),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "couldn't validate the identity of the API Server: could not find a JWS signature in the cluster-info ConfigMap for token ID \"{id}\""
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // The join that works.
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), lab.logs());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace",
+        "[certs] apiserver serving cert is signed for DNS names [cp2 kubernetes kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local k8s-api.lab.internal] and IPs [10.96.0.1 127.0.9.12 127.0.9.100]",
+        "[kubelet-start] Starting the kubelet",
+        "[etcd] Announced new etcd member joining to the existing etcd cluster",
+        "[mark-control-plane] Marking the node cp2 as control-plane by adding the taints [node-role.kubernetes.io/control-plane:NoSchedule]",
+        "This node has joined the cluster and a new control plane instance was created:",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // kubelet.conf points where cluster-info said, admin.conf at the endpoint, the
+    // controller-manager at its own API server.
+    let server = cluster_info_server(&lab);
+    assert_eq!(server, format!("https://{LB}"));
+    let grep = |f: &str| {
+        lab.ssh_ok("cp2", &format!("grep 'server:' /etc/kubernetes/{f}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(grep("kubelet.conf"), format!("server: {server}"));
+    assert_eq!(grep("admin.conf"), format!("server: https://{LB}"));
+    assert_eq!(
+        grep("controller-manager.conf"),
+        format!("server: https://127.0.{net}.12:6443")
+    );
+    assert!(
+        lab.ssh("cp2", "test -e /etc/kubernetes/super-admin.conf")
+            .status
+            .code()
+            == Some(1)
+    );
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(
+        ms.iter()
+            .all(|(status, _, _, learner)| status == "started" && !learner),
+        "{ms:?}"
+    );
+    assert!(
+        ms.iter()
+            .any(|m| m.1 == "cp2" && m.2 == format!("https://127.0.{net}.12:2380"))
+    );
+    let status = lab.wait_status("cp2 Ready", Duration::from_secs(20), |s, _| {
+        node(s, "cp2")["ready"] == true
+    });
+    assert_eq!(node(&status, "cp2")["ready"], true);
+    let n = node_json(&lab, "cp2");
+    assert_eq!(
+        n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"],
+        ""
+    );
+    assert!(
+        n["spec"]["taints"].as_array().unwrap().iter().any(|t| {
+            t["key"] == "node-role.kubernetes.io/control-plane" && t["effect"] == "NoSchedule"
+        }),
+        "{n}"
+    );
+
+    // A second join on the joined node fails its preflight checks (exit 2).
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already exists"),
+        "{}",
+        text(&out)
+    );
+
+    // reset -f removes the member and the files; the cluster keeps working on cp1.
+    let out = lab.ssh("cp2", "kubeadm reset -f");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("[reset] Deleted contents of the etcd data directory: /var/lib/etcd"),
+        "{}",
+        text(&out)
+    );
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 1, "{ms:?}\n{}", text(&out));
+    assert_eq!(ms[0].1, "cp1");
+    assert_eq!(
+        lab.ssh_ok(
+            "cp2",
+            "find /etc/kubernetes /var/lib/etcd /var/lib/kubelet -mindepth 1 -not -type d"
+        )
+        .trim(),
+        ""
+    );
+    assert_eq!(
+        lab.ssh_ok("cp2", "systemctl is-active kubelet || true")
+            .trim(),
+        "inactive"
+    );
+    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_worker_joins_with_the_printed_join_command_and_reset_asks_first() {
+    let net = 10;
+    let lab = Lab::up("join-worker", &plan(net, 1, 1), &[]);
+    // The pre-1.15 spelling is an unknown flag on the lab's versions, as cobra says.
+    let out = lab.ssh(
+        "w1",
+        "kubeadm join 127.0.10.11:6443 --experimental-control-plane",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("unknown flag: --experimental-control-plane\n"),
+        "{}",
+        text(&out)
+    );
+    // Without -f kubeadm asks; with no answer it aborts and changes nothing.
+    let out = lab.ssh("w1", "kubeadm reset");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("[reset] Are you sure you want to proceed? [y/N]: "),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("error execution phase preflight: aborted reset operation"));
+    lab.ssh_ok("w1", "test -e /etc/kubernetes/kubelet.conf");
+
+    let out = lab.ssh("w1", "kubeadm reset -f");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    lab.ssh_ok("w1", "test ! -e /etc/kubernetes/kubelet.conf");
+    let out = lab.kubectl(&["delete", "node", "w1"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let join = lab.ssh_ok("cp1", "kubeadm token create --print-join-command");
+    let out = lab.ssh("w1", join.trim());
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), lab.logs());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("This node has joined the cluster:\n* Certificate signing request was sent to apiserver and a response was received."),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        lab.ssh_ok("w1", "grep 'server:' /etc/kubernetes/kubelet.conf")
+            .trim(),
+        format!("server: {}", cluster_info_server(&lab))
+    );
+    lab.ssh_ok(
+        "w1",
+        "test -e /etc/kubernetes/pki/ca.crt && test ! -e /etc/kubernetes/bootstrap-kubelet.conf",
+    );
+    lab.wait_status("w1 Ready again", Duration::from_secs(20), |s, _| {
+        node(s, "w1")["ready"] == true
+    });
+    let n = node_json(&lab, "w1");
+    assert!(n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"].is_null());
+}
+
+#[test]
+fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down() {
+    let net = 11;
+    let lab = Lab::up(
+        "join-quorum",
+        &plan(net, 2, 0),
+        &["--kubernetes-version", "1.28"],
+    );
+    set_control_plane_endpoint(&lab, net);
+    point_cluster_info_at_lb(&lab, net);
+    add_lb_san(&lab, net);
+    let creds = Creds::new(&lab);
+    let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
+    assert!(fault.status.success(), "{}", text(&fault));
+
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end()
+            .ends_with("[etcd] Announced new etcd member joining to the existing etcd cluster"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: timeout waiting for etcd cluster to be available"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        lab.ssh("cp2", "test -e /etc/kubernetes/manifests/etcd.yaml")
+            .status
+            .code()
+            == Some(1)
+    );
+
+    // etcd lists a voting member that never started: 2 of 2 are needed, 1 answers.
+    let list = lab.ssh_ok(
+        "cp1",
+        &format!("{ETCDCTL} --endpoints https://127.0.{net}.11:2379 member list"),
+    );
+    assert!(
+        list.contains(&format!(
+            ", unstarted, , https://127.0.{net}.12:2380, , false"
+        )),
+        "{list}"
+    );
+    let status = lab.wait_status(
+        "cp1's API server to fail without quorum",
+        Duration::from_secs(40),
+        |s, code| code == 1 && s["api_servers"][0]["readyz"] != 200,
+    );
+    assert!(
+        status["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("etcd")),
+        "{status:#}"
+    );
+    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    assert!(
+        !out.status.success(),
+        "the API works without quorum: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() {
+    let net = 12;
+    let lab = Lab::up(
+        "join-learner",
+        &plan(net, 3, 0),
+        &["--kubernetes-version", "1.33"],
+    );
+    set_control_plane_endpoint(&lab, net);
+    point_cluster_info_at_lb(&lab, net);
+    add_lb_san(&lab, net);
+    let creds = Creds::new(&lab);
+    let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
+    assert!(fault.status.success(), "{}", text(&fault));
+
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member which is in sync with leader"),
+        "{}",
+        text(&out)
+    );
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(
+        ms.iter()
+            .any(|(status, _, peer, learner)| status == "unstarted"
+                && *peer == format!("https://127.0.{net}.12:2380")
+                && *learner),
+        "{ms:?}"
+    );
+    // A learner does not vote: the cluster keeps its quorum.
+    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The next join wants a learner too; etcd allows one at a time.
+    let out = lab.ssh("cp3", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: too many learner members in cluster"),
+        "{}",
+        text(&out)
+    );
+
+    // Cleaning up as hactl does (reset, member remove) lets cp3 join; with
+    // ControlPlaneKubeletLocalMode (1.33) its kubelet talks to its own API server.
+    lab.ssh_ok("cp3", "kubeadm reset -f");
+    let learner = lab.ssh_ok(
+        "cp1",
+        &format!("{ETCDCTL} --endpoints https://127.0.{net}.11:2379 member list | grep unstarted | cut -d, -f1"),
+    );
+    lab.ssh_ok(
+        "cp1",
+        &format!(
+            "{ETCDCTL} --endpoints https://127.0.{net}.11:2379 member remove {}",
+            learner.trim()
+        ),
+    );
+    let out = lab.ssh("cp3", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), lab.logs());
+    assert_eq!(
+        lab.ssh_ok("cp3", "grep 'server:' /etc/kubernetes/kubelet.conf")
+            .trim(),
+        format!("server: https://127.0.{net}.13:6443")
+    );
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(ms.iter().all(|m| m.0 == "started" && !m.3), "{ms:?}");
+}
