@@ -299,8 +299,13 @@ fn a_control_plane_join_through_the_lb_after_each_refusal_and_reset_undoing_it()
     let id = short.split('.').next().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        // The API refuses the token from its expiry; the join is tried once the
-        // bootstrapsigner dropped its signature too.
+        // The API refuses the token from its expiry; the join is tried once the tokencleaner
+        // deleted it and the bootstrapsigner dropped its signature.
+        let secret = format!("bootstrap-token-{id}");
+        let gone = !lab
+            .kubectl(&["get", "secret", "-n", "kube-system", &secret])
+            .status
+            .success();
         let cm = lab.kubectl(&[
             "get",
             "cm",
@@ -311,7 +316,7 @@ fn a_control_plane_join_through_the_lb_after_each_refusal_and_reset_undoing_it()
             "json",
         ]);
         let cm: serde_json::Value = serde_json::from_slice(&cm.stdout).unwrap();
-        if cm["data"][format!("jws-kubeconfig-{id}")].is_null() {
+        if gone && cm["data"][format!("jws-kubeconfig-{id}")].is_null() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "still signed: {cm}");
