@@ -444,9 +444,7 @@ async fn delete(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
             None => {
                 return error_exit(
                     stdout,
-                    &format!(
-                        "given token didn't match pattern \"^([a-z0-9]{{6}})$\" or \"^([a-z0-9]{{6}})\\\\.([a-z0-9]{{16}})$\""
-                    ),
+                    "given token didn't match pattern \"^([a-z0-9]{6})$\" or \"^([a-z0-9]{6})\\\\.([a-z0-9]{16})$\"",
                 );
             }
         };
