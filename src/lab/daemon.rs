@@ -17,10 +17,10 @@ use super::apiserver::{self, ApiServer, ApiServerConfig};
 use super::components::{
     ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, NodeReport, Running,
 };
-use super::faults::isolation::Isolation;
+use super::faults::isolation::{self, Isolation};
 use super::faults::{Fault, FaultSet, disk};
-use super::node::{self, ProcessRecord};
 use super::kubeadm::{self, KubeadmCtx};
+use super::node::{self, ProcessRecord};
 use super::up::LabState;
 use super::{ExecOutput, LabDir, LabError, LabNode, LabSpec};
 
@@ -269,7 +269,8 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         }
         Ok(Request::Fault { node, fault }) => match agents.get(&node) {
             None => no_node(&node),
-            Some(agent) => match apply_fault(&lab, &spec, &env, &faults, agent, &node, fault).await {
+            Some(agent) => match apply_fault(&lab, &spec, &env, &faults, agent, &node, fault).await
+            {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },
@@ -327,7 +328,9 @@ async fn apply_fault(
     env.isolation.check(&fault)?;
     let sshd = env.sshd.get(node).filter(|p| p.is_alive());
     if fault == Fault::DiskFull && sshd.is_none() {
-        return Err(format!("disk-full: the sshd of {node} (its mount namespace) is gone"));
+        return Err(format!(
+            "disk-full: the sshd of {node} (its mount namespace) is gone"
+        ));
     }
     let before = faults.active(node);
     faults.add(node, fault.clone());
@@ -360,6 +363,11 @@ async fn make_real(
 ) -> Result<(), String> {
     env.isolation
         .apply(spec, env.ssh_port, node, &faults.active(node))?;
+    if matches!(fault, Fault::SshDown | Fault::NodeDown)
+        && let Some(n) = spec.node(node)
+    {
+        isolation::cut_connections(n.address, env.ssh_port);
+    }
     match fault {
         Fault::NodeDown if !before.contains(&Fault::NodeDown) => {
             // The machine stops: its sessions (everything in its namespace but the sshd that

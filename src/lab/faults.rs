@@ -189,7 +189,10 @@ mod tests {
         assert!(set.blocks_port("cp2", 2379));
         assert_eq!(
             set.clear("cp2"),
-            vec![Fault::BlockPort { port: 2379 }, Fault::BlockPort { port: 2380 }]
+            vec![
+                Fault::BlockPort { port: 2379 },
+                Fault::BlockPort { port: 2380 }
+            ]
         );
         assert!(!set.blocks_port("cp2", 2380));
     }

@@ -229,7 +229,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
     if let Some(delay) = shared.cfg.faults.slow(&shared.cfg.node.name) {
         k.info(
             "kubelet.go:1600",
-            &format!("Starting kubelet; initialisation is slowed by {delay:?} (lab fault slow-component)"),
+            &format!(
+                "Starting kubelet; initialisation is slowed by {delay:?} (lab fault slow-component)"
+            ),
         );
         if sleep_or_stop(&mut stop, delay).await {
             lock(&shared.kubelet_status).active = false;

@@ -239,3 +239,36 @@ impl Running for DelayedRunning {
         lock(&self.state).inner.as_ref().and_then(|r| r.exited())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn counting(started: Arc<Mutex<u32>>) -> impl FnOnce() -> Box<dyn Running> + Send + 'static {
+        move || {
+            *lock(&started) += 1;
+            Box::new(spawn_task(|mut stop| async move {
+                while !sleep_or_stop(&mut stop, Duration::from_secs(60)).await {}
+                Err("stopped".into())
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delayed_container_starts_late_and_not_at_all_when_stopped_first() {
+        let started = Arc::new(Mutex::new(0));
+        let late = spawn_delayed(Duration::from_millis(200), counting(started.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*lock(&started), 0, "started before its delay");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*lock(&started), 1);
+        assert_eq!(late.exited(), None);
+        Box::new(late).stop().await;
+
+        let never = spawn_delayed(Duration::from_millis(100), counting(started.clone()));
+        Box::new(never).stop().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(*lock(&started), 1, "a stopped container must not start");
+    }
+}

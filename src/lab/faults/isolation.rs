@@ -100,11 +100,7 @@ pub fn procs_file_of(pid: u32) -> Option<PathBuf> {
     let rel = path
         .strip_prefix(root.trim_end_matches('/'))
         .unwrap_or(path);
-    Some(
-        mount
-            .join(rel.trim_start_matches('/'))
-            .join("cgroup.procs"),
-    )
+    Some(mount.join(rel.trim_start_matches('/')).join("cgroup.procs"))
 }
 
 /// Moves `pid` into the cgroup directory `dir`.
@@ -181,7 +177,10 @@ fn make_cgroups(id: &str, spec: &LabSpec) -> Result<Cgroups, String> {
         let nft_path = below.join(&parent_name).join(&n.name);
         cg.nft_paths.insert(
             n.name.clone(),
-            nft_path.to_string_lossy().trim_start_matches('/').to_string(),
+            nft_path
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .to_string(),
         );
         cg.nodes.insert(n.name.clone(), dir);
     }
@@ -233,6 +232,26 @@ pub fn teardown(iso: &Isolation) -> Vec<String> {
     left
 }
 
+/// Aborts the established TCP connections to `addr:port` (`ss -K`, socket destroy): the
+/// rules refuse new connections, this ends the open ones at once on both ends.
+pub fn cut_connections(addr: IpAddr, port: u16) {
+    let family = if addr.is_ipv4() { "-4" } else { "-6" };
+    let _ = Command::new("ss")
+        .args([
+            "-K",
+            "-t",
+            family,
+            "dst",
+            &addr.to_string(),
+            "dport",
+            "=",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Runs an nft script (one transaction).
 fn nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
@@ -241,9 +260,7 @@ fn nft(script: &str) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            format!("cannot run nft ({e}); install it with `apt-get install nftables`")
-        })?;
+        .map_err(|e| format!("cannot run nft ({e}); install it with `apt-get install nftables`"))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(script.as_bytes());
     }
