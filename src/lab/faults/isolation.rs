@@ -144,7 +144,66 @@ pub fn setup(lab: &LabDir, spec: &LabSpec) -> Isolation {
         }
         Err(e) => iso.missing.push(e),
     }
+    if let (Some(table), Some(cg)) = (&iso.nft_table, &mut iso.cgroups) {
+        match probe_level(table, cg) {
+            Ok(level) => cg.level = level,
+            Err(e) => {
+                iso.missing.push(e);
+                remove_cgroups_under(&cg.parent, Duration::from_secs(1));
+                iso.cgroups = None;
+            }
+        }
+    }
     iso
+}
+
+/// The node cgroups' level as nft counts it, found by trying: it is their depth from the
+/// real cgroup root, which a cgroup namespace (a container) hides. A process in the first
+/// node's cgroup sends one SYN; the rule of the right level counts it. This also proves
+/// that the kernel matches sockets by cgroup at all.
+fn probe_level(table: &str, cg: &Cgroups) -> Result<u32, String> {
+    let fail = |why: String| format!("nft cannot match the lab's cgroups ({why})");
+    let (Some((node, path)), Some(dir)) = (cg.nft_paths.iter().next(), cg.nodes.values().next())
+    else {
+        return Err(fail("the lab has no nodes".into()));
+    };
+    let levels = cg.level..=cg.level + 8;
+    let mut script = format!(
+        "add chain inet {table} probe {{ type filter hook output priority filter; policy accept; }}\n"
+    );
+    for l in levels.clone() {
+        let _ = writeln!(
+            script,
+            "add rule inet {table} probe socket cgroupv2 level {l} \"{path}\" ip daddr 127.0.0.1 tcp dport 9 counter"
+        );
+    }
+    nft(&script).map_err(fail)?;
+    let knock = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "echo 0 > \"$0\" && exec bash -c '</dev/tcp/127.0.0.1/9' 2>/dev/null",
+        ])
+        .arg(dir.join("cgroup.procs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let listed = Command::new("nft")
+        .args(["list", "chain", "inet", table, "probe"])
+        .output();
+    let _ = nft(&format!("delete chain inet {table} probe\n"));
+    knock.map_err(|e| fail(format!("cannot run sh: {e}")))?;
+    let listed = listed.map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    text.lines()
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let after = |w: &str| {
+                let i = words.iter().position(|x| *x == w)?;
+                words.get(i + 1)?.parse::<u64>().ok()
+            };
+            (after("packets")? > 0).then_some(after("level")? as u32)
+        })
+        .ok_or_else(|| fail(format!("a connection from cgroup {node} matched no level")))
 }
 
 fn make_cgroups(id: &str, spec: &LabSpec) -> Result<Cgroups, String> {
