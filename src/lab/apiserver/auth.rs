@@ -197,15 +197,7 @@ pub fn unauthorized() -> Resp {
     status(401, "Unauthorized", "Unauthorized")
 }
 
-fn is_bootstrap_token(t: &str) -> Option<(&str, &str)> {
-    let (id, secret) = t.split_once('.')?;
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
-}
+use crate::lab::files::parse_bootstrap_token as is_bootstrap_token;
 
 /// The user of a request: its client certificate, else its bearer token, else anonymous.
 pub async fn authenticate(
