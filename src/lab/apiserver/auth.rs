@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::{ApiServerConfig, ApiServerError, Resp, State, json_response, time};
+use crate::lab::files::parse_bootstrap_token as is_bootstrap_token;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -196,8 +197,6 @@ fn status(code: u16, reason: &str, message: &str) -> Resp {
 pub fn unauthorized() -> Resp {
     status(401, "Unauthorized", "Unauthorized")
 }
-
-use crate::lab::files::parse_bootstrap_token as is_bootstrap_token;
 
 /// The user of a request: its client certificate, else its bearer token, else anonymous.
 pub async fn authenticate(
