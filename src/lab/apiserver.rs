@@ -19,7 +19,7 @@ mod time;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -37,6 +37,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::kubeadm::KubeVersion;
 use crate::lab::etcd::{EtcdClient, EtcdError};
+use crate::lab::faults::FaultSet;
 use crate::lab::{LabDir, LabNode};
 
 pub use auth::User;
@@ -287,11 +288,48 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// The lab's faults as one node's API server sees them (`hactl lab fault`, issue 4).
+#[derive(Clone, Debug, Default)]
+pub struct LabHooks {
+    /// The lab's active faults and this server's node: `api-conflicts` is read from here
+    /// at each write.
+    pub faults: Option<(FaultSet, String)>,
+    /// `slow-component`: `/readyz` (and `/healthz`) fail for this long after the start.
+    pub ready_delay: Duration,
+}
+
 /// Everything a request handler needs.
 pub(crate) struct State {
     pub(crate) config: ApiServerConfig,
     pub(crate) etcd: EtcdClient,
     pub(crate) tokens: auth::TokenKeys,
+    pub(crate) hooks: LabHooks,
+    pub(crate) started: Instant,
+}
+
+impl State {
+    /// Whether this write must answer 409 (`api-conflicts`). The lab's own components
+    /// (kubelet, kube-proxy, controller-manager, scheduler) renew leases every second and
+    /// would use the conflicts up before any operator's write; they are not counted.
+    pub(crate) fn take_conflict(&self, user: &User) -> bool {
+        let Some((faults, node)) = &self.hooks.faults else {
+            return false;
+        };
+        let component = user.name.starts_with("system:node:")
+            || matches!(
+                user.name.as_str(),
+                "system:kube-controller-manager"
+                    | "system:kube-scheduler"
+                    | "system:kube-proxy"
+                    | "system:serviceaccount:kube-system:kube-proxy"
+            );
+        !component && faults.take_conflict(node)
+    }
+
+    /// Whether the server is still "starting" (`slow-component`).
+    pub(crate) fn still_starting(&self) -> bool {
+        self.started.elapsed() < self.hooks.ready_delay
+    }
 }
 
 /// A running API server; `stop` ends it.
@@ -314,6 +352,14 @@ impl ApiServer {
 }
 
 pub async fn start(config: ApiServerConfig) -> Result<ApiServer, ApiServerError> {
+    start_with(config, LabHooks::default()).await
+}
+
+/// `start`, with the lab's fault hooks of the node the server runs on.
+pub async fn start_with(
+    config: ApiServerConfig,
+    hooks: LabHooks,
+) -> Result<ApiServer, ApiServerError> {
     crate::lab::install_crypto_provider();
     let etcd = EtcdClient::new(
         config.etcd_servers.clone(),
@@ -360,6 +406,8 @@ pub async fn start(config: ApiServerConfig) -> Result<ApiServer, ApiServerError>
         config,
         etcd,
         tokens,
+        hooks,
+        started: Instant::now(),
     });
     let (shutdown, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -481,25 +529,30 @@ async fn health(state: &State, path: &str, query: &rest::Query) -> Resp {
     } else {
         state.etcd.get("/registry/health").await.is_ok()
     };
+    // `slow-component`: the post-start hooks of a slow start have not finished yet.
+    let starting = name != "livez" && state.still_starting();
     let verbose = query.get("verbose").is_some();
     let checks = [
         "ping",
         "log",
         "etcd",
         "poststarthook/start-apiserver-admission-initializer",
+        "poststarthook/rbac/bootstrap-roles",
+        "poststarthook/scheduling/bootstrap-system-priority-classes",
     ];
-    if etcd_ok && !verbose {
+    let slow_hooks = &checks[4..];
+    if etcd_ok && !starting && !verbose {
         return text_response(200, "ok".into());
     }
     let mut out = String::new();
     for c in checks {
-        if c == "etcd" && !etcd_ok {
-            out.push_str("[-]etcd failed: reason withheld\n");
+        if (c == "etcd" && !etcd_ok) || (starting && slow_hooks.contains(&c)) {
+            out.push_str(&format!("[-]{c} failed: reason withheld\n"));
         } else {
             out.push_str(&format!("[+]{c} ok\n"));
         }
     }
-    if etcd_ok {
+    if etcd_ok && !starting {
         out.push_str(&format!("{name} check passed\n"));
         text_response(200, out)
     } else {

@@ -17,8 +17,10 @@ use super::apiserver::{self, ApiServer, ApiServerConfig};
 use super::components::{
     ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, NodeReport, Running,
 };
-use super::faults::{Fault, FaultSet};
+use super::faults::isolation::{self, Isolation};
+use super::faults::{Fault, FaultSet, disk};
 use super::kubeadm::{self, KubeadmCtx};
+use super::node::{self, ProcessRecord};
 use super::up::LabState;
 use super::{ExecOutput, LabDir, LabError, LabNode, LabSpec};
 
@@ -89,7 +91,6 @@ pub fn call(lab: &LabDir, request: &Request, timeout: Duration) -> Result<Respon
 }
 
 /// Starts kube-apiserver static pods as the simulated API server.
-#[allow(dead_code)] // `faults` is for the fault hooks of the API servers it starts.
 struct Launcher {
     spec: Arc<LabSpec>,
     faults: FaultSet,
@@ -114,9 +115,16 @@ impl ApiServerLauncher for Launcher {
         manifest_yaml: String,
     ) -> BoxFuture<'static, Result<Box<dyn Running>, String>> {
         let version = self.spec.version;
+        // `slow-component` counts from this start; `api-conflicts` is read at each write.
+        let hooks = apiserver::LabHooks {
+            ready_delay: self.faults.slow(&node.name).unwrap_or_default(),
+            faults: Some((self.faults.clone(), node.name.clone())),
+        };
         Box::pin(async move {
             let config = ApiServerConfig::from_manifest(&lab, &node, version, &manifest_yaml)?;
-            let server = apiserver::start(config).await.map_err(|e| e.to_string())?;
+            let server = apiserver::start_with(config, hooks)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Box::new(RunningApiServer(server)) as Box<dyn Running>)
         })
     }
@@ -152,6 +160,15 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
         agents.insert(node.name.clone(), agent);
     }
     let agents = Arc::new(agents);
+    let env = Arc::new(FaultEnv {
+        ssh_port: state.ssh_port,
+        isolation: state.isolation.clone().unwrap_or_default(),
+        sshd: state
+            .processes
+            .iter()
+            .filter_map(|p| Some((p.name.strip_prefix("sshd-")?.to_string(), p.clone())))
+            .collect(),
+    });
 
     let sock = lab.control_socket();
     let _ = std::fs::remove_file(&sock);
@@ -165,7 +182,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let stop_tx = stop_tx.clone();
-                let ctx = ServeCtx { lab: lab.clone(), spec: spec.clone(), agents: agents.clone(), faults: faults.clone() };
+                let ctx = ServeCtx { lab: lab.clone(), spec: spec.clone(), agents: agents.clone(), faults: faults.clone(), env: env.clone() };
                 connections.spawn(async move { serve(stream, ctx, stop_tx).await });
             }
             // Reap finished connections so the set does not grow for the lab's lifetime.
@@ -203,6 +220,15 @@ struct ServeCtx {
     spec: Arc<LabSpec>,
     agents: Arc<BTreeMap<String, NodeAgent>>,
     faults: FaultSet,
+    env: Arc<FaultEnv>,
+}
+
+/// What making faults real needs besides the agents: the lab's cgroups and nftables table,
+/// each node's sshd (its mount namespace), the sshd port.
+struct FaultEnv {
+    ssh_port: u16,
+    isolation: Isolation,
+    sshd: BTreeMap<String, ProcessRecord>,
 }
 
 async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sender<bool>) {
@@ -211,6 +237,7 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         spec,
         agents,
         faults,
+        env,
     } = ctx;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -242,14 +269,15 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         }
         Ok(Request::Fault { node, fault }) => match agents.get(&node) {
             None => no_node(&node),
-            Some(agent) => match apply_fault(&lab, &spec, &faults, agent, &node, fault).await {
+            Some(agent) => match apply_fault(&lab, &spec, &env, &faults, agent, &node, fault).await
+            {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },
         },
         Ok(Request::Heal { node }) => match agents.get(&node) {
             None => no_node(&node),
-            Some(agent) => match heal(&lab, &spec, &faults, agent, &node).await {
+            Some(agent) => match heal(&lab, &spec, &env, &faults, agent, &node).await {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },
@@ -290,31 +318,120 @@ fn no_node(node: &str) -> Response {
 /// Makes `fault` real on `node` and records it (in memory and in `DIR/lab/faults.json`).
 async fn apply_fault(
     lab: &LabDir,
-    _spec: &LabSpec,
+    spec: &LabSpec,
+    env: &FaultEnv,
     faults: &FaultSet,
-    _agent: &NodeAgent,
+    agent: &NodeAgent,
     node: &str,
     fault: Fault,
 ) -> Result<(), String> {
-    match fault {
-        // These act through the parts that consult the FaultSet.
-        Fault::KubeadmJoinFails | Fault::ApiConflicts { .. } | Fault::SlowComponent { .. } => {}
-        other => return Err(format!("the lab cannot inject {other} yet")),
+    env.isolation.check(&fault)?;
+    let sshd = env.sshd.get(node).filter(|p| p.is_alive());
+    if fault == Fault::DiskFull && sshd.is_none() {
+        return Err(format!(
+            "disk-full: the sshd of {node} (its mount namespace) is gone"
+        ));
     }
-    faults.add(node, fault);
+    let before = faults.active(node);
+    faults.add(node, fault.clone());
+    let made = make_real(lab, spec, env, faults, agent, node, &fault, sshd, &before).await;
+    if let Err(e) = made {
+        // Back to what was active before, so the record matches the lab.
+        faults.clear(node);
+        for f in before {
+            faults.add(node, f);
+        }
+        let _ = env
+            .isolation
+            .apply(spec, env.ssh_port, node, &faults.active(node));
+        return Err(e);
+    }
     persist(lab, faults)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn make_real(
+    lab: &LabDir,
+    spec: &LabSpec,
+    env: &FaultEnv,
+    faults: &FaultSet,
+    agent: &NodeAgent,
+    node: &str,
+    fault: &Fault,
+    sshd: Option<&ProcessRecord>,
+    before: &[Fault],
+) -> Result<(), String> {
+    env.isolation
+        .apply(spec, env.ssh_port, node, &faults.active(node))?;
+    if matches!(fault, Fault::SshDown | Fault::NodeDown)
+        && let Some(n) = spec.node(node)
+    {
+        isolation::cut_connections(n.address, env.ssh_port);
+    }
+    match fault {
+        Fault::NodeDown if !before.contains(&Fault::NodeDown) => {
+            // The machine stops: its sessions (everything in its namespace but the sshd that
+            // holds it), then the kubelet and every pod (API server, etcd, ...).
+            if let Some(p) = sshd
+                && let Some(ns) = p.mnt_ns
+            {
+                let keep = p.pid;
+                tokio::task::spawn_blocking(move || {
+                    node::stop_namespace_except(ns, keep, Duration::from_secs(1))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            agent.power_off().await;
+        }
+        Fault::DiskFull => {
+            let pid = sshd.map(|p| p.pid as u32).unwrap_or_default();
+            let (lab, node) = (lab.clone(), node.to_string());
+            tokio::task::spawn_blocking(move || disk::fill(&lab, &node, pid))
+                .await
+                .map_err(|e| e.to_string())??;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Undoes every fault of `node`.
 async fn heal(
     lab: &LabDir,
-    _spec: &LabSpec,
+    spec: &LabSpec,
+    env: &FaultEnv,
     faults: &FaultSet,
-    _agent: &NodeAgent,
+    agent: &NodeAgent,
     node: &str,
 ) -> Result<(), String> {
-    faults.clear(node);
-    persist(lab, faults)
+    let active = faults.clear(node);
+    let mut errors = vec![];
+    if let Err(e) = env.isolation.apply(spec, env.ssh_port, node, &[]) {
+        errors.push(e);
+    }
+    if let Some(p) = env.sshd.get(node).filter(|p| p.is_alive()) {
+        let (lab2, node2, pid) = (lab.clone(), node.to_string(), p.pid as u32);
+        let drained = tokio::task::spawn_blocking(move || disk::drain(&lab2, &node2, pid))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        if let Err(e) = drained {
+            // Still full: keep it on record so that status says so.
+            faults.add(node, Fault::DiskFull);
+            errors.push(e);
+        }
+    }
+    if active.contains(&Fault::NodeDown) {
+        // The machine boots: the kubelet starts the static pods from the manifests.
+        agent.power_on().await;
+    }
+    persist(lab, faults)?;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// `DIR/lab/faults.json`: what `lab down` must undo even if the supervisor is gone.

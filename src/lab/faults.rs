@@ -5,6 +5,9 @@
 //! ask it what is broken right now. It is persisted to `DIR/lab/faults.json` so that
 //! `lab status` and `lab down` see what is active.
 
+pub mod disk;
+pub mod isolation;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -78,11 +81,16 @@ impl FaultSet {
         self.lock().get(node).cloned().unwrap_or_default()
     }
 
-    /// Records `fault` on `node`, replacing an active fault of the same kind.
+    /// Records `fault` on `node`, replacing an active fault of the same kind (but several
+    /// ports may be blocked at once).
     pub fn add(&self, node: &str, fault: Fault) {
         let mut all = self.lock();
         let list = all.entry(node.to_string()).or_default();
-        list.retain(|f| f.name() != fault.name());
+        let replaced = |f: &Fault| match (f, &fault) {
+            (Fault::BlockPort { port: a }, Fault::BlockPort { port: b }) => a == b,
+            _ => f.name() == fault.name(),
+        };
+        list.retain(|f| !replaced(f));
         list.push(fault);
     }
 
@@ -176,7 +184,16 @@ mod tests {
         assert!(!set.blocks_port("cp1", 2380));
         set.add("w1", Fault::NodeDown);
         assert!(set.blocks_port("w1", 6443));
-        assert_eq!(set.clear("cp2"), vec![Fault::BlockPort { port: 2380 }]);
+        set.add("cp2", Fault::BlockPort { port: 2379 });
+        set.add("cp2", Fault::BlockPort { port: 2380 });
+        assert!(set.blocks_port("cp2", 2379));
+        assert_eq!(
+            set.clear("cp2"),
+            vec![
+                Fault::BlockPort { port: 2379 },
+                Fault::BlockPort { port: 2380 }
+            ]
+        );
         assert!(!set.blocks_port("cp2", 2380));
     }
 

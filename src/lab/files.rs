@@ -899,6 +899,18 @@ pub fn bootstrap_token() -> Result<String, FilesError> {
     Ok(out)
 }
 
+/// Splits a bootstrap token into its id and secret, if it has the shape
+/// `^([a-z0-9]{6})\.([a-z0-9]{16})$`.
+pub fn parse_bootstrap_token(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
+}
+
 /// `f` over `items` on a few threads (keys are CPU-bound), results in input order.
 fn par_map<T, R, F>(items: Vec<T>, f: F) -> Result<Vec<R>, FilesError>
 where

@@ -105,6 +105,11 @@ pub fn mount_namespace(pid: i32) -> Option<u64> {
 
 /// Stops every process in the mount namespace `ns` (a node's sessions and static pods).
 pub fn stop_namespace(ns: u64, grace: Duration) {
+    stop_namespace_except(ns, 0, grace)
+}
+
+/// `stop_namespace`, sparing `keep` (the node's sshd, which holds the namespace).
+pub fn stop_namespace_except(ns: u64, keep: i32, grace: Duration) {
     if Some(ns) == mount_namespace(std::process::id() as i32) {
         // Never the host's own namespace.
         return;
@@ -115,11 +120,16 @@ pub fn stop_namespace(ns: u64, grace: Duration) {
     let members: Vec<(i32, u64)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| mount_namespace(*pid) == Some(ns))
+        .filter(|pid| *pid != keep && mount_namespace(*pid) == Some(ns))
         .filter_map(|pid| Some((pid, start_time(pid).ok()?)))
         .collect();
-    for (pid, start) in members {
-        signal_and_wait(pid, start, grace);
+    // All at once: a session's shell would otherwise outlive its sshd child for `grace`.
+    let threads: Vec<_> = members
+        .into_iter()
+        .map(|(pid, start)| std::thread::spawn(move || signal_and_wait(pid, start, grace)))
+        .collect();
+    for t in threads {
+        let _ = t.join();
     }
 }
 
@@ -279,6 +289,17 @@ pub fn host_key(lab: &LabDir, node: &str) -> PathBuf {
 /// Starts a node's sshd: `unshare --mount --uts`, bind-mount the node's own paths, set its
 /// host name, exec sshd. The recorded PID is sshd's (each step execs the next).
 pub fn start_sshd(lab: &LabDir, node: &LabNode, port: u16) -> Result<ProcessRecord, LabError> {
+    start_sshd_in(lab, node, port, None)
+}
+
+/// `start_sshd`; with a `cgroup`, sshd moves into it before it listens, so every session it
+/// forks is there too.
+pub fn start_sshd_in(
+    lab: &LabDir,
+    node: &LabNode,
+    port: u16,
+    cgroup: Option<&Path>,
+) -> Result<ProcessRecord, LabError> {
     let conf = lab.lab_file(&format!("sshd-{}.conf", node.name));
     write_file(&conf, sshd_config(lab, node, port).as_bytes(), 0o600)?;
     let mut script = String::from("set -e\n");
@@ -309,6 +330,10 @@ pub fn start_sshd(lab: &LabDir, node: &LabNode, port: u16) -> Result<ProcessReco
     ])
     .arg(&script);
     let pid = spawn_detached(lab, &mut cmd, &format!("sshd-{}.log", node.name))?;
+    if let Some(dir) = cgroup {
+        super::faults::isolation::join(dir, pid)
+            .map_err(|e| LabError::io(dir, "move the node's sshd into the cgroup", e))?;
+    }
     let addr = SocketAddr::new(node.address, port);
     wait_for_port(addr, Duration::from_secs(10), || {
         process_stat(pid).is_some_and(|(s, _)| s != 'Z')

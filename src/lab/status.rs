@@ -87,6 +87,9 @@ pub struct NodeStatus {
     pub reason: Option<String>,
     /// The `server:` each of the node's components uses, and whether TLS to it verifies.
     pub connections: Vec<Connection>,
+    /// Active faults (`hactl lab fault`), as the command names them: `block-port 2380`.
+    #[serde(default)]
+    pub faults: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -349,18 +352,29 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
     }
 
     // What each node's agent saw (the kubelet's last error, its pods).
-    let reports = match daemon::call(lab, &Request::Report, Duration::from_secs(10)) {
-        Ok(Response::Report { nodes, .. }) => nodes,
+    let (reports, faults) = match daemon::call(lab, &Request::Report, Duration::from_secs(10)) {
+        Ok(Response::Report { nodes, faults }) => (nodes, faults),
         Ok(other) => {
             st.problems
                 .push(format!("the supervisor answered {other:?}"));
-            BTreeMap::new()
+            (BTreeMap::new(), recorded_faults(lab))
         }
         Err(e) => {
             st.problems.push(e.to_string());
-            BTreeMap::new()
+            (BTreeMap::new(), recorded_faults(lab))
         }
     };
+    // An injected fault is a problem in its own right: the lab is broken on purpose.
+    for n in &spec.nodes {
+        for f in faults.get(&n.name).into_iter().flatten() {
+            st.problems.push(format!(
+                "{}: fault {f} is active; `hactl lab heal --dir {} {}` undoes it",
+                n.name,
+                lab.root().display(),
+                n.name
+            ));
+        }
+    }
 
     let kube_proxy = match &api {
         Some(client) => kube_proxy_server(client).await,
@@ -418,6 +432,12 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             ready,
             reason,
             connections,
+            faults: faults
+                .get(&n.name)
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect(),
         });
     }
 
@@ -526,6 +546,14 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
     }
     st.healthy = st.problems.is_empty();
     Ok(st)
+}
+
+/// The faults `DIR/lab/faults.json` records, for when the supervisor does not answer.
+fn recorded_faults(lab: &LabDir) -> BTreeMap<String, Vec<super::faults::Fault>> {
+    std::fs::read_to_string(lab.lab_file("faults.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 /// The kube-system leader leases of controller-manager and scheduler, and their freshness.
@@ -638,6 +666,9 @@ pub fn render(s: &LabStatus) -> String {
             "  {:<8} {:<15} {:<14} {state}",
             n.name, n.address, n.role
         );
+        for f in &n.faults {
+            let _ = writeln!(out, "      {:<24} {f}", "FAULT");
+        }
         for c in &n.connections {
             let _ = writeln!(
                 out,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::daemon::{self, Request, Response};
 use super::etcd::EtcdClient;
+use super::faults::isolation::{self, Isolation};
 use super::node::{self, ProcessRecord};
 use super::{LabDir, LabError, LabSpec};
 
@@ -23,6 +24,9 @@ pub struct LabState {
     /// The hactl binary the node stand-ins call.
     pub exe: PathBuf,
     pub processes: Vec<ProcessRecord>,
+    /// The cgroups and nftables table the lab made for its faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
 
 impl LabState {
@@ -75,6 +79,7 @@ pub async fn up(lab: &LabDir, opts: UpOptions) -> Result<String, LabError> {
         ssh_port: opts.ssh_port,
         exe: exe.clone(),
         processes: vec![],
+        isolation: None,
     };
     let result = build(lab, &opts, &mut state).await;
     match result {
@@ -82,6 +87,9 @@ pub async fn up(lab: &LabDir, opts: UpOptions) -> Result<String, LabError> {
         Err(e) => {
             // Nothing half-started stays behind; lab.json keeps the record until then.
             down_state(lab, &state);
+            if let Some(iso) = &state.isolation {
+                isolation::teardown(iso);
+            }
             Err(e)
         }
     }
@@ -128,8 +136,16 @@ async fn build(lab: &LabDir, opts: &UpOptions, state: &mut LabState) -> Result<(
     }
     node::mkdir(Path::new("/run/sshd"))?;
 
+    // Before any node process starts: each node's processes live in its cgroup.
+    let isolation = isolation::setup(lab, spec);
+    state.isolation = Some(isolation.clone());
+    state.write(lab)?;
     for n in &spec.nodes {
-        let rec = node::start_sshd(lab, n, opts.ssh_port)?;
+        let cgroup = isolation
+            .cgroups
+            .as_ref()
+            .and_then(|c| c.nodes.get(&n.name));
+        let rec = node::start_sshd_in(lab, n, opts.ssh_port, cgroup.map(PathBuf::as_path))?;
         state.processes.push(rec);
         state.write(lab)?;
     }
@@ -417,9 +433,23 @@ pub fn down(lab: &LabDir) -> Result<String, LabError> {
             left.join(", ")
         )));
     }
+    let leftovers = state
+        .isolation
+        .as_ref()
+        .map(isolation::teardown)
+        .unwrap_or_default();
     let mut stopped = state.clone();
     stopped.processes.clear();
+    stopped.isolation = None;
     stopped.write(lab)?;
+    // Faults end with the lab (its namespaces, and with them a disk-full tmpfs, are gone).
+    let _ = fs::remove_file(lab.lab_file("faults.json"));
+    if !leftovers.is_empty() {
+        return Err(LabError::msg(format!(
+            "the lab stopped but left: {}",
+            leftovers.join(", ")
+        )));
+    }
     Ok(format!(
         "Lab in {} is down ({live} processes stopped).\n",
         lab.root().display()

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::{ApiServerConfig, ApiServerError, Resp, State, json_response, time};
+use crate::lab::files::parse_bootstrap_token as is_bootstrap_token;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -195,16 +196,6 @@ fn status(code: u16, reason: &str, message: &str) -> Resp {
 
 pub fn unauthorized() -> Resp {
     status(401, "Unauthorized", "Unauthorized")
-}
-
-fn is_bootstrap_token(t: &str) -> Option<(&str, &str)> {
-    let (id, secret) = t.split_once('.')?;
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
 }
 
 /// The user of a request: its client certificate, else its bearer token, else anonymous.

@@ -515,6 +515,18 @@ pub async fn handle(state: &State, user: &User, req: Request<Bytes>, query: &Que
         .unwrap_or("application/json")
         .to_owned();
     let body = req.into_body();
+    if matches!(verb, "create" | "update" | "patch" | "delete") && state.take_conflict(user) {
+        // `api-conflicts` (a lab fault): the answer an optimistic-concurrency loser gets.
+        let name = if t.name.is_empty() {
+            serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        } else {
+            t.name.clone()
+        };
+        return conflict(t.kind, &name);
+    }
     let table = accept.contains("as=Table");
     match verb {
         "get" => get(state, &t, table, query).await,

@@ -224,6 +224,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Recei
         log,
     };
     k.load_client();
+    // `slow-component`: a kubelet (re)started while the fault is active takes that much
+    // longer before its first sync (node status, lease, static pods).
+    if let Some(delay) = shared.cfg.faults.slow(&shared.cfg.node.name) {
+        k.info(
+            "kubelet.go:1600",
+            &format!(
+                "Starting kubelet; initialisation is slowed by {delay:?} (lab fault slow-component)"
+            ),
+        );
+        if sleep_or_stop(&mut stop, delay).await {
+            lock(&shared.kubelet_status).active = false;
+            return;
+        }
+    }
     loop {
         if k.client.is_none() {
             // An unconfigured kubelet (a bare node) waits for kubeadm to write kubelet.conf.
@@ -268,6 +282,12 @@ impl Kubelet {
             "Failed to ensure lease exists, will retry",
             err,
         );
+    }
+
+    fn info(&mut self, file: &str, msg: &str) {
+        if let Some(f) = &mut self.log {
+            let _ = f.write_all(klog_line('I', file, msg).as_bytes());
+        }
     }
 
     fn log(&mut self, file: &str, msg: &str, err: &str) {
@@ -556,15 +576,29 @@ impl Kubelet {
                         .launch(cfg.lab.clone(), cfg.node.clone(), p.yaml.clone())
                         .await
                 }
-                "kube-controller-manager" => Ok(Box::new(controllers::spawn_controller_manager(
-                    controllers::ControllerCtx::new(
-                        &self.shared,
-                        controllers::Which::ControllerManager,
-                    ),
-                ))),
-                "kube-scheduler" => Ok(Box::new(controllers::spawn_scheduler(
-                    controllers::ControllerCtx::new(&self.shared, controllers::Which::Scheduler),
-                ))),
+                "kube-controller-manager" | "kube-scheduler" => {
+                    let which = if p.name == "kube-scheduler" {
+                        controllers::Which::Scheduler
+                    } else {
+                        controllers::Which::ControllerManager
+                    };
+                    let ctx = controllers::ControllerCtx::new(&self.shared, which);
+                    let start = move || -> Box<dyn Running> {
+                        match which {
+                            controllers::Which::Scheduler => {
+                                Box::new(controllers::spawn_scheduler(ctx))
+                            }
+                            controllers::Which::ControllerManager => {
+                                Box::new(controllers::spawn_controller_manager(ctx))
+                            }
+                        }
+                    };
+                    // `slow-component`: its first leader election comes that much later.
+                    match cfg.faults.slow(&cfg.node.name) {
+                        Some(delay) => Ok(Box::new(process::spawn_delayed(delay, start))),
+                        None => Ok(start()),
+                    }
+                }
                 _ => Ok(Box::new(process::spawn_task(|mut stop| async move {
                     // Any other static pod just runs.
                     while !sleep_or_stop(&mut stop, Duration::from_secs(3600)).await {}

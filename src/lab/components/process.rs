@@ -48,9 +48,20 @@ pub fn spawn_process(
             c.arg(format!("--target={pid}"))
                 .arg("--mount")
                 .arg("--uts")
-                .arg("--")
-                .arg(program)
-                .args(args);
+                .arg("--");
+            match node_cgroup(pid) {
+                // The container joins the node's cgroup (where the node's sshd is) before
+                // it execs, so the node's network faults (`block-port`) cover its sockets.
+                Some(procs) => {
+                    c.args(["/bin/sh", "-c", "echo 0 > \"$0\" 2>/dev/null; exec \"$@\""])
+                        .arg(procs)
+                        .arg(program)
+                        .args(args);
+                }
+                None => {
+                    c.arg(program).args(args);
+                }
+            }
             c
         }
         None => {
@@ -72,6 +83,13 @@ pub fn spawn_process(
         pid,
         exit: Mutex::new(None),
     })
+}
+
+/// The `cgroup.procs` of the node whose namespace `ns_pid` holds, when it is not ours.
+fn node_cgroup(ns_pid: u32) -> Option<std::path::PathBuf> {
+    use crate::lab::faults::isolation::procs_file_of;
+    let theirs = procs_file_of(ns_pid)?;
+    (Some(&theirs) != procs_file_of(std::process::id()).as_ref()).then_some(theirs)
 }
 
 impl Running for ProcessRunning {
@@ -171,5 +189,86 @@ pub async fn sleep_or_stop(
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),
         r = stop.changed() => r.is_err() || *stop.borrow(),
+    }
+}
+
+/// A container that starts `delay` late (`slow-component`): until then it runs and does
+/// nothing, like a process still initialising.
+pub struct DelayedRunning {
+    state: Arc<Mutex<Delayed>>,
+}
+
+#[derive(Default)]
+struct Delayed {
+    stopped: bool,
+    inner: Option<Box<dyn Running>>,
+}
+
+/// Runs `start()` after `delay`, unless the container was stopped first.
+pub fn spawn_delayed<F>(delay: std::time::Duration, start: F) -> DelayedRunning
+where
+    F: FnOnce() -> Box<dyn Running> + Send + 'static,
+{
+    let state = Arc::new(Mutex::new(Delayed::default()));
+    let state2 = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut s = lock(&state2);
+        if !s.stopped {
+            s.inner = Some(start());
+        }
+    });
+    DelayedRunning { state }
+}
+
+impl Running for DelayedRunning {
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        let inner = {
+            let mut s = lock(&self.state);
+            s.stopped = true;
+            s.inner.take()
+        };
+        Box::pin(async move {
+            if let Some(r) = inner {
+                r.stop().await;
+            }
+        })
+    }
+
+    fn exited(&self) -> Option<String> {
+        lock(&self.state).inner.as_ref().and_then(|r| r.exited())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn counting(started: Arc<Mutex<u32>>) -> impl FnOnce() -> Box<dyn Running> + Send + 'static {
+        move || {
+            *lock(&started) += 1;
+            Box::new(spawn_task(|mut stop| async move {
+                while !sleep_or_stop(&mut stop, Duration::from_secs(60)).await {}
+                Err("stopped".into())
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delayed_container_starts_late_and_not_at_all_when_stopped_first() {
+        let started = Arc::new(Mutex::new(0));
+        let late = spawn_delayed(Duration::from_millis(200), counting(started.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*lock(&started), 0, "started before its delay");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*lock(&started), 1);
+        assert_eq!(late.exited(), None);
+        Box::new(late).stop().await;
+
+        let never = spawn_delayed(Duration::from_millis(100), counting(started.clone()));
+        Box::new(never).stop().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(*lock(&started), 1, "a stopped container must not start");
     }
 }

@@ -2,7 +2,7 @@
 //! in the kubeadm-config ConfigMap. Without `--config` kubeadm uploads its defaults, which
 //! drop a `controlPlaneEndpoint` set by hand; the lab does the same.
 
-use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
+use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Flags, KubeadmCtx, error_exit, failure, token};
 use crate::lab::ExecOutput;
@@ -29,6 +29,25 @@ pub fn cluster_configuration_doc(text: &str, path: &str) -> Result<Yaml, String>
     Err(format!(
         "no ClusterConfiguration found in {path:?}; kubeadm needs `kind: ClusterConfiguration`"
     ))
+}
+
+/// The text of the ClusterConfiguration document among `---`-separated documents.
+fn document_text(text: &str) -> Option<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(String::new());
+        } else if let Some(last) = docs.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    docs.into_iter().find(|d| {
+        YamlLoader::load_from_str(d)
+            .ok()
+            .and_then(|y| y.into_iter().next())
+            .is_some_and(|y| y["kind"].as_str() == Some("ClusterConfiguration"))
+    })
 }
 
 /// The API versions of kubeadm's config this Kubernetes version reads.
@@ -78,15 +97,12 @@ pub async fn upload_config(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
                     ctx.spec.version.minor_string()
                 ));
             }
-            let mut out = String::new();
-            if YamlEmitter::new(&mut out).dump(&doc).is_err() {
-                return phase("cannot encode the ClusterConfiguration");
+            // Stored as written (kubeadm re-marshals it with its defaults; the lab keeps
+            // the operator's bytes, which hold the same settings).
+            match document_text(&text) {
+                Some(doc) => doc,
+                None => return phase("cannot find the ClusterConfiguration document"),
             }
-            // The emitter opens with a document marker that kubeadm's stored text lacks.
-            format!(
-                "{}\n",
-                out.trim_start_matches("---").trim_start_matches('\n')
-            )
         }
     };
     let (client, _) = match token::admin_client(ctx, &flags) {
@@ -128,6 +144,10 @@ mod tests {
         );
         let err = cluster_configuration_doc("kind: InitConfiguration\n", "f").unwrap_err();
         assert!(err.contains("no ClusterConfiguration"), "{err}");
+        assert_eq!(
+            document_text(text).unwrap(),
+            "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\ncontrolPlaneEndpoint: k8s-api.lab.internal:6443\n"
+        );
         assert!(supported("kubeadm.k8s.io/v1beta4", 31));
         assert!(!supported("kubeadm.k8s.io/v1beta4", 30));
         assert!(!supported("kubeadm.k8s.io/v1beta2", 28));

@@ -42,16 +42,7 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
     }
 }
 
-/// Splits `abcdef.0123456789abcdef` into its id and secret.
-pub fn parse_token(token: &str) -> Option<(&str, &str)> {
-    let (id, secret) = token.split_once('.')?;
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
-}
+pub use crate::lab::files::parse_bootstrap_token as parse_token;
 
 /// A Go duration (`24h0m0s`, `2h`, `90s`, `0`).
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
@@ -444,9 +435,7 @@ async fn delete(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
             None => {
                 return error_exit(
                     stdout,
-                    &format!(
-                        "given token didn't match pattern \"^([a-z0-9]{{6}})$\" or \"^([a-z0-9]{{6}})\\\\.([a-z0-9]{{16}})$\""
-                    ),
+                    "given token didn't match pattern \"^([a-z0-9]{6})$\" or \"^([a-z0-9]{6})\\\\.([a-z0-9]{16})$\"",
                 );
             }
         };
