@@ -1,8 +1,10 @@
 //! What kubeadm writes for a version: every node's files and the cluster's initial objects.
 //!
 //! Interface used by others: `generate(&LabSpec) -> Result<ClusterFiles, FilesError>`, the
-//! per-node builders (`init_node_files`, `control_plane_node_files`, `worker_node_files`,
-//! `bare_node_files`) that the lab's `kubeadm join` reuses, `NodeFile`, `Content`.
+//! per-node builders from the lab plan (`init_node_files`, `control_plane_node_files`,
+//! `worker_node_files`, `bare_node_files`), and the join builders the lab's `kubeadm join`
+//! drives with what the cluster says (`JoinCluster`, `control_plane_join_files`,
+//! `etcd_join_manifest`, `kubelet_join_files`), `NodeFile`, `Content`.
 //! Texts are written as kubeadm (Go, sorted keys) writes them; `manifests` holds the static
 //! pods, `objects` the API objects and component configs, `facts` the per-version facts.
 

@@ -38,9 +38,10 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
         .unwrap_or("/etc/kubernetes/admin.conf")
         .to_string();
 
-    // The configuration from the cluster, when this node can reach it as an admin.
+    // The configuration from the cluster, when this node can reach it as an admin:
+    // `Some(data_dir)` (None inside with external etcd).
     let mut client = None;
-    let mut etcd_data_dir = None;
+    let mut config: Option<Option<String>> = None;
     if ctx.lab.node_path(&ctx.node.name, &kubeconfig).exists()
         && let Ok(c) = ApiClient::from_kubeconfig(ctx.lab, ctx.node, &kubeconfig)
     {
@@ -49,7 +50,7 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
         out.line("[reset] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'");
         match cluster_etcd_dir(&c).await {
             Ok(dir) => {
-                etcd_data_dir = dir;
+                config = Some(dir);
                 client = Some(c);
             }
             Err(e) => out.warn(
@@ -80,17 +81,20 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
 
     // remove-etcd-member
     let etcd_manifest = format!("{MANIFESTS}/etcd.yaml");
-    let data_dir = match &etcd_data_dir {
-        Some(d) => Some(d.clone()),
+    let stacked = config.as_ref().and_then(|d| d.clone());
+    let data_dir = match &stacked {
+        Some(d) => d.clone(),
         None => {
-            out.warn(
-                "removeetcdmember.go:93",
-                "[reset] No kubeadm config, using etcd pod spec to get data directory",
-            );
-            Some(manifest_data_dir(ctx, &etcd_manifest))
+            if config.is_none() {
+                out.warn(
+                    "removeetcdmember.go:93",
+                    "[reset] No kubeadm config, using etcd pod spec to get data directory",
+                );
+            }
+            manifest_data_dir(ctx, &etcd_manifest)
         }
     };
-    if let (Some(c), Some(dir)) = (&client, &etcd_data_dir) {
+    if let (Some(c), Some(dir)) = (&client, &stacked) {
         match remove_member(ctx, c, &cert_dir).await {
             Err(e) => out.warn(
                 "removeetcdmember.go:63",
@@ -106,9 +110,8 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
             }
         }
     }
-    if let Some(dir) = &data_dir
-        && !dir_empty(ctx, dir)
-    {
+    if !dir_empty(ctx, &data_dir) {
+        let dir = &data_dir;
         clean_dir(ctx, dir);
         out.line(format!(
             "[reset] Deleted contents of the etcd data directory: {dir}"
