@@ -994,3 +994,57 @@ pub fn write_node_files(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(endpoint: &str, sans: &[&str]) -> JoinCluster {
+        JoinCluster {
+            control_plane_endpoint: endpoint.into(),
+            cert_sans: sans.iter().map(|s| s.to_string()).collect(),
+            dns_domain: "corp.local".into(),
+            service_ip: "10.100.0.1".parse().unwrap(),
+            kubelet_server: "https://lb:6443".into(),
+        }
+    }
+
+    #[test]
+    fn a_joining_apiserver_gets_the_clusters_names_not_the_plans() {
+        let node = LabNode {
+            name: "cp2".into(),
+            address: "127.0.9.12".parse().unwrap(),
+            control_plane: true,
+        };
+        let c = cluster(
+            "lb.example:6443",
+            &["10.0.0.5", "lb.example", " ", "api.example"],
+        );
+        let (dns, ips) = apiserver_join_sans(&node, &c);
+        assert_eq!(
+            dns,
+            [
+                "cp2",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.corp.local",
+                "lb.example",
+                "api.example"
+            ]
+        );
+        let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["10.100.0.1", "127.0.9.12", "10.0.0.5"]);
+    }
+
+    #[test]
+    fn the_endpoint_url_gets_kubeadms_default_port() {
+        assert_eq!(cluster("lb:7443", &[]).endpoint_url(), "https://lb:7443");
+        assert_eq!(cluster("lb", &[]).endpoint_url(), "https://lb:6443");
+        assert_eq!(cluster("lb", &[]).endpoint_host(), "lb");
+        let v6 = cluster("[fd00::1]:6443", &[]);
+        assert_eq!(v6.endpoint_host(), "fd00::1");
+        assert_eq!(v6.endpoint_url(), "https://[fd00::1]:6443");
+        assert_eq!(cluster("10.0.0.9", &[]).endpoint_host(), "10.0.0.9");
+    }
+}
