@@ -646,3 +646,40 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
     assert_eq!(ms.len(), 2, "{ms:?}");
     assert!(ms.iter().all(|m| m.0 == "started" && !m.3), "{ms:?}");
 }
+
+#[test]
+fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
+    let net = 19;
+    let lab = Lab::up(
+        "join-peer-port",
+        &plan(net, 2, 0),
+        &["--kubernetes-version", "1.31"],
+    );
+    set_control_plane_endpoint(&lab, net);
+    point_cluster_info_at_lb(&lab, net);
+    add_lb_san(&lab, net);
+    let creds = Creds::new(&lab);
+    // cp2 cannot reach 2380 on cp1: its etcd cannot fetch the cluster from its peer.
+    let fault = hactl_lab(&lab, &["fault", "cp2", "block-port", "2380"]);
+    assert!(fault.status.success(), "{}", text(&fault));
+
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member which is in sync with leader"),
+        "{}",
+        text(&out)
+    );
+    // The member was added as a learner and never started; the cluster keeps its quorum.
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(
+        ms.iter()
+            .any(|(status, _, peer, learner)| status == "unstarted"
+                && *peer == format!("https://127.0.{net}.12:2380")
+                && *learner),
+        "{ms:?}"
+    );
+    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
