@@ -693,35 +693,6 @@ async fn kubelet_start(
     kubelet_config: &Option<String>,
     control_plane: Option<(&CertAndKey, &String)>,
 ) -> Result<(), Failure> {
-    let result = kubelet_start_steps(
-        ctx,
-        out,
-        opts,
-        facts,
-        found,
-        bootstrap,
-        kubelet_config,
-        control_plane,
-    )
-    .await;
-    if result.is_err() {
-        // kubeadm's deferred removal: the token does not stay on disk after a failure.
-        let _ = std::fs::remove_file(ctx.lab.node_path(&ctx.node.name, BOOTSTRAP_CONF));
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn kubelet_start_steps(
-    ctx: &KubeadmCtx<'_>,
-    out: &mut Out,
-    opts: &Options,
-    facts: &Facts,
-    found: &discovery::Discovered,
-    bootstrap: &ApiClient,
-    kubelet_config: &Option<String>,
-    control_plane: Option<(&CertAndKey, &String)>,
-) -> Result<(), Failure> {
     let phase = "kubelet-start";
     let server = control_plane
         .map(|(_, s)| s.clone())
