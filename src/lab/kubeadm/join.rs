@@ -138,6 +138,11 @@ struct Options {
 pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
     let mut out = Out::default();
     let result = join(ctx, args, &mut out).await;
+    if result.is_err() {
+        // kubeadm's deferred removal: the bootstrap token does not stay on disk after a
+        // failed join.
+        let _ = std::fs::remove_file(ctx.lab.node_path(&ctx.node.name, BOOTSTRAP_CONF));
+    }
     out.finish(result)
 }
 
