@@ -244,35 +244,7 @@ fn a_kubelet_pointed_at_the_lb_before_the_san_exists_is_notready_with_the_x509_e
     assert_eq!(kubelet["tls_verifies"], false);
 
     // Add the SAN (as hactl will): the API server serves the new certificate without a restart.
-    let dir = &lab.dir;
-    let read = |p: &str| std::fs::read_to_string(dir.join("nodes/cp1").join(p)).unwrap();
-    let ca = hactl::lab::pki::CertAndKey {
-        cert_pem: read("etc/kubernetes/pki/ca.crt"),
-        key_pem: read("etc/kubernetes/pki/ca.key"),
-    };
-    let spec = hactl::lab::pki::CertSpec {
-        common_name: "kube-apiserver".into(),
-        organizations: vec![],
-        dns_names: [
-            "cp1",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "k8s-api.lab.internal",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ip_addresses: ["10.96.0.1", "127.0.2.11", "127.0.2.100"]
-            .map(|a| a.parse().unwrap())
-            .to_vec(),
-        usage: hactl::lab::pki::Usage::Server,
-        key_type: hactl::lab::pki::KeyType::Rsa2048,
-    };
-    let cert = hactl::lab::pki::issue(&ca, &spec).unwrap();
-    let pki = dir.join("nodes/cp1/etc/kubernetes/pki");
-    std::fs::write(pki.join("apiserver.key"), &cert.key_pem).unwrap();
-    std::fs::write(pki.join("apiserver.crt"), &cert.cert_pem).unwrap();
+    lab.add_lb_san(2);
     let status = lab.wait_status(
         "w1 Ready through the LB",
         Duration::from_secs(30),

@@ -62,43 +62,6 @@ impl Creds {
     }
 }
 
-/// cp1's apiserver certificate re-signed with the LB's name and address, as hactl does.
-fn add_lb_san(lab: &Lab, net: u8) {
-    let dir = &lab.dir;
-    let read = |p: &str| std::fs::read_to_string(dir.join("nodes/cp1").join(p)).unwrap();
-    let ca = hactl::lab::pki::CertAndKey {
-        cert_pem: read("etc/kubernetes/pki/ca.crt"),
-        key_pem: read("etc/kubernetes/pki/ca.key"),
-    };
-    let spec = hactl::lab::pki::CertSpec {
-        common_name: "kube-apiserver".into(),
-        organizations: vec![],
-        dns_names: [
-            "cp1",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "k8s-api.lab.internal",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ip_addresses: [
-            "10.96.0.1".to_string(),
-            format!("127.0.{net}.11"),
-            format!("127.0.{net}.100"),
-        ]
-        .map(|a| a.parse().unwrap())
-        .to_vec(),
-        usage: hactl::lab::pki::Usage::Server,
-        key_type: hactl::lab::pki::KeyType::Rsa2048,
-    };
-    let cert = hactl::lab::pki::issue(&ca, &spec).unwrap();
-    let pki = dir.join("nodes/cp1/etc/kubernetes/pki");
-    std::fs::write(pki.join("apiserver.key"), &cert.key_pem).unwrap();
-    std::fs::write(pki.join("apiserver.crt"), &cert.cert_pem).unwrap();
-}
-
 /// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl.
 fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
     let out = lab.kubectl(&["get", "configmap", "-n", ns, name, "-o", "json"]);
@@ -257,7 +220,7 @@ fn a_control_plane_join_through_the_lb_after_each_refusal_and_reset_undoing_it()
             && err.contains("not k8s-api.lab.internal"),
         "{err}"
     );
-    add_lb_san(&lab, net);
+    lab.add_lb_san(net);
 
     // A pin that is not the CA's.
     let wrong_pin = format!("sha256:{}", "0".repeat(64));
@@ -514,7 +477,7 @@ fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down()
     );
     set_control_plane_endpoint(&lab, net);
     point_cluster_info_at_lb(&lab, net);
-    add_lb_san(&lab, net);
+    lab.add_lb_san(net);
     let creds = Creds::new(&lab);
     let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
     assert!(fault.status.success(), "{}", text(&fault));
@@ -587,7 +550,7 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
     );
     set_control_plane_endpoint(&lab, net);
     point_cluster_info_at_lb(&lab, net);
-    add_lb_san(&lab, net);
+    lab.add_lb_san(net);
     let creds = Creds::new(&lab);
     let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
     assert!(fault.status.success(), "{}", text(&fault));
@@ -657,7 +620,7 @@ fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
     );
     set_control_plane_endpoint(&lab, net);
     point_cluster_info_at_lb(&lab, net);
-    add_lb_san(&lab, net);
+    lab.add_lb_san(net);
     let creds = Creds::new(&lab);
     // cp2 cannot reach 2380 on cp1: its etcd cannot fetch the cluster from its peer.
     let fault = hactl_lab(&lab, &["fault", "cp2", "block-port", "2380"]);

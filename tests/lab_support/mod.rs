@@ -176,6 +176,43 @@ impl Lab {
         }
     }
 
+    /// cp1's apiserver certificate re-signed with the LB's name and address, as hactl does.
+    pub fn add_lb_san(&self, net: u8) {
+        let dir = &self.dir;
+        let read = |p: &str| std::fs::read_to_string(dir.join("nodes/cp1").join(p)).unwrap();
+        let ca = hactl::lab::pki::CertAndKey {
+            cert_pem: read("etc/kubernetes/pki/ca.crt"),
+            key_pem: read("etc/kubernetes/pki/ca.key"),
+        };
+        let spec = hactl::lab::pki::CertSpec {
+            common_name: "kube-apiserver".into(),
+            organizations: vec![],
+            dns_names: [
+                "cp1",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "k8s-api.lab.internal",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ip_addresses: [
+                "10.96.0.1".to_string(),
+                format!("127.0.{net}.11"),
+                format!("127.0.{net}.100"),
+            ]
+            .map(|a| a.parse().unwrap())
+            .to_vec(),
+            usage: hactl::lab::pki::Usage::Server,
+            key_type: hactl::lab::pki::KeyType::Rsa2048,
+        };
+        let cert = hactl::lab::pki::issue(&ca, &spec).unwrap();
+        let pki = dir.join("nodes/cp1/etc/kubernetes/pki");
+        std::fs::write(pki.join("apiserver.key"), &cert.key_pem).unwrap();
+        std::fs::write(pki.join("apiserver.crt"), &cert.cert_pem).unwrap();
+    }
+
     pub fn down(&self) -> Output {
         Command::new(HACTL)
             .args(["lab", "down", "--dir"])
