@@ -70,8 +70,9 @@ fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json
     edit(&mut cm);
     let file = lab.dir.join(format!("{name}.json"));
     std::fs::write(&file, cm.to_string()).unwrap();
-    // gcloud's kubectl runs the server's version; 1.28's validation asks for the swagger
-    // document, which the lab's API server refuses: skip client-side validation.
+    // The installed kubectl is gcloud's dispatcher, which runs a client of the server's
+    // version; 1.28's validates against OpenAPI v2 (protobuf), which the lab's API server
+    // does not serve (it serves v3): skip that client-side validation.
     let out = lab.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
@@ -475,10 +476,7 @@ fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down()
         &plan(net, 2, 0),
         &["--kubernetes-version", "1.28"],
     );
-    set_control_plane_endpoint(&lab, net);
-    point_cluster_info_at_lb(&lab, net);
-    lab.add_lb_san(net);
-    let creds = Creds::new(&lab);
+    let creds = ready_to_join(&lab, net);
     let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
     assert!(fault.status.success(), "{}", text(&fault));
 
@@ -540,6 +538,31 @@ fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down()
     );
 }
 
+/// The cluster as hactl leaves it before a join: controlPlaneEndpoint, cluster-info and
+/// cp1's certificate at the LB; a token, the CA pin and a certificate key.
+fn ready_to_join(lab: &Lab, net: u8) -> Creds {
+    set_control_plane_endpoint(lab, net);
+    point_cluster_info_at_lb(lab, net);
+    lab.add_lb_san(net);
+    Creds::new(lab)
+}
+
+/// A failed learner join left cp2's learner unstarted; a learner does not vote, so the
+/// cluster keeps its quorum and the API works.
+fn assert_unstarted_learner(lab: &Lab, net: u8) {
+    let ms = members(lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    assert!(
+        ms.iter()
+            .any(|(status, _, peer, learner)| status == "unstarted"
+                && *peer == format!("https://127.0.{net}.12:2380")
+                && *learner),
+        "{ms:?}"
+    );
+    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() {
     let net = 12;
@@ -548,10 +571,7 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
         &plan(net, 3, 0),
         &["--kubernetes-version", "1.33"],
     );
-    set_control_plane_endpoint(&lab, net);
-    point_cluster_info_at_lb(&lab, net);
-    lab.add_lb_san(net);
-    let creds = Creds::new(&lab);
+    let creds = ready_to_join(&lab, net);
     let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
     assert!(fault.status.success(), "{}", text(&fault));
 
@@ -562,18 +582,7 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
         "{}",
         text(&out)
     );
-    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
-    assert_eq!(ms.len(), 2, "{ms:?}");
-    assert!(
-        ms.iter()
-            .any(|(status, _, peer, learner)| status == "unstarted"
-                && *peer == format!("https://127.0.{net}.12:2380")
-                && *learner),
-        "{ms:?}"
-    );
-    // A learner does not vote: the cluster keeps its quorum.
-    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_unstarted_learner(&lab, net);
 
     // The next join wants a learner too; etcd allows one at a time.
     let out = lab.ssh("cp3", &creds.join_control_plane(LB));
@@ -618,10 +627,7 @@ fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
         &plan(net, 2, 0),
         &["--kubernetes-version", "1.31"],
     );
-    set_control_plane_endpoint(&lab, net);
-    point_cluster_info_at_lb(&lab, net);
-    lab.add_lb_san(net);
-    let creds = Creds::new(&lab);
+    let creds = ready_to_join(&lab, net);
     // cp2 cannot reach 2380 on cp1: its etcd cannot fetch the cluster from its peer.
     let fault = hactl_lab(&lab, &["fault", "cp2", "block-port", "2380"]);
     assert!(fault.status.success(), "{}", text(&fault));
@@ -633,16 +639,5 @@ fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
         "{}",
         text(&out)
     );
-    // The member was added as a learner and never started; the cluster keeps its quorum.
-    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
-    assert_eq!(ms.len(), 2, "{ms:?}");
-    assert!(
-        ms.iter()
-            .any(|(status, _, peer, learner)| status == "unstarted"
-                && *peer == format!("https://127.0.{net}.12:2380")
-                && *learner),
-        "{ms:?}"
-    );
-    let out = lab.kubectl(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_unstarted_learner(&lab, net);
 }

@@ -237,8 +237,8 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         spec,
         agents,
         faults,
-        env,
-    } = ctx;
+        ..
+    } = &ctx;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if tokio::io::BufReader::new(read)
@@ -269,15 +269,14 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         }
         Ok(Request::Fault { node, fault }) => match agents.get(&node) {
             None => no_node(&node),
-            Some(agent) => match apply_fault(&lab, &spec, &env, &faults, agent, &node, fault).await
-            {
+            Some(agent) => match ctx.apply_fault(agent, &node, fault).await {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },
         },
         Ok(Request::Heal { node }) => match agents.get(&node) {
             None => no_node(&node),
-            Some(agent) => match heal(&lab, &spec, &env, &faults, agent, &node).await {
+            Some(agent) => match ctx.heal(agent, &node).await {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },
@@ -286,16 +285,16 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
             (Some(agent), Some(lab_node)) => {
                 Response::Exec(match argv.first().map(String::as_str) {
                     Some("kubeadm") => {
-                        let ctx = KubeadmCtx {
-                            lab: &lab,
-                            spec: &spec,
+                        let kctx = KubeadmCtx {
+                            lab,
+                            spec,
                             node: lab_node,
                             agent,
-                            faults: &faults,
+                            faults,
                         };
-                        kubeadm::run(&ctx, &argv[1..]).await
+                        kubeadm::run(&kctx, &argv[1..]).await
                     }
-                    Some("kubelet") => kubelet(&spec, &argv[1..]),
+                    Some("kubelet") => kubelet(spec, &argv[1..]),
                     _ => agent.exec(argv).await,
                 })
             }
@@ -315,122 +314,108 @@ fn no_node(node: &str) -> Response {
     }
 }
 
-/// Makes `fault` real on `node` and records it (in memory and in `DIR/lab/faults.json`).
-async fn apply_fault(
-    lab: &LabDir,
-    spec: &LabSpec,
-    env: &FaultEnv,
-    faults: &FaultSet,
-    agent: &NodeAgent,
-    node: &str,
-    fault: Fault,
-) -> Result<(), String> {
-    env.isolation.check(&fault)?;
-    let sshd = env.sshd.get(node).filter(|p| p.is_alive());
-    if fault == Fault::DiskFull && sshd.is_none() {
-        return Err(format!(
-            "disk-full: the sshd of {node} (its mount namespace) is gone"
-        ));
-    }
-    let before = faults.active(node);
-    faults.add(node, fault.clone());
-    let made = make_real(lab, spec, env, faults, agent, node, &fault, sshd, &before).await;
-    if let Err(e) = made {
-        // Back to what was active before, so the record matches the lab.
-        faults.clear(node);
-        for f in before {
-            faults.add(node, f);
+impl ServeCtx {
+    /// Makes `fault` real on `node` and records it (in memory and in `DIR/lab/faults.json`).
+    async fn apply_fault(&self, agent: &NodeAgent, node: &str, fault: Fault) -> Result<(), String> {
+        let (lab, spec, env, faults) = (&self.lab, &*self.spec, &*self.env, &self.faults);
+        env.isolation.check(&fault)?;
+        let sshd = env.sshd.get(node).filter(|p| p.is_alive());
+        if fault == Fault::DiskFull && sshd.is_none() {
+            return Err(format!(
+                "disk-full: the sshd of {node} (its mount namespace) is gone"
+            ));
         }
-        let _ = env
-            .isolation
-            .apply(spec, env.ssh_port, node, &faults.active(node));
-        return Err(e);
-    }
-    persist(lab, faults)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn make_real(
-    lab: &LabDir,
-    spec: &LabSpec,
-    env: &FaultEnv,
-    faults: &FaultSet,
-    agent: &NodeAgent,
-    node: &str,
-    fault: &Fault,
-    sshd: Option<&ProcessRecord>,
-    before: &[Fault],
-) -> Result<(), String> {
-    env.isolation
-        .apply(spec, env.ssh_port, node, &faults.active(node))?;
-    if matches!(fault, Fault::SshDown | Fault::NodeDown)
-        && let Some(n) = spec.node(node)
-    {
-        isolation::cut_connections(n.address, env.ssh_port);
-    }
-    match fault {
-        Fault::NodeDown if !before.contains(&Fault::NodeDown) => {
-            // The machine stops: its sessions (everything in its namespace but the sshd that
-            // holds it), then the kubelet and every pod (API server, etcd, ...).
-            if let Some(p) = sshd
-                && let Some(ns) = p.mnt_ns
-            {
-                let keep = p.pid;
-                tokio::task::spawn_blocking(move || {
-                    node::stop_namespace_except(ns, keep, Duration::from_secs(1))
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+        let before = faults.active(node);
+        faults.add(node, fault.clone());
+        let made = self.make_real(agent, node, &fault, sshd, &before).await;
+        if let Err(e) = made {
+            // Back to what was active before, so the record matches the lab.
+            faults.clear(node);
+            for f in before {
+                faults.add(node, f);
             }
-            agent.power_off().await;
+            let _ = env
+                .isolation
+                .apply(spec, env.ssh_port, node, &faults.active(node));
+            return Err(e);
         }
-        Fault::DiskFull => {
-            let pid = sshd.map(|p| p.pid as u32).unwrap_or_default();
-            let (lab, node) = (lab.clone(), node.to_string());
-            tokio::task::spawn_blocking(move || disk::fill(&lab, &node, pid))
-                .await
-                .map_err(|e| e.to_string())??;
-        }
-        _ => {}
+        persist(lab, faults)
     }
-    Ok(())
-}
 
-/// Undoes every fault of `node`.
-async fn heal(
-    lab: &LabDir,
-    spec: &LabSpec,
-    env: &FaultEnv,
-    faults: &FaultSet,
-    agent: &NodeAgent,
-    node: &str,
-) -> Result<(), String> {
-    let active = faults.clear(node);
-    let mut errors = vec![];
-    if let Err(e) = env.isolation.apply(spec, env.ssh_port, node, &[]) {
-        errors.push(e);
+    async fn make_real(
+        &self,
+        agent: &NodeAgent,
+        node: &str,
+        fault: &Fault,
+        sshd: Option<&ProcessRecord>,
+        before: &[Fault],
+    ) -> Result<(), String> {
+        let (lab, spec, env, faults) = (&self.lab, &*self.spec, &*self.env, &self.faults);
+        env.isolation
+            .apply(spec, env.ssh_port, node, &faults.active(node))?;
+        if matches!(fault, Fault::SshDown | Fault::NodeDown)
+            && let Some(n) = spec.node(node)
+        {
+            isolation::cut_connections(n.address, env.ssh_port);
+        }
+        match fault {
+            Fault::NodeDown if !before.contains(&Fault::NodeDown) => {
+                // The machine stops: its sessions (everything in its namespace but the sshd that
+                // holds it), then the kubelet and every pod (API server, etcd, ...).
+                if let Some(p) = sshd
+                    && let Some(ns) = p.mnt_ns
+                {
+                    let keep = p.pid;
+                    tokio::task::spawn_blocking(move || {
+                        node::stop_namespace_except(ns, keep, Duration::from_secs(1))
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                agent.power_off().await;
+            }
+            Fault::DiskFull => {
+                let pid = sshd.map(|p| p.pid as u32).unwrap_or_default();
+                let (lab, node) = (lab.clone(), node.to_string());
+                tokio::task::spawn_blocking(move || disk::fill(&lab, &node, pid))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            }
+            _ => {}
+        }
+        Ok(())
     }
-    if let Some(p) = env.sshd.get(node).filter(|p| p.is_alive()) {
-        let (lab2, node2, pid) = (lab.clone(), node.to_string(), p.pid as u32);
-        let drained = tokio::task::spawn_blocking(move || disk::drain(&lab2, &node2, pid))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
-        if let Err(e) = drained {
-            // Still full: keep it on record so that status says so.
-            faults.add(node, Fault::DiskFull);
+
+    /// Undoes every fault of `node`.
+    async fn heal(&self, agent: &NodeAgent, node: &str) -> Result<(), String> {
+        let (lab, spec, env, faults) = (&self.lab, &*self.spec, &*self.env, &self.faults);
+        let active = faults.clear(node);
+        let mut errors = vec![];
+        if let Err(e) = env.isolation.apply(spec, env.ssh_port, node, &[]) {
             errors.push(e);
         }
-    }
-    if active.contains(&Fault::NodeDown) {
-        // The machine boots: the kubelet starts the static pods from the manifests.
-        agent.power_on().await;
-    }
-    persist(lab, faults)?;
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
+        if let Some(p) = env.sshd.get(node).filter(|p| p.is_alive()) {
+            let (lab2, node2, pid) = (lab.clone(), node.to_string(), p.pid as u32);
+            let drained = tokio::task::spawn_blocking(move || disk::drain(&lab2, &node2, pid))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            if let Err(e) = drained {
+                // Still full: keep it on record so that status says so.
+                faults.add(node, Fault::DiskFull);
+                errors.push(e);
+            }
+        }
+        if active.contains(&Fault::NodeDown) {
+            // The machine boots: the kubelet starts the static pods from the manifests.
+            agent.power_on().await;
+        }
+        persist(lab, faults)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 

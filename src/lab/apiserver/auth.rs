@@ -404,7 +404,10 @@ pub fn authorize(user: &User, a: &Attributes<'_>) -> Result<(), Resp> {
 pub fn authorize_path(user: &User, method: &hyper::Method, path: &str) -> Result<(), Resp> {
     let public = matches!(path, "/version" | "/healthz" | "/readyz" | "/livez")
         || path.starts_with("/version/");
+    // cluster-admin's role grants every non-resource URL: an unknown one is then a 404.
+    let cluster_admin = user.in_group("system:masters") || user.in_group("kubeadm:cluster-admins");
     let ok = public
+        || cluster_admin
         || !user.is_anonymous() && (path.starts_with("/api") || path.starts_with("/openapi"));
     if ok {
         return Ok(());
@@ -513,6 +516,19 @@ mod tests {
             forbidden_message(&anon, &a),
             "configmaps \"x\" is forbidden: User \"system:anonymous\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"kube-system\""
         );
+    }
+
+    #[test]
+    fn cluster_admins_may_ask_for_any_path_and_others_may_not() {
+        let get = hyper::Method::GET;
+        let admin = user(
+            "kubernetes-admin",
+            &["system:masters", "system:authenticated"],
+        );
+        assert!(authorize_path(&admin, &get, "/swagger-2.0.0.pb-v1").is_ok());
+        let node = user("system:node:w1", &["system:nodes", "system:authenticated"]);
+        assert!(authorize_path(&node, &get, "/swagger-2.0.0.pb-v1").is_err());
+        assert!(authorize_path(&node, &get, "/api/v1").is_ok());
     }
 
     #[test]

@@ -303,30 +303,18 @@ async fn join(ctx: &KubeadmCtx<'_>, args: &[&str], out: &mut Out) -> Result<(), 
         .await
         .map_err(|e| Failure::phase("preflight", e))?;
 
+    let joining = Joining {
+        ctx,
+        opts: &opts,
+        facts: &facts,
+        found: &found,
+        bootstrap: &bootstrap,
+        kubelet_config: &kubelet_config,
+    };
     if opts.control_plane {
-        join_control_plane(
-            ctx,
-            out,
-            &opts,
-            &facts,
-            &found,
-            &bootstrap,
-            &config,
-            &kubelet_config,
-        )
-        .await
+        join_control_plane(&joining, out, &config).await
     } else {
-        kubelet_start(
-            ctx,
-            out,
-            &opts,
-            &facts,
-            &found,
-            &bootstrap,
-            &kubelet_config,
-            None,
-        )
-        .await?;
+        kubelet_start(&joining, out, None).await?;
         out.line("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap...");
         let _ = std::fs::remove_file(ctx.lab.node_path(&ctx.node.name, BOOTSTRAP_CONF));
         out.stdout.push_str(
@@ -377,17 +365,29 @@ async fn fetch_configuration(
     Ok((config, kubelet))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What discovery and the cluster's configuration gave the join, for its later phases.
+struct Joining<'a> {
+    ctx: &'a KubeadmCtx<'a>,
+    opts: &'a Options,
+    facts: &'a Facts,
+    found: &'a discovery::Discovered,
+    bootstrap: &'a ApiClient,
+    kubelet_config: &'a Option<String>,
+}
+
 async fn join_control_plane(
-    ctx: &KubeadmCtx<'_>,
+    j: &Joining<'_>,
     out: &mut Out,
-    opts: &Options,
-    facts: &Facts,
-    found: &discovery::Discovered,
-    bootstrap: &ApiClient,
     config: &cluster::ClusterConfig,
-    kubelet_config: &Option<String>,
 ) -> Result<(), Failure> {
+    let Joining {
+        ctx,
+        opts,
+        facts,
+        found,
+        bootstrap,
+        ..
+    } = *j;
     let minor = facts.version.minor;
     let node = &opts.node;
     if config.control_plane_endpoint.is_empty() {
@@ -549,17 +549,7 @@ async fn join_control_plane(
             .map_err(|e| Failure::phase("check-etcd", e))?;
     }
 
-    kubelet_start(
-        ctx,
-        out,
-        opts,
-        facts,
-        found,
-        bootstrap,
-        kubelet_config,
-        Some((&pki.ca, &kubelet_server)),
-    )
-    .await?;
+    kubelet_start(j, out, Some((&pki.ca, &kubelet_server))).await?;
     let local_mode = facts.control_plane_kubelet_local();
     if !local_mode {
         out.line("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap...");
@@ -687,17 +677,19 @@ fn local_pki(ctx: &KubeadmCtx<'_>) -> Result<ClusterPki, String> {
 /// kubelet's config, its TLS bootstrap (done here on its behalf) and its restart.
 /// `control_plane`: the CA that signs and the server the kubelet uses, for a control-plane
 /// node; a worker's kubelet uses cluster-info's server and the csrsigner's CA.
-#[allow(clippy::too_many_arguments)]
 async fn kubelet_start(
-    ctx: &KubeadmCtx<'_>,
+    j: &Joining<'_>,
     out: &mut Out,
-    opts: &Options,
-    facts: &Facts,
-    found: &discovery::Discovered,
-    bootstrap: &ApiClient,
-    kubelet_config: &Option<String>,
     control_plane: Option<(&CertAndKey, &String)>,
 ) -> Result<(), Failure> {
+    let Joining {
+        ctx,
+        opts,
+        facts,
+        found,
+        bootstrap,
+        kubelet_config,
+    } = *j;
     let phase = "kubelet-start";
     let server = control_plane
         .map(|(_, s)| s.clone())
