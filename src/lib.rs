@@ -2,7 +2,8 @@
 //! like Terraform plans infrastructure.
 //!
 //! The pure core (`spec`, `graph`, `planner`, `plan`, `render`, and the text editors they use)
-//! does no I/O; `cli` is the edge that reads files and prints.
+//! does no I/O; `cli` is the edge that reads files and prints, `observe` and `transport` reach the
+//! cluster, and `lab` builds one to rehearse on.
 
 pub mod cli;
 pub mod cluster_config;
@@ -10,10 +11,13 @@ pub mod graph;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod lab;
+pub mod observe;
 pub mod observed;
 pub mod plan;
 pub mod planner;
+pub mod readings;
 pub mod render;
 pub mod schema;
 pub mod spec;
+pub mod transport;
 pub mod yaml;

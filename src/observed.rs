@@ -233,6 +233,20 @@ pub struct ApiObservation {
     pub nodes: BTreeMap<String, KubeNode>,
     /// kube-proxy Pods, keyed by the node they run on.
     pub kube_proxy_pods: BTreeMap<String, PodObservation>,
+    /// The leader-election Leases in kube-system (`kube-controller-manager`, `kube-scheduler`),
+    /// keyed by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<String, LeaseObservation>,
+}
+
+/// A leader-election Lease: who holds it and when they last renewed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseObservation {
+    /// `holderIdentity`, e.g. `cp1_6f1c…`.
+    pub holder: Option<String>,
+    /// `renewTime`, RFC 3339 with microseconds as the API writes it.
+    pub renew_time: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -226,7 +226,9 @@ fn ssh_material(lab: &LabDir, spec: &LabSpec, port: u16) -> Result<(), LabError>
     )?;
     let mut known = String::new();
     let mut config =
-        String::from("# hactl lab: how to reach the lab's nodes (ssh -F this-file NODE)\n");
+        String::from(
+        "# hactl lab: how to reach the lab's nodes (ssh -F this-file NODE, by name or address)\n",
+    );
     for n in &spec.nodes {
         let hk = node::host_key(lab, &n.name);
         node::ssh_keygen(&hk, &format!("root@{}", n.name))?;
@@ -235,8 +237,9 @@ fn ssh_material(lab: &LabDir, spec: &LabSpec, port: u16) -> Result<(), LabError>
         known.push_str(&node::known_hosts_line(n, port, &text));
         let _ = write!(
             config,
-            "\nHost {}\n  HostName {}\n  Port {port}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
+            "\nHost {} {}\n  HostName {}\n  Port {port}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
             n.name,
+            n.address,
             n.address,
             key.display(),
             lab.known_hosts().display()

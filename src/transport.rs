@@ -1,0 +1,183 @@
+//! The node transport seam: run a shell script on a node as root, over one connection per node.
+//!
+//! Observation (and, later, apply) reach nodes only through [`NodeTransport`]; the real one is
+//! [`ssh::SshSession`] (the `openssh` crate, one multiplexed master connection per node, reused
+//! for every command of a run).
+
+pub mod ssh;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::spec::{DesiredState, KnownHosts, Node};
+
+/// How to reach one node: the plan's `[ssh]` table with the node's `[node.ssh]` overrides
+/// applied, and paths resolved against the plan file's folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The node name (for messages).
+    pub node: String,
+    /// The destination hactl connects to: the node's address. `config_file` may map it
+    /// (`Host 10.0.0.11` blocks with `ProxyJump`, `Port`, `User`, `IdentityFile`).
+    pub address: IpAddr,
+    pub user: String,
+    /// `None`: OpenSSH's default (22, or what `config_file` says).
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub known_hosts: KnownHosts,
+    /// Wrap every command in `sudo -n`.
+    pub sudo: bool,
+    pub connect_timeout: Duration,
+}
+
+impl SshTarget {
+    /// The target for `node`: node overrides over `[ssh]`; relative paths (and `~/`) resolved
+    /// against `plan_dir` (and `home`).
+    pub fn new(
+        desired: &DesiredState,
+        node: &Node,
+        plan_dir: &std::path::Path,
+        home: Option<&std::path::Path>,
+        connect_timeout: Duration,
+    ) -> SshTarget {
+        let ssh = &desired.ssh;
+        let over = node.ssh.clone().unwrap_or_default();
+        let path = |p: &str| resolve_path(p, plan_dir, home);
+        SshTarget {
+            node: node.name.clone(),
+            address: node.address,
+            user: over.user.unwrap_or_else(|| ssh.user.clone()),
+            port: over.port.or(ssh.port),
+            identity_file: over
+                .identity_file
+                .as_deref()
+                .or(ssh.identity_file.as_deref())
+                .map(path),
+            config_file: ssh.config_file.as_deref().map(path),
+            known_hosts: over.known_hosts.unwrap_or(ssh.known_hosts),
+            sudo: over.sudo.unwrap_or(ssh.sudo),
+            connect_timeout,
+        }
+    }
+}
+
+/// `~/x` under `home`, an absolute path as is, a relative one under `base`.
+pub fn resolve_path(p: &str, base: &std::path::Path, home: Option<&std::path::Path>) -> PathBuf {
+    if let (Some(rest), Some(home)) = (p.strip_prefix("~/"), home) {
+        return home.join(rest);
+    }
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+/// What a script printed and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The exit status; `None` when the remote command was killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Why a node could not be reached or a command could not run there. Every variant names the
+/// node and says how to fix it ([`TransportError::fix`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The host key differs from the one in known_hosts.
+    #[error("{node} ({address}): host key mismatch: {detail}")]
+    HostKeyChanged {
+        node: String,
+        address: String,
+        detail: String,
+    },
+    /// Strict checking and no known host key.
+    #[error("{node} ({address}): host key unknown: {detail}")]
+    HostKeyUnknown {
+        node: String,
+        address: String,
+        detail: String,
+    },
+    #[error("{node} ({address}): permission denied: {detail}")]
+    AuthFailed {
+        node: String,
+        address: String,
+        detail: String,
+    },
+    /// Refused, timed out, no route, name not resolved, proxy failed.
+    #[error("{node} ({address}): {detail}")]
+    Unreachable {
+        node: String,
+        address: String,
+        detail: String,
+    },
+    /// `sudo -n` wants a password or is not allowed.
+    #[error("{node}: sudo -n failed: {detail}")]
+    Sudo { node: String, detail: String },
+    /// Anything else (the ssh binary missing, the session dying mid-command).
+    #[error("{node}: {detail}")]
+    Other { node: String, detail: String },
+}
+
+impl TransportError {
+    pub fn node(&self) -> &str {
+        match self {
+            TransportError::HostKeyChanged { node, .. }
+            | TransportError::HostKeyUnknown { node, .. }
+            | TransportError::AuthFailed { node, .. }
+            | TransportError::Unreachable { node, .. }
+            | TransportError::Sudo { node, .. }
+            | TransportError::Other { node, .. } => node,
+        }
+    }
+
+    /// What the operator can do about it.
+    pub fn fix(&self) -> String {
+        match self {
+            TransportError::HostKeyChanged { address, .. } => format!(
+                "if the node was reinstalled, verify its new key out of band and remove the old one with `ssh-keygen -R {address}`; otherwise treat this as an attack"
+            ),
+            TransportError::HostKeyUnknown { address, .. } => format!(
+                "add the node's key to known_hosts (`ssh-keyscan {address}`, verified out of band), or set known_hosts = \"accept-new\" under [ssh] to learn it on first use"
+            ),
+            TransportError::AuthFailed { .. } => "check user and identity_file under [ssh] (or the node's [node.ssh]), and that the key is in the node's authorized_keys".to_string(),
+            TransportError::Unreachable { address, .. } => format!(
+                "check that sshd runs on {address} and that the [ssh] settings (port, config_file ProxyJump) reach it"
+            ),
+            TransportError::Sudo { .. } => "allow the login user passwordless sudo (NOPASSWD in sudoers), or log in as root".to_string(),
+            TransportError::Other { .. } => "run `ssh -v` to the node with the same settings to see why".to_string(),
+        }
+    }
+}
+
+/// Runs scripts on one node, as root: directly when the login user is root, else through
+/// `sudo -n` (when the target says so).
+pub trait NodeTransport: Send + Sync {
+    /// The node's name, for messages.
+    fn node(&self) -> &str;
+
+    /// Runs `script` with `sh -c` on the node (as root when `sudo` is configured) and returns
+    /// its output; a non-zero exit is an `Ok` output, not an error. Errors are transport
+    /// failures (the connection, or sudo refusing).
+    fn run(&self, script: &str) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
+}
