@@ -13,7 +13,7 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
 use crate::graph::{ClusterFacts, ResourceGraph};
 use crate::observed::{OBSERVED_FORMAT_VERSION, ObservedState};
 use crate::plan::Plan;
-use crate::{planner, render, schema, spec};
+use crate::{observe, planner, render, schema, spec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,17 @@ enum Command {
         /// The desired-state TOML file.
         file: PathBuf,
     },
+    /// Observe the live cluster (read-only) and print or save what was seen, as the snapshot
+    /// `plan --observed` reads. It holds no private key or token.
+    Observe {
+        /// The desired-state TOML file.
+        file: PathBuf,
+        /// Write the snapshot here instead of standard output.
+        #[arg(short = 'o', long = "out", value_name = "SNAPSHOT.json")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
     /// Show what apply would change, and why.
     Plan {
         /// The desired-state TOML file.
@@ -43,6 +54,8 @@ enum Command {
         /// Plan against an observed-state snapshot instead of the live cluster.
         #[arg(long, value_name = "SNAPSHOT.json")]
         observed: Option<PathBuf>,
+        #[command(flatten)]
+        live: LiveArgs,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Save the plan (JSON) for `hactl show` and `hactl apply`.
@@ -77,6 +90,17 @@ enum Command {
         #[command(subcommand)]
         command: crate::lab::command::LabCommand,
     },
+}
+
+/// How the live cluster is observed.
+#[derive(clap::Args, Debug)]
+struct LiveArgs {
+    /// Nodes observed at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    parallelism: u16,
+    /// Seconds to wait for each node's SSH connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    connect_timeout: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,14 +139,9 @@ enum CliError {
         path: String,
         source: render::PlanFileError,
     },
-    #[error("hactl plan cannot observe a live cluster yet")]
-    #[diagnostic(
-        code(hactl::plan::live),
-        help(
-            "pass an observed-state snapshot: hactl plan {file} --observed SNAPSHOT.json (examples in tests/fixtures/observed/)"
-        )
-    )]
-    LiveNotYet { file: String },
+    #[error("cannot start the runtime that observes the cluster: {0}")]
+    #[diagnostic(code(hactl::runtime))]
+    Runtime(std::io::Error),
     #[error(transparent)]
     #[diagnostic(
         code(hactl::graph::cycle),
@@ -181,20 +200,34 @@ fn run(command: Command, color: bool) -> Outcome {
             );
             Ok(0)
         }
+        Command::Observe { file, out, live } => {
+            let desired = read_spec(&file)?;
+            let observed = observe_live(&file, &desired, &live)?;
+            let mut json = serde_json::to_string_pretty(&observed)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            json.push('\n');
+            match &out {
+                Some(out) => {
+                    write_file(out, &json)?;
+                    eprintln!("Saved the snapshot to {}", out.display());
+                }
+                None => print!("{json}"),
+            }
+            Ok(0)
+        }
         Command::Plan {
             file,
             observed,
+            live,
             format,
             out,
             detailed_exitcode,
         } => {
             let desired = read_spec(&file)?;
-            let Some(observed) = observed else {
-                return Err(Box::new(CliError::LiveNotYet {
-                    file: file.display().to_string(),
-                }));
+            let observed = match observed {
+                Some(path) => read_observed(&path)?,
+                None => observe_live(&file, &desired, &live)?,
             };
-            let observed = read_observed(&observed)?;
             let plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
             if let Some(out) = &out {
                 write_file(out, &render::json(&plan))?;
@@ -255,6 +288,45 @@ fn run(command: Command, color: bool) -> Outcome {
             Ok(0)
         }
     }
+}
+
+/// Observes the cluster `desired` describes; says on stderr how long it took and which nodes
+/// could not be reached (the plan says what that leaves undecided).
+fn observe_live(
+    file: &Path,
+    desired: &spec::DesiredState,
+    live: &LiveArgs,
+) -> Result<ObservedState, Box<dyn Diagnostic + Send + Sync>> {
+    crate::lab::install_crypto_provider();
+    let plan_dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut opts = observe::ObserveOptions::new(&plan_dir);
+    opts.parallelism = usize::from(live.parallelism);
+    opts.connect_timeout = std::time::Duration::from_secs(u64::from(live.connect_timeout));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let started = std::time::Instant::now();
+    let state = runtime.block_on(async {
+        let observation = observe::observe(desired, &opts).await;
+        let state = observation.state.clone();
+        observation.close().await;
+        state
+    });
+    eprintln!(
+        "Observed {} nodes, the API, etcd and the load balancer in {:.1} s (read-only).",
+        desired.nodes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let unreachable = observe::unreachable_nodes(desired, &state);
+    if !unreachable.is_empty() {
+        let names: Vec<&str> = unreachable.iter().map(|(n, _)| *n).collect();
+        eprintln!("Could not observe: {}", names.join(", "));
+    }
+    Ok(state)
 }
 
 /// 1 when the plan has errors; with `--detailed-exitcode`, 2 when it changes something.

@@ -1,7 +1,305 @@
 //! Live observation: every node over SSH, the Kubernetes API, etcd and the load balancer, in
 //! parallel, into one [`ObservedState`]. Read-only: nothing on the cluster changes.
+//!
+//! Three rounds, each as parallel as its inputs allow:
+//! 1. every node (connect, then one read), bounded by `parallelism`; meanwhile the API, when
+//!    the plan names a kubeconfig file;
+//! 2. etcd and the LB through what round 1 found (the existing control plane, its CA), and the
+//!    API through its admin.conf when the plan names no kubeconfig;
+//! 3. from each control-plane node that is not a member yet, TCP to the members' 6443/2379/2380.
+//!
+//! What fails is recorded where it failed (a node's `ssh`, `api.reachable`, `etcd.health`, a
+//! probe) and observation goes on: the plan decides what it can.
 
 pub mod api;
 pub mod endpoint;
 pub mod etcd;
 pub mod node;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use crate::observed::{
+    ApiObservation, EtcdObservation, OBSERVED_FORMAT_VERSION, ObservedState, Probe,
+};
+use crate::spec::{DesiredState, Node, Role};
+use crate::transport::ssh::SshSession;
+use crate::transport::{SshTarget, resolve_path};
+
+use node::NodeReading;
+
+/// How observation runs.
+#[derive(Clone, Debug)]
+pub struct ObserveOptions {
+    /// Nodes observed at once (at least 1).
+    pub parallelism: usize,
+    /// The SSH connect timeout per node.
+    pub connect_timeout: Duration,
+    /// Each network probe's (and the API's) timeout.
+    pub probe_timeout: Duration,
+    /// The folder of the desired-state file: relative paths in it are relative to this.
+    pub plan_dir: PathBuf,
+    /// For `~/` in paths.
+    pub home: Option<PathBuf>,
+}
+
+impl ObserveOptions {
+    pub fn new(plan_dir: &Path) -> ObserveOptions {
+        ObserveOptions {
+            parallelism: 32,
+            connect_timeout: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
+            plan_dir: plan_dir.to_path_buf(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+}
+
+/// The observed state, and the connections that observed it (reused by whatever runs next in
+/// the same process; close them with [`Observation::close`]).
+pub struct Observation {
+    pub state: ObservedState,
+    pub sessions: BTreeMap<String, SshSession>,
+}
+
+impl Observation {
+    /// Closes every master connection (no ssh process is left behind).
+    pub async fn close(self) {
+        let closing = self.sessions.into_values().map(SshSession::close);
+        // A master that already died has nothing left to close.
+        let _ = futures_util::future::join_all(closing).await;
+    }
+
+    /// The nodes that could not be observed, with why, in desired-state order.
+    pub fn unreachable<'a>(&'a self, desired: &'a DesiredState) -> Vec<(&'a str, &'a str)> {
+        unreachable_nodes(desired, &self.state)
+    }
+}
+
+/// The nodes of `desired` whose observation failed, with the reason, in file order.
+pub fn unreachable_nodes<'a>(
+    desired: &'a DesiredState,
+    state: &'a ObservedState,
+) -> Vec<(&'a str, &'a str)> {
+    desired
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let reason = state.nodes.get(&n.name)?.ssh.failure()?;
+            Some((n.name.as_str(), reason))
+        })
+        .collect()
+}
+
+/// Observes the cluster `desired` describes.
+pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observation {
+    let kubeconfig_file = desired
+        .cluster
+        .kubeconfig
+        .as_deref()
+        .map(|p| resolve_path(p, &opts.plan_dir, opts.home.as_deref()));
+
+    // Round 1: the nodes, and the API when its kubeconfig is a local file.
+    let nodes = read_nodes(desired, opts);
+    let api_from_file = async {
+        match &kubeconfig_file {
+            Some(path) => Some(read_api_file(path, opts.probe_timeout).await),
+            None => None,
+        }
+    };
+    let (readings, api_from_file) = tokio::join!(nodes, api_from_file);
+
+    // The existing control plane: control-plane nodes whose kube-apiserver manifest exists,
+    // the `kubeadm init` node (the one with admin.conf) first.
+    let mut sessions = BTreeMap::new();
+    let mut observations = BTreeMap::new();
+    let mut admin_conf = None;
+    let mut cas: Vec<(String, String)> = Vec::new();
+    let mut control_planes: Vec<&Node> = Vec::new();
+    for (node, session, reading) in readings {
+        let NodeReading {
+            observation,
+            admin_conf: admin,
+            ca_pem: ca,
+        } = reading;
+        let runs_apiserver = observation.apiserver_endpoint.is_some();
+        if node.role == Role::ControlPlane && runs_apiserver && session.is_some() {
+            if admin.is_some() && admin_conf.is_none() {
+                admin_conf = admin.map(|text| (node.name.clone(), text));
+                control_planes.insert(0, node);
+            } else {
+                control_planes.push(node);
+            }
+        }
+        if let Some(ca) = ca {
+            cas.push((node.name.clone(), ca));
+        }
+        observations.insert(node.name.clone(), observation);
+        if let Some(session) = session {
+            sessions.insert(node.name.clone(), session);
+        }
+    }
+
+    // The LB is verified against the existing control plane's CA (any node's when none runs).
+    let ca_pem = control_planes
+        .first()
+        .and_then(|n| cas.iter().find(|(name, _)| *name == n.name))
+        .or(cas.first())
+        .map(|(_, pem)| pem.clone());
+
+    // Round 2: etcd, the LB, and the API through the init node's admin.conf.
+    let etcd = async {
+        let from = control_planes.first().and_then(|n| sessions.get(&n.name));
+        match from {
+            Some(session) => etcd::read_etcd(session).await,
+            None => EtcdObservation {
+                observed_from: None,
+                members: Vec::new(),
+                health: Probe::Failed {
+                    reason: "no reachable control-plane node runs a kube-apiserver and etcd \
+                             (no /etc/kubernetes/manifests/kube-apiserver.yaml found)"
+                        .to_string(),
+                },
+            },
+        }
+    };
+    let endpoint =
+        endpoint::probe_endpoint(&desired.endpoint, ca_pem.as_deref(), opts.probe_timeout);
+    let api = async {
+        if let Some(api) = api_from_file {
+            return api;
+        }
+        match &admin_conf {
+            Some((node, text)) => {
+                let origin = format!("{node}:/etc/kubernetes/admin.conf");
+                api::read_api(text, &origin, opts.probe_timeout).await
+            }
+            None => api_failed(
+                "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
+                 cluster.kubeconfig to a kubeconfig of a cluster admin"
+                    .to_string(),
+            ),
+        }
+    };
+    let (etcd, endpoint, api) = tokio::join!(etcd, endpoint, api);
+    // The credentials are not needed any more.
+    drop(admin_conf);
+
+    let mut state = ObservedState {
+        format_version: OBSERVED_FORMAT_VERSION,
+        endpoint,
+        nodes: observations,
+        api,
+        etcd,
+    };
+
+    // Round 3: can the control-plane nodes to be joined reach the existing control plane?
+    let mut targets = Vec::new();
+    for n in &control_planes {
+        let Some(obs) = state.nodes.get(&n.name) else {
+            continue;
+        };
+        if !state.is_control_plane_member(&n.name, &obs.address) {
+            continue;
+        }
+        if let Some(ep) = &obs.apiserver_endpoint {
+            let host = bracket(&ep.advertise_address);
+            targets.push(format!("{host}:{}", ep.port));
+            targets.push(format!("{host}:2379"));
+            targets.push(format!("{host}:2380"));
+        }
+    }
+    let joining: Vec<&Node> = desired
+        .control_plane_nodes()
+        .filter(|n| sessions.contains_key(&n.name))
+        .filter(|n| !state.is_control_plane_member(&n.name, &n.address.to_string()))
+        .collect();
+    if !targets.is_empty() {
+        let probes = stream::iter(joining.iter().filter_map(|n| {
+            let session = sessions.get(&n.name)?;
+            let targets = &targets;
+            Some(async move {
+                let probes = node::reachability(session, targets, opts.probe_timeout).await;
+                (n.name.clone(), probes)
+            })
+        }))
+        .buffered(opts.parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        for (name, probes) in probes {
+            if let Some(obs) = state.nodes.get_mut(&name) {
+                obs.control_plane_reachability = probes;
+            }
+        }
+    }
+    Observation { state, sessions }
+}
+
+/// Round 1: connect to every node and read it, `parallelism` at a time, in file order.
+async fn read_nodes<'a>(
+    desired: &'a DesiredState,
+    opts: &ObserveOptions,
+) -> Vec<(&'a Node, Option<SshSession>, NodeReading)> {
+    stream::iter(desired.nodes.iter().map(|n| async move {
+        let target = SshTarget::new(
+            desired,
+            n,
+            &opts.plan_dir,
+            opts.home.as_deref(),
+            opts.connect_timeout,
+        );
+        match SshSession::connect(target).await {
+            Ok(session) => {
+                let reading = node::read_node(&session, n).await;
+                (n, Some(session), reading)
+            }
+            Err(e) => {
+                let reading = NodeReading {
+                    observation: node::unreachable(n, &e),
+                    admin_conf: None,
+                    ca_pem: None,
+                };
+                (n, None, reading)
+            }
+        }
+    }))
+    .buffered(opts.parallelism.max(1))
+    .collect()
+    .await
+}
+
+/// The API through a kubeconfig file on this machine.
+async fn read_api_file(path: &Path, timeout: Duration) -> ApiObservation {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => api::read_api(&text, &path.display().to_string(), timeout).await,
+        Err(e) => api_failed(format!(
+            "cannot read {} (cluster.kubeconfig): {e}; fix the path (relative paths are \
+             relative to the desired-state file) or remove the key to use the first \
+             control-plane node's admin.conf",
+            path.display()
+        )),
+    }
+}
+
+fn api_failed(reason: String) -> ApiObservation {
+    ApiObservation {
+        reachable: Probe::Failed { reason },
+        server: None,
+        configmaps: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        kube_proxy_pods: BTreeMap::new(),
+        leases: BTreeMap::new(),
+    }
+}
+
+fn bracket(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
