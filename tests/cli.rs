@@ -99,12 +99,30 @@ fn a_saved_plan_shows_the_same_in_every_format() {
 }
 
 #[test]
-fn plan_without_a_snapshot_says_what_to_do() {
-    let o = hactl(&["plan", "plans/lab.toml"]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = stderr(&o);
-    assert!(err.contains("--observed"), "{err}");
-    assert!(stdout(&o).is_empty());
+fn plan_without_a_snapshot_observes_and_names_every_node_it_cannot_reach() {
+    // Port 1 on loopback: nothing listens there, so every connection is refused at once
+    // (port 22 might be this machine's own sshd).
+    let dir = std::env::temp_dir().join(format!("hactl-cli-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string("plans/lab.toml")
+        .unwrap()
+        .replace("127.0.0.", "127.0.97.")
+        .replace("user = \"root\"", "user = \"root\"\nport = 1");
+    let file = dir.join("unreachable.toml");
+    std::fs::write(&file, text).unwrap();
+    let o = hactl(&["plan", "--no-color", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(err.contains("Could not observe: cp1, cp2, cp3, w1, w2"), "{err}");
+    for (node, address) in [("cp1", "11"), ("cp3", "13"), ("w2", "22")] {
+        assert!(
+            out.contains(&format!(
+                "{node} (127.0.97.{address}) could not be reached over SSH: ssh: connect to host 127.0.97.{address} port 1: Connection refused"
+            )),
+            "{out}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
