@@ -2,6 +2,8 @@
 //! planner still sees the file as written (servers, comments, order) and nothing secret leaves
 //! the node's memory.
 
+use yaml_rust2::scanner::TScalarStyle;
+
 use crate::observed::REDACTED;
 use crate::yaml::{self, Node};
 
@@ -24,15 +26,15 @@ pub const SECRET_KEYS: &[&str] = &[
 /// by line instead: from each secret key to its line's end, and the indented lines below it.
 /// Either way no secret survives.
 pub fn redact_kubeconfig(text: &str) -> String {
-    match yaml::parse(text) {
+    match yaml::parse_with_flow(text) {
         Ok(root) => {
             let mut secrets = Vec::new();
-            collect(&root, &mut secrets);
+            collect(&root, false, &mut secrets);
             let mut spans = Vec::with_capacity(secrets.len());
-            for node in secrets {
-                match yaml::scalar_span(text, node) {
-                    Ok(span) => spans.push(span),
-                    Err(_) => return redact_lines(text),
+            for (node, in_flow) in secrets {
+                match span(text, node, in_flow) {
+                    Some(span) => spans.push(span),
+                    None => return redact_lines(text),
                 }
             }
             spans.sort_by_key(|s| s.start);
@@ -53,21 +55,47 @@ pub fn redact_kubeconfig(text: &str) -> String {
     }
 }
 
-/// The value nodes under secret keys, anywhere in the document.
-fn collect<'a>(node: &'a Node, out: &mut Vec<&'a Node>) {
+/// Where a single-line scalar stands, checked: a plain scalar's text must be its value.
+fn span(text: &str, node: &Node, in_flow: bool) -> Option<std::ops::Range<usize>> {
+    let mut span = yaml::scalar_span(text, node).ok()?;
+    if let Node::Scalar {
+        value,
+        style: TScalarStyle::Plain,
+        ..
+    } = node
+    {
+        // Inside `{…}` or `[…]` a plain scalar also ends at `,`, `}` or `]`.
+        if in_flow {
+            let raw = &text[span.clone()];
+            let end = raw.find([',', '}', ']']).unwrap_or(raw.len());
+            span.end = span.start + raw[..end].trim_end().len();
+        }
+        if &text[span.clone()] != value {
+            return None;
+        }
+    }
+    Some(span)
+}
+
+/// The value nodes under secret keys, anywhere in the document, and whether each stands in a
+/// flow collection.
+fn collect<'a>(node: &'a Node, in_flow: bool, out: &mut Vec<(&'a Node, bool)>) {
     match node {
-        Node::Map { entries, .. } => {
+        Node::Map { entries, flow, .. } => {
+            let in_flow = in_flow || *flow;
             for (k, v) in entries {
                 let secret = k.as_str().is_some_and(|k| SECRET_KEYS.contains(&k));
                 match v {
                     // `token: ""` or `token:` holds nothing to hide.
                     Node::Scalar { value, .. } if secret && value.is_empty() => {}
-                    _ if secret => out.push(v),
-                    _ => collect(v, out),
+                    _ if secret => out.push((v, in_flow)),
+                    _ => collect(v, in_flow, out),
                 }
             }
         }
-        Node::Seq { items, .. } => items.iter().for_each(|n| collect(n, out)),
+        Node::Seq { items, flow, .. } => items
+            .iter()
+            .for_each(|n| collect(n, in_flow || *flow, out)),
         _ => {}
     }
 }
