@@ -19,5 +19,6 @@ pub mod readings;
 pub mod render;
 pub mod schema;
 pub mod spec;
+pub mod tls_verify;
 pub mod transport;
 pub mod yaml;

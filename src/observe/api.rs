@@ -1,13 +1,575 @@
 //! The Kubernetes API through `kube`: the three ConfigMaps, Nodes, kube-proxy Pods, Leases.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::observed::ApiObservation;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+use crate::observed::{
+    ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe,
+};
+use crate::tls_verify::{GoVerifier, install_crypto_provider};
+
+/// The ConfigMaps planning reads, as `(namespace, name)`.
+pub const CONFIGMAPS: [(&str, &str); 3] = [
+    ("kube-system", "kube-proxy"),
+    ("kube-system", "kubeadm-config"),
+    ("kube-public", "cluster-info"),
+];
+
+/// The leader-election Leases in kube-system.
+pub const LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
 
 /// Reads the API as the kubeconfig `kubeconfig` (its text, held in memory) says; `origin`
 /// names where it came from (`/path/admin.conf`, `cp1:/etc/kubernetes/admin.conf`) for
 /// messages. Failures are data (`reachable: failed`), never an early return.
 pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiObservation {
-    let _ = (kubeconfig, origin, timeout);
-    todo!("helper C")
+    install_crypto_provider();
+    let mut obs = ApiObservation {
+        reachable: Probe::Ok,
+        server: None,
+        configmaps: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        kube_proxy_pods: BTreeMap::new(),
+        leases: BTreeMap::new(),
+    };
+    let kc = match Kubeconfig::from_yaml(kubeconfig) {
+        Ok(kc) => kc,
+        Err(e) => {
+            obs.reachable = failed(format!(
+                "cannot read the kubeconfig {origin}: {e}; fix the file or point hactl at another"
+            ));
+            return obs;
+        }
+    };
+    let current = Current::of(&kc);
+    obs.server = current.server.clone();
+    let Some(server) = current.server.clone() else {
+        obs.reachable = failed(format!(
+            "the kubeconfig {origin} names no server for its current context {:?}; fix its clusters/contexts",
+            current.context.as_deref().unwrap_or("")
+        ));
+        return obs;
+    };
+    let ctx = ErrorContext {
+        server,
+        origin: origin.to_string(),
+        user: current.user.clone(),
+        timeout,
+    };
+    // The loader only decodes what the text holds (a `certificate-authority:` path would be
+    // read by kube, as client-go would).
+    let config = match Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await {
+        Ok(c) => c,
+        Err(e) => {
+            obs.reachable = failed(format!(
+                "cannot use the kubeconfig {origin} for {}: {e}; fix the file",
+                ctx.server
+            ));
+            return obs;
+        }
+    };
+    let go_probe = GoProbe {
+        host: config
+            .cluster_url
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: config.cluster_url.port_u16().unwrap_or(443),
+        sni: config.tls_server_name.clone(),
+        roots: config.root_cert.clone(),
+    };
+    let mut config = config;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    let client = match Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => {
+            obs.reachable = failed(format!(
+                "cannot build a client for {} from {origin}: {e}; fix the kubeconfig",
+                ctx.server
+            ));
+            return obs;
+        }
+    };
+    match tokio::time::timeout(timeout, read_all(client)).await {
+        Err(_) => obs.reachable = failed(ctx.timed_out()),
+        Ok(Err(e)) => {
+            let go_words = match &e {
+                Failure::Tls(_) => go_probe.x509_words(timeout).await,
+                _ => None,
+            };
+            obs.reachable = failed(ctx.describe(&e, go_words));
+        }
+        Ok(Ok(read)) => {
+            obs.configmaps = read.configmaps;
+            obs.nodes = read.nodes;
+            obs.kube_proxy_pods = read.kube_proxy_pods;
+            obs.leases = read.leases;
+        }
+    }
+    obs
+}
+
+fn failed(reason: String) -> Probe {
+    Probe::Failed { reason }
+}
+
+/// The kubeconfig's current context, resolved as client-go does (names only: no secrets).
+struct Current {
+    context: Option<String>,
+    server: Option<String>,
+    user: Option<String>,
+}
+
+impl Current {
+    fn of(kc: &Kubeconfig) -> Current {
+        let context_name = kc.current_context.clone();
+        let context = context_name.as_ref().and_then(|name| {
+            kc.contexts
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.context.clone())
+        });
+        let server = context.as_ref().and_then(|ctx| {
+            kc.clusters
+                .iter()
+                .find(|c| c.name == ctx.cluster)
+                .and_then(|c| c.cluster.as_ref())
+                .and_then(|c| c.server.clone())
+        });
+        Current {
+            context: context_name,
+            server,
+            user: context.and_then(|c| c.user),
+        }
+    }
+}
+
+struct Read {
+    configmaps: BTreeMap<String, ConfigMapObservation>,
+    nodes: BTreeMap<String, KubeNode>,
+    kube_proxy_pods: BTreeMap<String, PodObservation>,
+    leases: BTreeMap<String, LeaseObservation>,
+}
+
+/// Every read at once; the first failure (in a fixed order) stands for all.
+async fn read_all(client: Client) -> Result<Read, Failure> {
+    let cm = |(ns, name): (&'static str, &'static str)| {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        async move { (format!("{ns}/{name}"), api.get_opt(name).await) }
+    };
+    let lease_resource = ApiResource::erase::<Lease>(&());
+    let lease = |name: &'static str| {
+        // Untyped, so renewTime stays the string the API wrote.
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), "kube-system", &lease_resource);
+        async move { (name, api.get_opt(name).await) }
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let proxy_pods = ListParams::default().labels("k8s-app=kube-proxy");
+    let all_nodes = ListParams::default();
+    let (cms, node_list, pod_list, leases) = tokio::join!(
+        futures_util::future::join_all(CONFIGMAPS.map(cm)),
+        nodes.list(&all_nodes),
+        pods.list(&proxy_pods),
+        futures_util::future::join_all(LEASES.map(lease)),
+    );
+    let mut read = Read {
+        configmaps: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        kube_proxy_pods: BTreeMap::new(),
+        leases: BTreeMap::new(),
+    };
+    for (key, got) in cms {
+        if let Some(cm) = got.map_err(|e| Failure::of(e, &format!("get configmap {key}")))? {
+            read.configmaps.insert(key, configmap(cm));
+        }
+    }
+    for node in node_list.map_err(|e| Failure::of(e, "list nodes"))? {
+        if let Some(name) = node.metadata.name.clone() {
+            read.nodes.insert(name, kube_node(&node));
+        }
+    }
+    for pod in pod_list.map_err(|e| Failure::of(e, "list pods -l k8s-app=kube-proxy"))? {
+        let Some((node, seen)) = proxy_pod(&pod) else {
+            continue;
+        };
+        // During a rollout two pods share a node: the ready one tells the node's state.
+        let keep = read
+            .kube_proxy_pods
+            .get(&node)
+            .is_none_or(|old| !old.ready && seen.ready);
+        if keep {
+            read.kube_proxy_pods.insert(node, seen);
+        }
+    }
+    for (name, got) in leases {
+        if let Some(obj) = got.map_err(|e| Failure::of(e, &format!("get lease {name}")))? {
+            read.leases.insert(name.to_string(), lease_of(&obj));
+        }
+    }
+    Ok(read)
+}
+
+fn configmap(cm: ConfigMap) -> ConfigMapObservation {
+    ConfigMapObservation {
+        resource_version: cm.metadata.resource_version.unwrap_or_default(),
+        data: cm.data.unwrap_or_default(),
+    }
+}
+
+const ROLE_LABEL: &str = "node-role.kubernetes.io/";
+
+fn kube_node(node: &Node) -> KubeNode {
+    let mut roles: Vec<String> = node
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix(ROLE_LABEL))
+        .filter(|r| !r.is_empty())
+        .map(String::from)
+        .collect();
+    roles.sort();
+    let status = node.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let kubelet_version = status
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.kubelet_version.clone())
+        .unwrap_or_default();
+    KubeNode {
+        ready,
+        roles,
+        kubelet_version,
+    }
+}
+
+/// `(node, pod)` for a scheduled kube-proxy pod.
+fn proxy_pod(pod: &Pod) -> Option<(String, PodObservation)> {
+    let node = pod.spec.as_ref()?.node_name.clone()?;
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| u32::try_from(c.restart_count).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    Some((
+        node,
+        PodObservation {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ready,
+            restarts,
+        },
+    ))
+}
+
+fn lease_of(obj: &DynamicObject) -> LeaseObservation {
+    let spec = &obj.data["spec"];
+    LeaseObservation {
+        holder: spec["holderIdentity"].as_str().map(String::from),
+        renew_time: spec["renewTime"].as_str().map(String::from),
+    }
+}
+
+/// Why a read failed, classified from kube's error chain.
+#[derive(Debug)]
+enum Failure {
+    /// The API answered with a Status (`code`, `reason`, `message`).
+    Status {
+        what: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The TCP connection failed or broke: Go's words.
+    Dial(String),
+    /// The TLS handshake failed: rustls' words, replaced by Go's when they can be had.
+    Tls(String),
+    Timeout,
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: kube::Error, what: &str) -> Failure {
+        if let kube::Error::Api(status) = &e {
+            return Failure::Status {
+                what: what.to_string(),
+                code: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+            };
+        }
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if let Some(r) = s.downcast_ref::<rustls::Error>() {
+                return Failure::Tls(crate::tls_verify::go_tls_error(r));
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                // io::Error hides a custom inner error from source(): look inside.
+                if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    return Failure::Tls(crate::tls_verify::go_tls_error(r));
+                }
+                return match io.kind() {
+                    std::io::ErrorKind::TimedOut => Failure::Timeout,
+                    std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
+                    _ => Failure::Dial(super::endpoint::os_text(io)),
+                };
+            }
+            if s.to_string().contains("deadline has elapsed") {
+                return Failure::Timeout;
+            }
+            src = s.source();
+        }
+        Failure::Other(e.to_string())
+    }
+}
+
+/// What a failure message needs to name: the server, where the kubeconfig came from, the user.
+struct ErrorContext {
+    server: String,
+    origin: String,
+    user: Option<String>,
+    timeout: Duration,
+}
+
+impl ErrorContext {
+    fn head(&self) -> String {
+        format!("the API server {} (from {})", self.server, self.origin)
+    }
+
+    fn user(&self) -> String {
+        self.user
+            .as_deref()
+            .map_or("the kubeconfig's user".into(), |u| format!("user {u:?}"))
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "{} did not answer within {}s: is kube-apiserver running there, and does nothing drop packets to it?",
+            self.head(),
+            self.timeout.as_secs_f64()
+        )
+    }
+
+    fn describe(&self, f: &Failure, go_words: Option<String>) -> String {
+        let head = self.head();
+        let hostport = self
+            .server
+            .split_once("://")
+            .map_or(self.server.as_str(), |(_, r)| r)
+            .trim_end_matches('/');
+        match f {
+            Failure::Status {
+                code: 401, message, ..
+            } => format!(
+                "{head} rejected the credentials of {} (401 Unauthorized: {message}): the client certificate or token is not valid for this cluster (expired, or from another cluster); use a current admin.conf",
+                self.user()
+            ),
+            Failure::Status {
+                code: 403, message, ..
+            } => format!(
+                "{head} forbids {} to read what hactl needs (403 Forbidden): {message}; use a kubeconfig with cluster-admin rights such as /etc/kubernetes/admin.conf",
+                self.user()
+            ),
+            Failure::Status {
+                what,
+                code,
+                reason,
+                message,
+            } => format!("{head} answered {code} {reason} to {what}: {message}"),
+            Failure::Dial(detail) => {
+                let fix = if detail.contains("connection refused") {
+                    "; is kube-apiserver running on that address and port, and is the kubeconfig's server: line right?"
+                } else {
+                    ""
+                };
+                let detail = if detail.starts_with("dial ") || detail == "EOF" {
+                    detail.clone()
+                } else {
+                    format!("dial tcp {hostport}: connect: {detail}")
+                };
+                format!("cannot reach {head}: {detail}{fix}")
+            }
+            Failure::Tls(detail) => {
+                let detail = go_words
+                    .map(|x| format!("tls: failed to verify certificate: {x}"))
+                    .unwrap_or_else(|| detail.clone());
+                let fix = if detail.contains("is valid for") || detail.contains("IP SANs") {
+                    format!(
+                        "; the API server's certificate does not name {}: add it to the certificate's SANs or use a server: the certificate names",
+                        crate::observed::url_host(&self.server)
+                    )
+                } else if detail.contains("unknown authority") {
+                    "; the kubeconfig's certificate-authority-data is not the CA that signed the API server's certificate: use the cluster's pki/ca.crt".into()
+                } else if detail.contains("expired") {
+                    "; renew the API server's certificate (kubeadm certs renew apiserver)".into()
+                } else {
+                    String::new()
+                };
+                format!("TLS to {head} failed: {detail}{fix}")
+            }
+            Failure::Timeout => self.timed_out(),
+            Failure::Other(e) => format!("cannot read {head}: {e}"),
+        }
+    }
+}
+
+/// Where kube connected, to ask [`GoVerifier`] for the x509 failure in Go's words (kube's
+/// verifier words errors its own way).
+struct GoProbe {
+    host: String,
+    port: u16,
+    sni: Option<String>,
+    roots: Option<Vec<Vec<u8>>>,
+}
+
+impl GoProbe {
+    /// A second handshake against the same server and CA bundle; `None` when it does not
+    /// fail on the certificate.
+    async fn x509_words(self, timeout: Duration) -> Option<String> {
+        let verifier = Arc::new(GoVerifier::from_ca_der(self.roots?).ok()?);
+        let ip = match self.host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .ok()?
+                .next()?
+                .ip(),
+        };
+        let stream = super::endpoint::dial(SocketAddr::new(ip, self.port), timeout)
+            .await
+            .ok()?;
+        let name = self.sni.as_deref().unwrap_or(&self.host);
+        let err = super::endpoint::handshake(stream, name, verifier, timeout)
+            .await
+            .err()?;
+        err.starts_with("x509:").then_some(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> serde_json::Value {
+        let text = include_str!("../../tests/fixtures/observed/fresh-1.23-docker.json");
+        serde_json::from_str(text).expect("fixture parses")
+    }
+
+    #[test]
+    fn nodes_read_roles_from_labels_sorted_and_ready_from_the_condition() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cp1", "labels": {
+                "node-role.kubernetes.io/master": "",
+                "node-role.kubernetes.io/control-plane": "",
+                "kubernetes.io/hostname": "cp1"
+            }},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True"}
+                ],
+                "nodeInfo": {"kubeletVersion": "v1.23.17", "architecture": "amd64",
+                    "bootID": "", "containerRuntimeVersion": "docker://20.10.24",
+                    "kernelVersion": "", "kubeProxyVersion": "", "machineID": "",
+                    "operatingSystem": "linux", "osImage": "", "systemUUID": ""}
+            }
+        }))
+        .expect("node");
+        let want: KubeNode =
+            serde_json::from_value(fixture()["api"]["nodes"]["cp1"].clone()).expect("fixture");
+        assert_eq!(kube_node(&node), want);
+
+        let not_ready: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "w1"},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}
+        }))
+        .expect("node");
+        assert_eq!(
+            kube_node(&not_ready),
+            KubeNode {
+                ready: false,
+                roles: vec![],
+                kubelet_version: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn proxy_pods_sum_restarts_and_key_by_node() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-proxy-8vq4x"},
+            "spec": {"nodeName": "cp1", "containers": []},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [
+                    {"name": "a", "image": "", "imageID": "", "ready": true, "restartCount": 2},
+                    {"name": "b", "image": "", "imageID": "", "ready": true, "restartCount": 3}
+                ]
+            }
+        }))
+        .expect("pod");
+        let (node, seen) = proxy_pod(&pod).expect("scheduled");
+        assert_eq!(node, "cp1");
+        assert_eq!(
+            seen,
+            PodObservation {
+                name: "kube-proxy-8vq4x".into(),
+                ready: true,
+                restarts: 5
+            }
+        );
+        let pending: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-proxy-x"}, "spec": {"containers": []}
+        }))
+        .expect("pod");
+        assert!(proxy_pod(&pending).is_none());
+    }
+
+    #[test]
+    fn the_current_context_names_server_and_user() {
+        let kc = Kubeconfig::from_yaml(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://staging:6443\n  name: staging\n- cluster:\n    server: https://127.0.0.11:6443\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: kubernetes-admin\n  name: kubernetes-admin@kubernetes\ncurrent-context: kubernetes-admin@kubernetes\nusers:\n- name: kubernetes-admin\n  user: {}\n",
+        )
+        .expect("parses");
+        let c = Current::of(&kc);
+        assert_eq!(c.server.as_deref(), Some("https://127.0.0.11:6443"));
+        assert_eq!(c.user.as_deref(), Some("kubernetes-admin"));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_failed_read_naming_the_file() {
+        let obs = read_api(
+            "clusters: [",
+            "cp1:/etc/kubernetes/admin.conf",
+            Duration::from_secs(1),
+        )
+        .await;
+        let reason = obs.reachable.failure().expect("failed");
+        assert!(
+            reason.contains("cp1:/etc/kubernetes/admin.conf"),
+            "{reason}"
+        );
+        assert!(obs.configmaps.is_empty() && obs.nodes.is_empty());
+    }
 }

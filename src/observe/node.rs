@@ -1,10 +1,14 @@
 //! One node over its transport: versions, runtime, kubeconfigs (redacted), the API server
 //! certificate, the CA pin, and reachability of the existing control plane.
+//!
+//! One `transport.run` per node and purpose (a run over 51 nodes pays one round trip each):
+//! the script and its parsing are in [`crate::readings::node`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::observed::{NodeObservation, Probe};
+use crate::readings::node::{self as reading, NodeRead};
 use crate::spec::Node;
 use crate::transport::{NodeTransport, TransportError};
 
@@ -18,26 +22,125 @@ pub struct NodeReading {
     pub admin_conf: Option<String>,
     /// `/etc/kubernetes/pki/ca.crt` (public), for the LB's TLS check.
     pub ca_pem: Option<String>,
+    /// Files found but not understood (a certificate that does not parse), each naming the node
+    /// and the file: the observation leaves them out, the caller shows these.
+    pub warnings: Vec<String>,
+}
+
+impl From<NodeRead> for NodeReading {
+    fn from(r: NodeRead) -> Self {
+        NodeReading {
+            observation: r.observation,
+            admin_conf: r.admin_conf,
+            ca_pem: r.ca_pem,
+            warnings: r.warnings,
+        }
+    }
 }
 
 /// Reads everything observation wants from `node` in one round trip.
 pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeReading {
-    let _ = (transport, node);
-    todo!("helper B")
+    let out = match transport.run(&reading::node_script()).await {
+        Ok(out) => out,
+        Err(e) => {
+            return NodeReading {
+                observation: unreachable(node, &e),
+                admin_conf: None,
+                ca_pem: None,
+                warnings: Vec::new(),
+            };
+        }
+    };
+    match reading::sections(&out.stdout_text()) {
+        Ok(sections) => reading::node_read(&node.name, &node.address.to_string(), &sections).into(),
+        Err(e) => NodeReading {
+            observation: failed(
+                node,
+                format!(
+                    "{}: the observation script failed (exit {}): {e}; stderr: {}",
+                    node.name,
+                    out.status.map_or("by signal".into(), |c| c.to_string()),
+                    out.stderr_text().trim()
+                ),
+            ),
+            admin_conf: None,
+            ca_pem: None,
+            warnings: Vec::new(),
+        },
+    }
 }
 
 /// The observation of a node hactl could not reach: the reason, and nothing else.
+///
+/// The reason is ssh's words without the node prefix (the planner names the node); where the
+/// planner's generic advice would be wrong (host keys, sudo), the transport's fix follows.
 pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
-    let _ = (node, error);
-    todo!("helper B")
+    let reason = match error {
+        TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
+            detail.clone()
+        }
+        TransportError::AuthFailed { detail, .. } => format!("permission denied: {detail}"),
+        TransportError::HostKeyChanged { detail, .. } => {
+            format!("host key mismatch: {detail}; {}", error.fix())
+        }
+        TransportError::HostKeyUnknown { detail, .. } => {
+            format!("host key unknown: {detail}; {}", error.fix())
+        }
+        TransportError::Sudo { detail, .. } => {
+            format!("sudo -n failed: {detail}; {}", error.fix())
+        }
+    };
+    failed(node, reason)
 }
 
-/// TCP from the node to each `ADDRESS:PORT`, keyed by it.
+fn failed(node: &Node, reason: String) -> NodeObservation {
+    NodeObservation {
+        address: node.address.to_string(),
+        ssh: Probe::Failed { reason },
+        kubeadm_version: None,
+        kubelet_version: None,
+        container_runtime: None,
+        kubeconfigs: BTreeMap::new(),
+        apiserver_cert: None,
+        apiserver_endpoint: None,
+        ca_pin: None,
+        control_plane_reachability: BTreeMap::new(),
+    }
+}
+
+/// TCP from the node to each `ADDRESS:PORT`, keyed by it; all tested at once, each within
+/// `timeout`.
 pub async fn reachability<T: NodeTransport>(
     transport: &T,
     targets: &[String],
     timeout: Duration,
 ) -> BTreeMap<String, Probe> {
-    let _ = (transport, targets, timeout);
-    todo!("helper B")
+    let secs = timeout.as_secs_f64().max(0.1);
+    let all_failed = |why: &str| {
+        targets
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    Probe::Failed {
+                        reason: format!("TCP from {} to {t}: {why}", transport.node()),
+                    },
+                )
+            })
+            .collect()
+    };
+    if targets.is_empty() {
+        return BTreeMap::new();
+    }
+    let out = match transport.run(&reading::reachability_script(targets, secs)).await {
+        Ok(out) => out,
+        Err(e) => return all_failed(&format!("not tested: {e}")),
+    };
+    match reading::sections(&out.stdout_text()) {
+        Ok(sections) => reading::reachability(transport.node(), targets, secs, &sections),
+        Err(e) => all_failed(&format!(
+            "not tested: {e}; stderr: {}",
+            out.stderr_text().trim()
+        )),
+    }
 }

@@ -1,6 +1,26 @@
 //! The SSH transport: one `openssh` multiplexed master connection per node.
+//!
+//! `connect` starts one `ssh -M` master per node (OpenSSH's own client, so the operator's
+//! `config_file` — ProxyJump, Port, IdentityFile — and known_hosts work as with `ssh`); every
+//! `run` is a new channel over that master's control socket (native mux: no extra `ssh`
+//! process per command). The master's control directory is a private (0700) temp dir.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
 
 use super::{CommandOutput, NodeTransport, SshTarget, TransportError};
+use crate::spec::KnownHosts;
+
+/// A master left behind by a killed hactl exits after this long without commands; hactl
+/// closes its masters itself otherwise.
+const MASTER_IDLE_EXIT: Duration = Duration::from_secs(1800);
+
+/// Keep-alives so a node that vanishes mid-run fails the command instead of hanging it
+/// (ssh gives up after 3 unanswered ones).
+const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A live connection to one node; every command of a run goes through it.
 pub struct SshSession {
@@ -11,19 +31,88 @@ pub struct SshSession {
 impl SshSession {
     /// Connects (one master connection), checking the host key as the target says.
     pub async fn connect(target: SshTarget) -> Result<SshSession, TransportError> {
-        let _ = target;
-        todo!("helper A")
+        let mut b = openssh::SessionBuilder::default();
+        b.user(target.user.clone());
+        if let Some(port) = target.port {
+            b.port(port);
+        }
+        if let Some(key) = &target.identity_file {
+            b.keyfile(key);
+        }
+        if let Some(config) = &target.config_file {
+            b.config_file(config);
+        }
+        b.known_hosts_check(match target.known_hosts {
+            KnownHosts::Strict => openssh::KnownHosts::Strict,
+            KnownHosts::AcceptNew => openssh::KnownHosts::Add,
+        });
+        // ConnectTimeout is whole seconds; 0 would mean "the system's TCP timeout".
+        b.connect_timeout(target.connect_timeout.max(Duration::from_secs(1)));
+        b.server_alive_interval(SERVER_ALIVE_INTERVAL);
+        if let Some(idle) = std::num::NonZeroUsize::new(MASTER_IDLE_EXIT.as_secs() as usize) {
+            b.control_persist(openssh::ControlPersist::IdleFor(idle));
+        }
+        // The crate makes a 0700 `.ssh-connection*` dir inside this one: private, and a
+        // short path (unix socket paths are limited to ~100 bytes).
+        b.control_directory(std::env::temp_dir());
+        // The crate already passes BatchMode=yes: no password or passphrase prompts.
+        match b.connect_mux(target.address.to_string()).await {
+            Ok(session) => Ok(SshSession { target, session }),
+            Err(e) => Err(connect_error(&target, e)),
+        }
     }
 
     pub fn target(&self) -> &SshTarget {
         &self.target
     }
 
-    /// Closes the master connection.
-    pub async fn close(self) -> Result<(), TransportError> {
-        let _ = self.session;
-        todo!("helper A")
+    /// The master's control socket (its path names this session's ssh master process).
+    pub fn control_socket(&self) -> &Path {
+        self.session.control_socket()
     }
+
+    /// Closes the master connection (the `ssh -M` process exits) and removes its temp dir.
+    pub async fn close(self) -> Result<(), TransportError> {
+        let node = self.target.node.clone();
+        self.session
+            .close()
+            .await
+            .map_err(|e| TransportError::Other {
+                node,
+                detail: format!("closing the ssh master connection: {}", error_text(&e)),
+            })
+    }
+
+    /// What the master logged last (why it went away), from the log beside its socket.
+    fn master_log_tail(&self) -> Option<String> {
+        let log = self.control_socket().parent()?.join("log");
+        let text = std::fs::read_to_string(log).ok()?;
+        text.lines()
+            .map(|l| l.trim())
+            .rfind(|l| !l.is_empty())
+            .map(str::to_string)
+    }
+
+    fn lost(&self, e: &openssh::Error) -> TransportError {
+        let why = self.master_log_tail().unwrap_or_else(|| error_text(e));
+        TransportError::Other {
+            node: self.target.node.clone(),
+            detail: format!("the ssh connection to {} broke: {why}", self.target.address),
+        }
+    }
+}
+
+/// Connects to every target, at most `parallelism` at a time; the results are in the order of
+/// `targets`, each with its node's name.
+pub async fn connect_all(
+    targets: Vec<SshTarget>,
+    parallelism: usize,
+) -> Vec<(String, Result<SshSession, TransportError>)> {
+    futures_util::stream::iter(targets)
+        .map(|t| async move { (t.node.clone(), SshSession::connect(t).await) })
+        .buffered(parallelism.max(1))
+        .collect()
+        .await
 }
 
 impl NodeTransport for SshSession {
@@ -32,7 +121,336 @@ impl NodeTransport for SshSession {
     }
 
     async fn run(&self, script: &str) -> Result<CommandOutput, TransportError> {
-        let _ = script;
-        todo!("helper A")
+        // `arg` shell-quotes each word for the remote login shell, which unquotes them once:
+        // `sh` gets the script byte for byte.
+        let mut cmd = if self.target.sudo {
+            let mut c = self.session.command("sudo");
+            c.arg("-n").arg("sh");
+            c
+        } else {
+            self.session.command("sh")
+        };
+        cmd.arg("-c")
+            .arg(script)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = match cmd.spawn().await {
+            Ok(c) => c,
+            Err(openssh::Error::InvalidCommand) => {
+                return Err(TransportError::Other {
+                    node: self.target.node.clone(),
+                    detail: "the script contains a NUL byte".into(),
+                });
+            }
+            Err(e) => return Err(self.lost(&e)),
+        };
+        let (out, err) = (child.stdout().take(), child.stderr().take());
+        // Both at once: a full stderr pipe must not block the remote command's stdout.
+        let (stdout, stderr) = tokio::join!(read_all(out), read_all(err));
+        let status = match child.wait().await {
+            Ok(s) => s.code(),
+            // The crate reports exit 127 as an error ("command not found"); here `sh` always
+            // exists, so 127 is the script's own status.
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(127)
+            }
+            // Killed by a signal, or the connection broke: the multiplex protocol can't tell
+            // them apart, but a live master means the former.
+            Err(e @ openssh::Error::RemoteProcessTerminated) => {
+                if self.session.check().await.is_err() {
+                    return Err(self.lost(&e));
+                }
+                None
+            }
+            Err(e) => return Err(self.lost(&e)),
+        };
+        let output = CommandOutput {
+            status,
+            stdout: stdout.map_err(|e| self.lost(&e))?,
+            stderr: stderr.map_err(|e| self.lost(&e))?,
+        };
+        if self.target.sudo
+            && let Some(detail) = sudo_refusal(&output)
+        {
+            return Err(TransportError::Sudo {
+                node: self.target.node.clone(),
+                detail,
+            });
+        }
+        Ok(output)
+    }
+}
+
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<R>,
+) -> Result<Vec<u8>, openssh::Error> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        p.read_to_end(&mut buf)
+            .await
+            .map_err(openssh::Error::ChildIo)?;
+    }
+    Ok(buf)
+}
+
+/// `sudo -n` itself refusing (not the script failing): sudo's own message, or the login
+/// shell's "sudo: not found".
+fn sudo_refusal(out: &CommandOutput) -> Option<String> {
+    let text = out.stderr_text();
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let refused = match out.status {
+        Some(1) => {
+            first.starts_with("sudo: ")
+                && [
+                    "a password is required",
+                    "not in the sudoers",
+                    "is not allowed to",
+                    "may not run sudo",
+                    "a terminal is required",
+                ]
+                .iter()
+                .any(|m| first.contains(m))
+        }
+        Some(127) => first.contains("sudo: not found") || first.contains("sudo: command not found"),
+        _ => false,
+    };
+    refused.then(|| first.to_string())
+}
+
+/// The error's own words, with its cause.
+fn error_text(e: &openssh::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}
+
+/// A failed `connect_mux` as a [`TransportError`]: the crate gives the master's log (ssh's own
+/// stderr) as the message of `Error::Connect`.
+fn connect_error(target: &SshTarget, e: openssh::Error) -> TransportError {
+    let node = target.node.clone();
+    match &e {
+        // ssh's log: a message the crate built (not an OS error, which means ssh didn't run).
+        openssh::Error::Connect(io) if io.raw_os_error().is_none() => {
+            classify_ssh_log(&node, &target.address.to_string(), &io.to_string())
+        }
+        openssh::Error::Connect(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            TransportError::Other {
+                node,
+                detail: format!("cannot run `ssh` (is openssh-client installed?): {io}"),
+            }
+        }
+        _ => TransportError::Other {
+            node,
+            detail: error_text(&e),
+        },
+    }
+}
+
+/// Sorts ssh's stderr from a failed connection into a [`TransportError`]; the detail is ssh's
+/// most telling line, as ssh printed it.
+pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim().trim_matches('@').trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let find = |pat: &str| lines.iter().find(|l| l.contains(pat)).map(|l| l.to_string());
+    let (node, address) = (node.to_string(), address.to_string());
+    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || log.contains("has changed and") {
+        let detail = find("has changed and")
+            .or_else(|| find("REMOTE HOST IDENTIFICATION HAS CHANGED"))
+            .unwrap_or_default();
+        return TransportError::HostKeyChanged {
+            node,
+            address,
+            detail,
+        };
+    }
+    if let Some(detail) = lines
+        .iter()
+        .find(|l| l.starts_with("No ") && l.contains("host key is known for"))
+    {
+        return TransportError::HostKeyUnknown {
+            node,
+            address,
+            detail: detail.to_string(),
+        };
+    }
+    if let Some(detail) = find("Permission denied (") {
+        return TransportError::AuthFailed {
+            node,
+            address,
+            detail,
+        };
+    }
+    const UNREACHABLE: [&str; 9] = [
+        "connect to host",
+        "Could not resolve hostname",
+        "Connection timed out",
+        "timed out",
+        "No route to host",
+        "Network is unreachable",
+        "Connection refused",
+        "kex_exchange_identification",
+        "Connection closed by",
+    ];
+    if let Some(line) = UNREACHABLE.iter().find_map(|p| find(p)) {
+        // The crate strips ssh's "ssh: " prefix from the log's first line; put it back so the
+        // detail reads as ssh printed it.
+        let detail = if (line.starts_with("connect to host")
+            || line.starts_with("Could not resolve hostname"))
+            && !line.starts_with("ssh: ")
+        {
+            format!("ssh: {line}")
+        } else {
+            line
+        };
+        return TransportError::Unreachable {
+            node,
+            address,
+            detail,
+        };
+    }
+    if let Some(detail) = find("Host key verification failed") {
+        return TransportError::HostKeyChanged {
+            node,
+            address,
+            detail,
+        };
+    }
+    TransportError::Other {
+        node,
+        detail: match lines.last() {
+            Some(l) => format!("ssh to {address} failed: {l}"),
+            None => format!("ssh to {address} failed without a message"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(log: &str) -> TransportError {
+        classify_ssh_log("w1", "127.0.0.22", log)
+    }
+
+    #[test]
+    fn refused_is_unreachable_in_ssh_words() {
+        // As the crate hands it over: the leading "ssh: " stripped.
+        let e = classify("connect to host 127.0.0.22 port 22: Connection refused\n");
+        assert_eq!(
+            e,
+            TransportError::Unreachable {
+                node: "w1".into(),
+                address: "127.0.0.22".into(),
+                detail: "ssh: connect to host 127.0.0.22 port 22: Connection refused".into()
+            }
+        );
+    }
+
+    #[test]
+    fn timeouts_names_and_closed_proxies_are_unreachable() {
+        for log in [
+            "Connection timed out during banner exchange\r\nConnection to 127.0.0.22 port 22 timed out\r\n",
+            "Could not resolve hostname nosuch: Name or service not known",
+            "connect to host 10.9.9.9 port 22: No route to host",
+            "Connection closed by UNKNOWN port 65535",
+            "kex_exchange_identification: Connection closed by remote host",
+        ] {
+            assert!(
+                matches!(classify(log), TransportError::Unreachable { .. }),
+                "{log}: {:?}",
+                classify(log)
+            );
+        }
+        let TransportError::Unreachable { detail, .. } =
+            classify("Could not resolve hostname nosuch: Name or service not known")
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            detail,
+            "ssh: Could not resolve hostname nosuch: Name or service not known"
+        );
+    }
+
+    #[test]
+    fn host_key_changed_and_unknown_are_told_apart() {
+        let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
+            @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n\
+            @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
+            IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\n\
+            Host key for 127.0.0.22 has changed and you have requested strict checking.\r\n\
+            Host key verification failed.\r\n";
+        match classify(changed) {
+            TransportError::HostKeyChanged { detail, .. } => assert_eq!(
+                detail,
+                "Host key for 127.0.0.22 has changed and you have requested strict checking."
+            ),
+            other => panic!("{other:?}"),
+        }
+        let unknown = "No ED25519 host key is known for 127.0.0.22 and you have requested strict checking.\r\nHost key verification failed.\r\n";
+        match classify(unknown) {
+            TransportError::HostKeyUnknown { detail, .. } => {
+                assert!(detail.starts_with("No ED25519 host key is known for 127.0.0.22"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn permission_denied_is_auth_failed() {
+        let log = "Warning: Identity file /nope not accessible: No such file or directory.\nroot@127.0.0.22: Permission denied (publickey).\n";
+        assert_eq!(
+            classify(log),
+            TransportError::AuthFailed {
+                node: "w1".into(),
+                address: "127.0.0.22".into(),
+                detail: "root@127.0.0.22: Permission denied (publickey).".into()
+            }
+        );
+    }
+
+    #[test]
+    fn anything_else_keeps_ssh_last_words() {
+        match classify("something new\nand odd\n") {
+            TransportError::Other { detail, .. } => {
+                assert_eq!(detail, "ssh to 127.0.0.22 failed: and odd")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn out(status: i32, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            status: Some(status),
+            stdout: vec![],
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn sudo_refusals_are_told_from_failing_scripts() {
+        assert_eq!(
+            sudo_refusal(&out(1, "sudo: a password is required\n")).as_deref(),
+            Some("sudo: a password is required")
+        );
+        assert!(sudo_refusal(&out(1, "bob is not in the sudoers file.  This incident will be reported.\n")).is_none());
+        assert!(
+            sudo_refusal(&out(
+                1,
+                "sudo: bob is not in the sudoers file.  This incident will be reported.\n"
+            ))
+            .is_some()
+        );
+        assert!(sudo_refusal(&out(127, "sh: 1: sudo: not found\n")).is_some());
+        assert!(sudo_refusal(&out(127, "bash: line 1: sudo: command not found\n")).is_some());
+        // The script's own failures stay outputs.
+        assert!(sudo_refusal(&out(1, "cat: /x: No such file or directory\n")).is_none());
+        assert!(sudo_refusal(&out(127, "sh: 1: kubeadm: not found\n")).is_none());
+        assert!(sudo_refusal(&out(0, "sudo: a password is required\n")).is_none());
     }
 }

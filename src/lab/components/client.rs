@@ -12,16 +12,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpSocket;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::timefmt;
 use crate::lab::{LabDir, LabNode};
+use crate::tls_verify::{GoVerifier, go_tls_error};
 
 /// How a client proves who it is.
 #[derive(Clone)]
@@ -247,30 +246,7 @@ impl ApiClient {
         crate::lab::install_crypto_provider();
         let server = server_url.trim_end_matches('/').to_string();
         let (host, port) = split_server(&server)?;
-        let mut roots = RootCertStore::empty();
-        let mut found = false;
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| {
-                ClientError::Config(format!("unable to load root certificates: {e}"))
-            })?;
-            found = true;
-            roots.add(cert).map_err(|e| {
-                ClientError::Config(format!("unable to load root certificates: {e}"))
-            })?;
-        }
-        if !found {
-            return Err(ClientError::Config(
-                "unable to load root certificates: unable to parse bytes as PEM block".into(),
-            ));
-        }
-        let roots = Arc::new(roots);
-        let inner = WebPkiServerVerifier::builder(roots.clone())
-            .build()
-            .map_err(|e| ClientError::Config(format!("unable to load root certificates: {e}")))?;
-        let verifier = Arc::new(GoVerifier {
-            inner,
-            roots: roots_der(ca_pem),
-        });
+        let verifier = Arc::new(GoVerifier::from_ca_pem(ca_pem).map_err(ClientError::Config)?);
         let builder = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(verifier);
@@ -614,18 +590,7 @@ fn tls_detail(e: &std::io::Error, local: Option<SocketAddr>, remote: SocketAddr)
     if let Some(inner) = e.get_ref()
         && let Some(rerr) = inner.downcast_ref::<rustls::Error>()
     {
-        return match rerr {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(err))) => {
-                format!("tls: failed to verify certificate: {err}")
-            }
-            rustls::Error::InvalidCertificate(other) => {
-                format!("tls: failed to verify certificate: x509: {other:?}")
-            }
-            rustls::Error::AlertReceived(alert) => {
-                format!("remote error: tls: {}", go_alert(*alert))
-            }
-            other => format!("tls: {other}"),
-        };
+        return go_tls_error(rerr);
     }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => "EOF".into(),
@@ -634,21 +599,6 @@ fn tls_detail(e: &std::io::Error, local: Option<SocketAddr>, remote: SocketAddr)
             None => "connection reset by peer".into(),
         },
         _ => os_text(e),
-    }
-}
-
-fn go_alert(a: rustls::AlertDescription) -> String {
-    use rustls::AlertDescription as A;
-    match a {
-        A::BadCertificate => "bad certificate".into(),
-        A::UnknownCA => "unknown certificate authority".into(),
-        A::HandshakeFailure => "handshake failure".into(),
-        A::CertificateRequired => "certificate required".into(),
-        A::CertificateExpired => "expired certificate".into(),
-        A::DecryptError => "error decrypting message".into(),
-        A::InternalError => "internal error".into(),
-        A::ProtocolVersion => "protocol version not supported".into(),
-        other => format!("alert({})", u8::from(other)),
     }
 }
 
@@ -867,249 +817,6 @@ impl ServerCertVerifier for SkipVerify {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// Server certificate verification in Go's order and words: validity period, then host
-/// name, then the chain (crypto/x509 `Certificate.Verify`).
-#[derive(Debug)]
-struct GoVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    /// The trusted CA certificates, for Go's "possibly because of" hint.
-    roots: Vec<Vec<u8>>,
-}
-
-#[derive(Debug)]
-struct GoX509(String);
-
-impl std::fmt::Display for GoX509 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for GoX509 {}
-
-fn go_err(msg: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(GoX509(msg)))))
-}
-
-fn roots_der(ca_pem: &[u8]) -> Vec<Vec<u8>> {
-    CertificateDer::pem_slice_iter(ca_pem)
-        .filter_map(Result::ok)
-        .map(|c| c.as_ref().to_vec())
-        .collect()
-}
-
-impl ServerCertVerifier for GoVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|e| go_err(format!("x509: malformed certificate: {e}")))?;
-        let now_s = now.as_secs() as i64;
-        let nb = cert.validity().not_before.timestamp();
-        let na = cert.validity().not_after.timestamp();
-        if now_s < nb {
-            return Err(go_err(format!(
-                "x509: certificate has expired or is not yet valid: current time {} is before {}",
-                timefmt::rfc3339(now_s),
-                timefmt::rfc3339(nb)
-            )));
-        }
-        if now_s > na {
-            return Err(go_err(format!(
-                "x509: certificate has expired or is not yet valid: current time {} is after {}",
-                timefmt::rfc3339(now_s),
-                timefmt::rfc3339(na)
-            )));
-        }
-        let host = match server_name {
-            ServerName::DnsName(d) => d.as_ref().to_string(),
-            ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
-            _ => String::new(),
-        };
-        verify_hostname(&cert, &host).map_err(go_err)?;
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer | CertificateError::BadSignature,
-            )) => Err(go_err(self.unknown_authority(&cert))),
-            Err(rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose)) => Err(
-                go_err("x509: certificate specifies an incompatible key usage".into()),
-            ),
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Err(go_err(hostname_error(&cert, &host))),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-impl GoVerifier {
-    /// Go adds a hint when a trusted CA has the issuer's name but did not sign the
-    /// certificate (a regenerated CA with the same name: the lab's classic mistake).
-    fn unknown_authority(&self, leaf: &x509_parser::certificate::X509Certificate<'_>) -> String {
-        let base = "x509: certificate signed by unknown authority".to_string();
-        for der in &self.roots {
-            let Ok((_, ca)) = x509_parser::parse_x509_certificate(der) else {
-                continue;
-            };
-            if ca.subject().as_raw() != leaf.issuer().as_raw() {
-                continue;
-            }
-            let oid = ca.public_key().algorithm.algorithm.to_id_string();
-            let hint = match oid.as_str() {
-                "1.2.840.113549.1.1.1" => "crypto/rsa: verification error",
-                "1.2.840.10045.2.1" => "x509: ECDSA verification failure",
-                "1.3.101.112" => "x509: Ed25519 verification failure",
-                _ => "x509: signature verification failure",
-            };
-            let name = ca
-                .subject()
-                .iter_common_name()
-                .next()
-                .and_then(|cn| cn.as_str().ok())
-                .map(String::from)
-                .or_else(|| {
-                    ca.subject()
-                        .iter_organization()
-                        .next()
-                        .and_then(|o| o.as_str().ok())
-                        .map(String::from)
-                })
-                .unwrap_or_else(|| format!("serial:{}", ca.serial));
-            return format!(
-                "{base} (possibly because of {hint:?} while trying to verify candidate authority certificate {name:?})"
-            );
-        }
-        base
-    }
-}
-
-/// The certificate's SANs in certificate order: (DNS names, IP addresses).
-pub fn cert_sans(
-    cert: &x509_parser::certificate::X509Certificate<'_>,
-) -> (Vec<String>, Vec<IpAddr>, bool) {
-    let mut dns = Vec::new();
-    let mut ips = Vec::new();
-    let mut has_ext = false;
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        has_ext = true;
-        for name in &san.value.general_names {
-            match name {
-                x509_parser::extensions::GeneralName::DNSName(d) => dns.push(d.to_string()),
-                x509_parser::extensions::GeneralName::IPAddress(b) => {
-                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
-                        ips.push(IpAddr::from(a));
-                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
-                        ips.push(IpAddr::from(a));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    (dns, ips, has_ext)
-}
-
-/// Go's `Certificate.VerifyHostname`: IPs against IP SANs, names against DNS SANs
-/// (case-insensitive, `*.` matching one label); the Common Name is never used.
-fn verify_hostname(
-    cert: &x509_parser::certificate::X509Certificate<'_>,
-    host: &str,
-) -> Result<(), String> {
-    let (dns, ips, _) = cert_sans(cert);
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        if ips.contains(&ip) {
-            return Ok(());
-        }
-        return Err(hostname_error(cert, host));
-    }
-    let want = host.trim_end_matches('.').to_ascii_lowercase();
-    for pattern in &dns {
-        if match_hostname(&pattern.to_ascii_lowercase(), &want) {
-            return Ok(());
-        }
-    }
-    Err(hostname_error(cert, host))
-}
-
-fn match_hostname(pattern: &str, host: &str) -> bool {
-    if pattern.is_empty() || host.is_empty() {
-        return false;
-    }
-    let p: Vec<&str> = pattern.split('.').collect();
-    let h: Vec<&str> = host.split('.').collect();
-    if p.len() != h.len() {
-        return false;
-    }
-    p.iter()
-        .zip(&h)
-        .enumerate()
-        .all(|(i, (pl, hl))| (i == 0 && *pl == "*") || pl == hl)
-}
-
-/// Go's `HostnameError.Error()`, word for word.
-fn hostname_error(cert: &x509_parser::certificate::X509Certificate<'_>, host: &str) -> String {
-    let (dns, ips, has_ext) = cert_sans(cert);
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .unwrap_or("");
-    if !has_ext && match_hostname(&cn.to_ascii_lowercase(), &host.to_ascii_lowercase()) {
-        return "x509: certificate relies on legacy Common Name field, use SANs instead".into();
-    }
-    let valid = if host.parse::<IpAddr>().is_ok() {
-        if ips.is_empty() {
-            return format!(
-                "x509: cannot validate certificate for {host} because it doesn't contain any IP SANs"
-            );
-        }
-        ips.iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        dns.join(", ")
-    };
-    if valid.is_empty() {
-        return format!("x509: certificate is not valid for any names, but wanted to match {host}");
-    }
-    format!("x509: certificate is valid for {valid}, not {host}")
 }
 
 #[cfg(test)]

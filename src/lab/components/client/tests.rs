@@ -357,6 +357,7 @@ fn kubeconfig_paths_are_node_paths_and_data_is_base64() {
 
 #[test]
 fn go_hostname_matching() {
+    use crate::tls_verify::match_hostname;
     assert!(match_hostname("*.lab.internal", "k8s-api.lab.internal"));
     assert!(!match_hostname("*.lab.internal", "a.b.lab.internal"));
     assert!(match_hostname("cp1", "cp1"));
