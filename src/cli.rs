@@ -297,7 +297,7 @@ fn observe_live(
     desired: &spec::DesiredState,
     live: &LiveArgs,
 ) -> Result<ObservedState, Box<dyn Diagnostic + Send + Sync>> {
-    crate::lab::install_crypto_provider();
+    crate::tls_verify::install_crypto_provider();
     let plan_dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -310,12 +310,16 @@ fn observe_live(
         .build()
         .map_err(CliError::Runtime)?;
     let started = std::time::Instant::now();
-    let state = runtime.block_on(async {
+    let (state, warnings) = runtime.block_on(async {
         let observation = observe::observe(desired, &opts).await;
         let state = observation.state.clone();
+        let warnings = observation.warnings.clone();
         observation.close().await;
-        state
+        (state, warnings)
     });
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "Observed {} nodes, the API, etcd and the load balancer in {:.1} s (read-only).",
         desired.nodes.len(),

@@ -230,12 +230,8 @@ pub fn node_loopback(url_or_addr: &str, node_address: IpAddr) -> String {
     out
 }
 
-/// Installs aws-lc-rs as rustls' process-wide provider. kube-rs brings ring as well, and two
-/// providers without a default make rustls panic; call this before any TLS.
-pub fn install_crypto_provider() {
-    // Err means one is installed already, which is what we want.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
+/// One rustls crypto provider for the whole process (two panic unless one is the default).
+pub use crate::tls_verify::install_crypto_provider;
 
 #[cfg(test)]
 mod tests {

@@ -64,6 +64,9 @@ impl ObserveOptions {
 pub struct Observation {
     pub state: ObservedState,
     pub sessions: BTreeMap<String, SshSession>,
+    /// What was found but left out of the state (a file that does not parse), each naming the
+    /// node and the file.
+    pub warnings: Vec<String>,
 }
 
 impl Observation {
@@ -119,13 +122,16 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
     let mut observations = BTreeMap::new();
     let mut admin_conf = None;
     let mut cas: Vec<(String, String)> = Vec::new();
+    let mut warnings = Vec::new();
     let mut control_planes: Vec<&Node> = Vec::new();
     for (node, session, reading) in readings {
         let NodeReading {
             observation,
             admin_conf: admin,
             ca_pem: ca,
+            warnings: node_warnings,
         } = reading;
+        warnings.extend(node_warnings);
         let runs_apiserver = observation.apiserver_endpoint.is_some();
         if node.role == Role::ControlPlane && runs_apiserver && session.is_some() {
             if admin.is_some() && admin_conf.is_none() {
@@ -236,7 +242,11 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
             }
         }
     }
-    Observation { state, sessions }
+    Observation {
+        state,
+        sessions,
+        warnings,
+    }
 }
 
 /// Round 1: connect to every node and read it, `parallelism` at a time, in file order.
@@ -262,6 +272,7 @@ async fn read_nodes<'a>(
                     observation: node::unreachable(n, &e),
                     admin_conf: None,
                     ca_pem: None,
+                    warnings: Vec::new(),
                 };
                 (n, None, reading)
             }
