@@ -48,8 +48,9 @@ pub fn initial_objects(
             "kube-system",
             "kube-proxy",
             json!({
-                "config.conf": kube_proxy_config(facts),
-                "kubeconfig.conf": kube_proxy_kubeconfig(&server),
+                // kubeadm's template writes both as `|-` blocks: no final newline.
+                "config.conf": kube_proxy_config(facts).trim_end_matches('\n'),
+                "kubeconfig.conf": kube_proxy_kubeconfig(&server).trim_end_matches('\n'),
             }),
         ),
         configmap(
@@ -91,13 +92,12 @@ fn configmap(namespace: &str, name: &str, data: Value) -> Value {
 }
 
 /// The ClusterConfiguration kubeadm stores in kubeadm-config: no controlPlaneEndpoint (the
-/// single-node starting point), v1beta3 maps or v1beta4 name/value lists for extraArgs.
+/// single-node starting point). v1beta4 (1.31+) no longer defaults `authorization-mode` into
+/// it (the manifest still gets `Node,RBAC`), so `apiServer` is empty there.
 pub fn cluster_configuration(facts: &Facts) -> String {
     let mut o = String::new();
     if facts.at_least(31) {
-        o.push_str(
-            "apiServer:\n  extraArgs:\n  - name: authorization-mode\n    value: Node,RBAC\n",
-        );
+        o.push_str("apiServer: {}\n");
     } else {
         o.push_str(
             "apiServer:\n  extraArgs:\n    authorization-mode: Node,RBAC\n  timeoutForControlPlane: 4m0s\n",
@@ -224,8 +224,16 @@ pub fn kube_proxy_config(facts: &Facts) -> String {
     o.push_str(&logging(facts));
     o.push_str(
         "metricsBindAddress: \"\"\n\
-         mode: \"\"\n\
-         nodePortAddresses: null\n\
+         mode: \"\"\n",
+    );
+    // The nftables proxier (alpha in 1.29) brought its own section.
+    if facts.at_least(29) {
+        o.push_str(
+            "nftables:\n  masqueradeAll: false\n  masqueradeBit: null\n  minSyncPeriod: 0s\n  syncPeriod: 0s\n",
+        );
+    }
+    o.push_str(
+        "nodePortAddresses: null\n\
          oomScoreAdj: null\n\
          portRange: \"\"\n\
          showHiddenMetricsForVersion: \"\"\n",
