@@ -179,5 +179,8 @@ pub trait NodeTransport: Send + Sync {
     /// Runs `script` with `sh -c` on the node (as root when `sudo` is configured) and returns
     /// its output; a non-zero exit is an `Ok` output, not an error. Errors are transport
     /// failures (the connection, or sudo refusing).
-    fn run(&self, script: &str) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
+    fn run(
+        &self,
+        script: &str,
+    ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
 }

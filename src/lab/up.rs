@@ -225,8 +225,7 @@ fn ssh_material(lab: &LabDir, spec: &LabSpec, port: u16) -> Result<(), LabError>
         0o600,
     )?;
     let mut known = String::new();
-    let mut config =
-        String::from(
+    let mut config = String::from(
         "# hactl lab: how to reach the lab's nodes (ssh -F this-file NODE, by name or address)\n",
     );
     for n in &spec.nodes {
