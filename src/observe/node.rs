@@ -132,7 +132,10 @@ pub async fn reachability<T: NodeTransport>(
     if targets.is_empty() {
         return BTreeMap::new();
     }
-    let out = match transport.run(&reading::reachability_script(targets, secs)).await {
+    let out = match transport
+        .run(&reading::reachability_script(targets, secs))
+        .await
+    {
         Ok(out) => out,
         Err(e) => return all_failed(&format!("not tested: {e}")),
     };

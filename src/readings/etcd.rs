@@ -80,7 +80,7 @@ pub fn endpoint_health(output: &str) -> Vec<EndpointHealth> {
         .lines()
         .filter_map(|l| {
             let (endpoint, rest) = l.trim().split_once(' ')?;
-            if let Some(_) = rest.strip_prefix("is healthy") {
+            if rest.starts_with("is healthy") {
                 Some(EndpointHealth {
                     endpoint: endpoint.to_string(),
                     healthy: true,

@@ -63,7 +63,7 @@ pub fn sections(stdout: &str) -> Result<BTreeMap<String, Section>, SectionError>
     let mut out = BTreeMap::new();
     let mut current: Option<(String, SectionStatus, String)> = None;
     let finish = |cur: Option<(String, SectionStatus, String)>,
-                      out: &mut BTreeMap<String, Section>|
+                  out: &mut BTreeMap<String, Section>|
      -> Result<(), SectionError> {
         if let Some((name, status, b64)) = cur {
             let body = base64::engine::general_purpose::STANDARD
@@ -102,12 +102,18 @@ pub fn sections(stdout: &str) -> Result<BTreeMap<String, Section>, SectionError>
 
 /// `kubeadm version -o short` → `v1.31.2`.
 pub fn kubeadm_version(output: &str) -> Option<String> {
-    output.split_whitespace().find(|w| is_version(w)).map(str::to_string)
+    output
+        .split_whitespace()
+        .find(|w| is_version(w))
+        .map(str::to_string)
 }
 
 /// `kubelet --version` (`Kubernetes v1.31.2`) → `v1.31.2`.
 pub fn kubelet_version(output: &str) -> Option<String> {
-    output.split_whitespace().find(|w| is_version(w)).map(str::to_string)
+    output
+        .split_whitespace()
+        .find(|w| is_version(w))
+        .map(str::to_string)
 }
 
 fn is_version(w: &str) -> bool {
@@ -217,9 +223,10 @@ pub fn kubeadm_flags(env: &str) -> Vec<(String, String)> {
 pub fn apiserver_endpoint(manifest: &str) -> Option<ApiserverEndpoint> {
     let root = yaml::parse(manifest).ok()?;
     let containers = root.get("spec")?.get("containers")?;
-    let container = containers.items().iter().find(|c| {
-        c.get("name").and_then(Node::as_str) == Some("kube-apiserver")
-    })?;
+    let container = containers
+        .items()
+        .iter()
+        .find(|c| c.get("name").and_then(Node::as_str) == Some("kube-apiserver"))?;
     let args: Vec<&str> = ["command", "args"]
         .iter()
         .flat_map(|k| container.get(k).map(Node::items).unwrap_or(&[]))
@@ -357,7 +364,11 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
         .map(|(name, s)| {
             let words = s.text();
             let cause = words.trim().rsplit(": ").next().unwrap_or("").trim();
-            let cause = if cause.is_empty() { "unreadable" } else { cause };
+            let cause = if cause.is_empty() {
+                "unreadable"
+            } else {
+                cause
+            };
             format!("{} ({cause})", section_path(name))
         })
         .collect();
@@ -382,10 +393,7 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
             format!(" as user {user}")
         };
         obs.ssh = Probe::Failed {
-            reason: format!(
-                "{node}: cannot read {}{who}; {fix}",
-                unreadable.join(", ")
-            ),
+            reason: format!("{node}: cannot read {}{who}; {fix}", unreadable.join(", ")),
         };
         return NodeRead {
             observation: obs,
@@ -453,7 +461,10 @@ pub fn shell_quote(s: &str) -> String {
 /// `ADDRESS:PORT` (`[v6]:PORT`) split, when it is an IP address or host name and a port.
 pub fn split_target(target: &str) -> Option<(String, u16)> {
     let (host, port) = target.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port = port.parse().ok()?;
     let fine = !host.is_empty()
         && host

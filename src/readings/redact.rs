@@ -93,9 +93,9 @@ fn collect<'a>(node: &'a Node, in_flow: bool, out: &mut Vec<(&'a Node, bool)>) {
                 }
             }
         }
-        Node::Seq { items, flow, .. } => items
-            .iter()
-            .for_each(|n| collect(n, in_flow || *flow, out)),
+        Node::Seq { items, flow, .. } => {
+            items.iter().for_each(|n| collect(n, in_flow || *flow, out))
+        }
         _ => {}
     }
 }
@@ -118,7 +118,10 @@ fn redact_lines(text: &str) -> String {
             .filter_map(|k| {
                 line.match_indices(k).find_map(|(i, _)| {
                     let before_ok = i == 0
-                        || matches!(line.as_bytes()[i - 1], b' ' | b'\t' | b'{' | b',' | b'-' | b'"' | b'\'');
+                        || matches!(
+                            line.as_bytes()[i - 1],
+                            b' ' | b'\t' | b'{' | b',' | b'-' | b'"' | b'\''
+                        );
                     let after = line[i + k.len()..].trim_start_matches(['"', '\'']);
                     (before_ok && after.trim_start().starts_with(':')).then_some((i, *k))
                 })

@@ -106,7 +106,10 @@ fn redaction_keeps_quotes_comments_and_flow_maps_and_never_leaks() {
     let block = "users:\n- name: a\n  user:\n    token: |\n      s3cr3t-block\n    username: x\n";
     let out = redact_kubeconfig(block);
     assert!(!out.contains("s3cr3t"), "{out}");
-    assert!(out.contains("    token: REDACTED\n    username: x\n"), "{out}");
+    assert!(
+        out.contains("    token: REDACTED\n    username: x\n"),
+        "{out}"
+    );
     // Not YAML at all: still nothing secret.
     let broken = "users: [\n  client-key-data: s3cr3t-broken\n  \"token\": s3cr3t-q\n";
     let out = redact_kubeconfig(broken);
@@ -203,7 +206,11 @@ fn versions() {
     assert_eq!(kubelet_version(""), None);
 }
 
-fn runtime(flags: Option<&str>, config: Option<&str>, sockets: &[&str]) -> Option<ContainerRuntime> {
+fn runtime(
+    flags: Option<&str>,
+    config: Option<&str>,
+    sockets: &[&str],
+) -> Option<ContainerRuntime> {
     let sockets: Vec<String> = sockets.iter().map(|s| s.to_string()).collect();
     container_runtime(&RuntimeEvidence {
         kubeadm_flags: flags,
@@ -217,22 +224,42 @@ fn the_runtime_kubeadm_configured() {
     use ContainerRuntime::*;
     // kubeadm 1.27+ (and the lab's 1.31 containerd).
     let v131 = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10\"\n";
-    assert_eq!(runtime(Some(v131), Some("containerRuntimeEndpoint: \"\"\n"), &[]), Some(Containerd));
+    assert_eq!(
+        runtime(Some(v131), Some("containerRuntimeEndpoint: \"\"\n"), &[]),
+        Some(Containerd)
+    );
     // kubeadm before 1.27, CRI runtime.
     let v126 = "KUBELET_KUBEADM_ARGS=\"--container-runtime=remote --container-runtime-endpoint=unix:///var/run/crio/crio.sock --pod-infra-container-image=registry.k8s.io/pause:3.9\"\n";
     assert_eq!(runtime(Some(v126), None, &[]), Some(CriO));
     // kubeadm 1.23 with docker (dockershim): no endpoint at all (what the lab writes too).
     let v123 = "KUBELET_KUBEADM_ARGS=\"--network-plugin=cni --pod-infra-container-image=registry.k8s.io/pause:3.6\"\n";
-    assert_eq!(runtime(Some(v123), None, &["/var/run/docker.sock"]), Some(Docker));
-    assert_eq!(runtime(Some("KUBELET_KUBEADM_ARGS=\"--container-runtime=docker\""), None, &[]), Some(Docker));
+    assert_eq!(
+        runtime(Some(v123), None, &["/var/run/docker.sock"]),
+        Some(Docker)
+    );
+    assert_eq!(
+        runtime(
+            Some("KUBELET_KUBEADM_ARGS=\"--container-runtime=docker\""),
+            None,
+            &[]
+        ),
+        Some(Docker)
+    );
     // cri-dockerd (1.24+).
-    let cri_dockerd = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/cri-dockerd.sock\"";
+    let cri_dockerd =
+        "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/cri-dockerd.sock\"";
     assert_eq!(runtime(Some(cri_dockerd), None, &[]), Some(Docker));
     // The endpoint moved to config.yaml.
     let config = "apiVersion: kubelet.config.k8s.io/v1beta1\ncontainerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nkind: KubeletConfiguration\n";
-    assert_eq!(runtime(Some("KUBELET_KUBEADM_ARGS=\"\""), Some(config), &[]), Some(Containerd));
+    assert_eq!(
+        runtime(Some("KUBELET_KUBEADM_ARGS=\"\""), Some(config), &[]),
+        Some(Containerd)
+    );
     // A bare node: the socket kubeadm would find.
-    assert_eq!(runtime(None, None, &["/run/containerd/containerd.sock"]), Some(Containerd));
+    assert_eq!(
+        runtime(None, None, &["/run/containerd/containerd.sock"]),
+        Some(Containerd)
+    );
     assert_eq!(runtime(None, None, &[]), None);
 }
 
@@ -261,7 +288,9 @@ spec:
 
 #[test]
 fn the_apiserver_manifest_endpoint() {
-    let expected = fixture("fresh-1.31").nodes["cp1"].apiserver_endpoint.clone();
+    let expected = fixture("fresh-1.31").nodes["cp1"]
+        .apiserver_endpoint
+        .clone();
     assert_eq!(apiserver_endpoint(MANIFEST), expected);
     let other_port = MANIFEST.replace("--secure-port=6443", "--secure-port=8443");
     assert_eq!(apiserver_endpoint(&other_port).unwrap().port, 8443);
@@ -353,7 +382,10 @@ fn an_unhealthy_member_fails_the_cluster_health_with_etcdctls_words() {
         reason.contains("https://127.0.0.12:2379 is unhealthy: failed to commit proposal: context deadline exceeded"),
         "{reason}"
     );
-    assert!(reason.contains("Error: unhealthy cluster") && reason.contains("cp1"), "{reason}");
+    assert!(
+        reason.contains("Error: unhealthy cluster") && reason.contains("cp1"),
+        "{reason}"
+    );
     // The text form says the same.
     let text = "https://127.0.0.11:2379 is healthy: successfully committed proposal: took = 9ms\nhttps://127.0.0.12:2379 is unhealthy: failed to commit proposal: context deadline exceeded\nError: unhealthy cluster\n";
     let checks = endpoint_health(text);
@@ -368,8 +400,14 @@ fn a_failed_member_list_leaves_etcd_unobserved_and_says_why() {
     assert_eq!(got.observed_from, None);
     assert!(got.members.is_empty());
     let reason = got.health.failure().unwrap();
-    assert!(reason.contains("cp1") && reason.contains("https://127.0.0.11:2379"), "{reason}");
-    assert!(reason.contains("Error: context deadline exceeded"), "{reason}");
+    assert!(
+        reason.contains("cp1") && reason.contains("https://127.0.0.11:2379"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("Error: context deadline exceeded"),
+        "{reason}"
+    );
     assert!(reason.contains("connection refused"), "{reason}");
 }
 
@@ -405,7 +443,10 @@ fn sections_split_decode_and_notice_truncation() {
     assert_eq!(s["admin.conf"].text(), long);
     assert_eq!(s["super-admin.conf"].status, SectionStatus::Absent);
     let cut = out.split("\n@@hactl end").next().unwrap();
-    assert!(matches!(sections(cut), Err(node::SectionError::Truncated(_))));
+    assert!(matches!(
+        sections(cut),
+        Err(node::SectionError::Truncated(_))
+    ));
     assert!(sections("@@hactl x weird\n@@hactl end exit:0\n").is_err());
 }
 
@@ -414,7 +455,11 @@ fn a_file_root_could_not_read_fails_the_node_with_the_fix() {
     let out = script_output(&[
         ("user", "exit:0", "ubuntu\n"),
         ("kubeadm", "exit:0", "v1.31.2\n"),
-        ("admin.conf", "unreadable", "sh: 1: cannot open /etc/kubernetes/admin.conf: Permission denied"),
+        (
+            "admin.conf",
+            "unreadable",
+            "sh: 1: cannot open /etc/kubernetes/admin.conf: Permission denied",
+        ),
         ("ca.crt", "ok", "-----BEGIN CERTIFICATE-----\n"),
         ("end", "exit:0", ""),
     ]);
@@ -473,15 +518,25 @@ fn a_node_reading_from_the_fixture_files() {
 
 #[test]
 fn reachability_words() {
-    let targets: Vec<String> = ["127.0.0.11:6443", "127.0.0.11:2379", "127.0.0.11:2380", "[::1]:2379", "x;rm -rf /:1"]
-        .map(String::from)
-        .to_vec();
+    let targets: Vec<String> = [
+        "127.0.0.11:6443",
+        "127.0.0.11:2379",
+        "127.0.0.11:2380",
+        "[::1]:2379",
+        "x;rm -rf /:1",
+    ]
+    .map(String::from)
+    .to_vec();
     let script = node::reachability_script(&targets, 3.0);
     assert!(script.contains("t 3 '::1' 2379 &"), "{script}");
     assert!(!script.contains("rm -rf"));
     let out = script_output(&[
         ("0", "exit:0", ""),
-        ("1", "exit:1", "bash: connect: Connection refused\nbash: line 1: /dev/tcp/127.0.0.11/2379: Connection refused\n"),
+        (
+            "1",
+            "exit:1",
+            "bash: connect: Connection refused\nbash: line 1: /dev/tcp/127.0.0.11/2379: Connection refused\n",
+        ),
         ("2", "exit:124", ""),
         ("end", "exit:0", ""),
     ]);
@@ -491,9 +546,24 @@ fn reachability_words() {
         got["127.0.0.11:2379"].failure(),
         Some("TCP from cp2 to 127.0.0.11:2379: Connection refused")
     );
-    assert!(got["127.0.0.11:2380"].failure().unwrap().contains("no answer within 3.0s"));
-    assert!(got["[::1]:2379"].failure().unwrap().contains("printed nothing"));
-    assert!(got["x;rm -rf /:1"].failure().unwrap().contains("not an ADDRESS:PORT"));
+    assert!(
+        got["127.0.0.11:2380"]
+            .failure()
+            .unwrap()
+            .contains("no answer within 3.0s")
+    );
+    assert!(
+        got["[::1]:2379"]
+            .failure()
+            .unwrap()
+            .contains("printed nothing")
+    );
+    assert!(
+        got["x;rm -rf /:1"]
+            .failure()
+            .unwrap()
+            .contains("not an ADDRESS:PORT")
+    );
 }
 
 #[test]

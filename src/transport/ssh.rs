@@ -152,9 +152,7 @@ impl NodeTransport for SshSession {
             Ok(s) => s.code(),
             // The crate reports exit 127 as an error ("command not found"); here `sh` always
             // exists, so 127 is the script's own status.
-            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Some(127)
-            }
+            Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
             // Killed by a signal, or the connection broke: the multiplex protocol can't tell
             // them apart, but a live master means the former.
             Err(e @ openssh::Error::RemoteProcessTerminated) => {
@@ -256,7 +254,12 @@ pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError 
         .map(|l| l.trim().trim_matches('@').trim())
         .filter(|l| !l.is_empty())
         .collect();
-    let find = |pat: &str| lines.iter().find(|l| l.contains(pat)).map(|l| l.to_string());
+    let find = |pat: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(pat))
+            .map(|l| l.to_string())
+    };
     let (node, address) = (node.to_string(), address.to_string());
     if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || log.contains("has changed and") {
         let detail = find("has changed and")
@@ -304,6 +307,10 @@ pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError 
             && !line.starts_with("ssh: ")
         {
             format!("ssh: {line}")
+        } else if log.contains("UNKNOWN port 65535") {
+            // ssh's words when the connection came through a ProxyJump/ProxyCommand hop,
+            // whose own error ssh does not log.
+            format!("{line} (through the ProxyJump/ProxyCommand of the ssh config_file)")
         } else {
             line
         };
@@ -375,6 +382,16 @@ mod tests {
             detail,
             "ssh: Could not resolve hostname nosuch: Name or service not known"
         );
+        // A failed ProxyJump hop, as the master logs it.
+        let TransportError::Unreachable { detail, .. } = classify(
+            "kex_exchange_identification: Connection closed by remote host\r\nConnection closed by UNKNOWN port 65535\r\n",
+        ) else {
+            unreachable!()
+        };
+        assert_eq!(
+            detail,
+            "kex_exchange_identification: Connection closed by remote host (through the ProxyJump/ProxyCommand of the ssh config_file)"
+        );
     }
 
     #[test]
@@ -438,7 +455,13 @@ mod tests {
             sudo_refusal(&out(1, "sudo: a password is required\n")).as_deref(),
             Some("sudo: a password is required")
         );
-        assert!(sudo_refusal(&out(1, "bob is not in the sudoers file.  This incident will be reported.\n")).is_none());
+        assert!(
+            sudo_refusal(&out(
+                1,
+                "bob is not in the sudoers file.  This incident will be reported.\n"
+            ))
+            .is_none()
+        );
         assert!(
             sudo_refusal(&out(
                 1,

@@ -1,0 +1,403 @@
+//! The SSH transport against a real lab (real sshd per node, the real `ssh` client): commands
+//! and their output, one master per node, host key checking, auth, unreachable nodes,
+//! ProxyJump from a config file, sudo, and no ssh process left after `close`.
+
+mod lab_support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hactl::spec::KnownHosts;
+use hactl::transport::ssh::{SshSession, connect_all};
+use hactl::transport::{NodeTransport, SshTarget, TransportError};
+use lab_support::{Lab, plan};
+
+const NET: u8 = 20;
+
+/// The lab's targets, as hactl builds them from the lab's hactl.toml.
+fn lab_targets(lab: &Lab) -> Vec<SshTarget> {
+    let file = lab.dir.join("hactl.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let desired = hactl::spec::parse(&file.to_string_lossy(), &text)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
+    desired
+        .nodes
+        .iter()
+        .map(|n| SshTarget::new(&desired, n, &lab.dir, None, Duration::from_secs(5)))
+        .collect()
+}
+
+/// Every process: (pid, parent pid, command line with spaces between arguments).
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut all = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(cmd), Ok(stat)) = (
+            std::fs::read(e.path().join("cmdline")),
+            std::fs::read_to_string(e.path().join("stat")),
+        ) else {
+            continue;
+        };
+        // The parent is the second field after the command name's closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        all.push((pid, ppid, cmd));
+    }
+    all
+}
+
+/// The ssh master processes of the session whose control socket is `ctl`.
+fn masters(ctl: &Path) -> Vec<u32> {
+    let ctl = ctl.to_string_lossy();
+    processes()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&*ctl))
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+/// `masters(ctl)` once it is empty; panics with what is left after 5 s.
+fn wait_no_master(ctl: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !masters(ctl).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "ssh master for {} still runs after close: {:?}",
+            ctl.display(),
+            masters(ctl)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An ssh config that takes host keys from `known_hosts`, then the lab's settings.
+fn config_with_known_hosts(dir: &Path, name: &str, lab: &Lab, known_hosts: &Path) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "Host *\n  UserKnownHostsFile {}\nInclude {}\n",
+            known_hosts.display(),
+            lab.dir.join("ssh_config").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn target_with(base: &SshTarget, f: impl FnOnce(&mut SshTarget)) -> SshTarget {
+    let mut t = base.clone();
+    f(&mut t);
+    t
+}
+
+async fn connect_err(t: SshTarget) -> TransportError {
+    match SshSession::connect(t.clone()).await {
+        Ok(s) => {
+            let _ = s.close().await;
+            panic!("connecting to {} ({}) worked", t.node, t.address)
+        }
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn ssh_transport_against_a_lab() {
+    let lab = Lab::up("transport-ssh", &plan(NET, 1, 1), &[]);
+    let work = lab.dir.parent().unwrap().join("transport");
+    std::fs::create_dir_all(&work).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(checks(&lab, &work));
+}
+
+async fn checks(lab: &Lab, work: &Path) {
+    let targets = lab_targets(lab);
+    let (cp1, w1) = (targets[0].clone(), targets[1].clone());
+    assert_eq!((cp1.node.as_str(), w1.node.as_str()), ("cp1", "w1"));
+
+    // connect_all keeps the input order, failures included.
+    let unreachable = target_with(&w1, |t| {
+        t.node = "ghost".into();
+        t.address = format!("127.0.{NET}.99").parse().unwrap();
+    });
+    let mut sessions = connect_all(vec![unreachable, cp1.clone(), w1.clone()], 2).await;
+    let names: Vec<&str> = sessions.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["ghost", "cp1", "w1"]);
+    let (_, w1_session) = sessions.pop().unwrap();
+    let (_, cp1_session) = sessions.pop().unwrap();
+    let (_, ghost) = sessions.pop().unwrap();
+    let port = cp1.port.unwrap_or(22);
+    match ghost {
+        Err(TransportError::Unreachable { node, detail, .. }) => {
+            assert_eq!(node, "ghost");
+            assert_eq!(
+                detail,
+                format!("ssh: connect to host 127.0.{NET}.99 port {port}: Connection refused")
+            );
+        }
+        Err(other) => panic!("ghost: {other:?}"),
+        Ok(_) => panic!("ghost: connected to an address without sshd"),
+    }
+    let cp1_session = cp1_session.unwrap();
+    let w1_session = w1_session.unwrap();
+
+    // Output, stderr and status are kept; the script reaches `sh` byte for byte.
+    let out = cp1_session
+        .run("echo out; echo err >&2; hostname; exit 3")
+        .await
+        .unwrap();
+    assert_eq!(out.status, Some(3));
+    assert_eq!(out.stdout_text(), "out\ncp1\n");
+    assert_eq!(out.stderr_text(), "err\n");
+    let tricky = "printf '%s|' \"it's\" '$HOME' 'a!b' \"$((1+2))\"\necho\n";
+    let out = cp1_session.run(tricky).await.unwrap();
+    assert_eq!(out.stdout_text(), "it's|$HOME|a!b|3|\n", "{out:?}");
+    let out = w1_session.run("no-such-command-here").await.unwrap();
+    assert_eq!(out.status, Some(127), "{out:?}");
+    assert!(out.stderr_text().contains("not found"), "{out:?}");
+    assert_eq!(
+        w1_session.run("hostname").await.unwrap().stdout_text(),
+        "w1\n"
+    );
+
+    // One master per node, reused: every command comes over the same TCP connection (same
+    // client port in SSH_CONNECTION), and one ssh process serves them, in turn or at once.
+    let ctl = cp1_session.control_socket().to_path_buf();
+    let before = masters(&ctl);
+    assert_eq!(before.len(), 1, "one ssh master for cp1: {before:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let out = cp1_session.run("echo $SSH_CONNECTION").await.unwrap();
+        seen.insert(out.stdout_text());
+    }
+    let together =
+        futures_util::future::join_all((0..10).map(|_| cp1_session.run("echo $SSH_CONNECTION")))
+            .await;
+    for out in together {
+        seen.insert(out.unwrap().stdout_text());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "commands came over several connections: {seen:?}"
+    );
+    assert_eq!(masters(&ctl), before, "the master changed");
+
+    // sudo -n: runs as root when sudo exists on the node; without sudo it is a Sudo error.
+    let has_sudo = cp1_session.run("command -v sudo").await.unwrap().success();
+    let sudo_cp1 = SshSession::connect(target_with(&cp1, |t| t.sudo = true))
+        .await
+        .unwrap();
+    let sudo_out = sudo_cp1.run("id -u; echo \"$0\"").await;
+    if has_sudo {
+        let out = sudo_out.unwrap();
+        assert_eq!(out.stdout_text(), "0\nsh\n", "{out:?}");
+    } else {
+        eprintln!("sudo is not installed on this machine: checking its absence is reported");
+        match sudo_out {
+            Err(TransportError::Sudo { node, detail }) => {
+                assert_eq!(node, "cp1");
+                assert!(
+                    detail.contains("sudo: not found")
+                        || detail.contains("sudo: command not found"),
+                    "{detail}"
+                );
+            }
+            other => panic!("sudo without sudo installed: {other:?}"),
+        }
+    }
+    sudo_cp1.close().await.unwrap();
+
+    // close ends the master.
+    cp1_session.close().await.unwrap();
+    wait_no_master(&ctl);
+    assert!(!ctl.exists(), "control socket left: {}", ctl.display());
+    let w1_ctl = w1_session.control_socket().to_path_buf();
+    w1_session.close().await.unwrap();
+    wait_no_master(&w1_ctl);
+
+    // Strict host key checking with no key known.
+    let empty = work.join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let cfg = config_with_known_hosts(work, "unknown.conf", lab, &empty);
+    let strict_unknown = target_with(&w1, |t| t.config_file = Some(cfg.clone()));
+    match connect_err(strict_unknown.clone()).await {
+        TransportError::HostKeyUnknown { node, detail, .. } => {
+            assert_eq!(node, "w1");
+            assert!(
+                detail.starts_with("No ")
+                    && detail.contains(&format!("host key is known for 127.0.{NET}.21")),
+                "{detail}"
+            );
+        }
+        other => panic!("unknown host key: {other:?}"),
+    }
+    // accept-new learns it into that file, then strict checking passes.
+    let learn = target_with(&strict_unknown, |t| t.known_hosts = KnownHosts::AcceptNew);
+    let s = SshSession::connect(learn).await.unwrap();
+    assert_eq!(s.run("hostname").await.unwrap().stdout_text(), "w1\n");
+    s.close().await.unwrap();
+    let learnt = std::fs::read_to_string(&empty).unwrap();
+    assert!(
+        learnt.contains(&format!("127.0.{NET}.21")),
+        "not learnt: {learnt:?}"
+    );
+    let s = SshSession::connect(strict_unknown).await.unwrap();
+    s.close().await.unwrap();
+
+    // Another key for the address: a changed host key, refused even under accept-new.
+    let other_key = work.join("other_host_key");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "other", "-f"])
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let public = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let key: Vec<&str> = public.split_whitespace().take(2).collect();
+    let changed_kh = work.join("changed_known_hosts");
+    std::fs::write(&changed_kh, format!("127.0.{NET}.21 {}\n", key.join(" "))).unwrap();
+    let cfg = config_with_known_hosts(work, "changed.conf", lab, &changed_kh);
+    for mode in [KnownHosts::Strict, KnownHosts::AcceptNew] {
+        let t = target_with(&w1, |t| {
+            t.config_file = Some(cfg.clone());
+            t.known_hosts = mode;
+        });
+        match connect_err(t).await {
+            TransportError::HostKeyChanged { detail, .. } => assert_eq!(
+                detail,
+                format!(
+                    "Host key for 127.0.{NET}.21 has changed and you have requested strict checking."
+                )
+            ),
+            other => panic!("changed host key ({mode:?}): {other:?}"),
+        }
+    }
+
+    // A key the node does not accept (the config names no other key).
+    let own_cfg = work.join("no_identity.conf");
+    std::fs::write(
+        &own_cfg,
+        format!(
+            "Host *\n  UserKnownHostsFile {}\n",
+            lab.dir.join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    let wrong = target_with(&w1, |t| {
+        t.config_file = Some(own_cfg.clone());
+        t.identity_file = Some(other_key.clone());
+    });
+    match connect_err(wrong).await {
+        TransportError::AuthFailed { node, detail, .. } => {
+            assert_eq!(node, "w1");
+            assert_eq!(
+                detail,
+                format!("root@127.0.{NET}.21: Permission denied (publickey).")
+            );
+        }
+        other => panic!("wrong identity: {other:?}"),
+    }
+
+    // Something accepts the TCP connection but never speaks SSH: connect_timeout bounds it.
+    let silent = std::net::TcpListener::bind((format!("127.0.{NET}.98").as_str(), port)).unwrap();
+    let t = target_with(&w1, |t| {
+        t.node = "silent".into();
+        t.address = format!("127.0.{NET}.98").parse().unwrap();
+        t.connect_timeout = Duration::from_secs(2);
+    });
+    let started = Instant::now();
+    let e = connect_err(t).await;
+    let took = started.elapsed();
+    drop(silent);
+    match e {
+        TransportError::Unreachable { detail, .. } => {
+            assert!(detail.contains("timed out"), "{detail}")
+        }
+        other => panic!("silent server: {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(6),
+        "connect took {took:?} with a 2 s timeout"
+    );
+
+    // ProxyJump from the config file: w1 through cp1. The master's child is the jump.
+    let jump_cfg = work.join("jump.conf");
+    let write_jump = |via: &str| {
+        std::fs::write(
+            &jump_cfg,
+            format!(
+                // Include first: a line after `Host` belongs to that block.
+                "Include {}\nHost 127.0.{NET}.21\n  ProxyJump {via}\n",
+                lab.dir.join("ssh_config").display()
+            ),
+        )
+        .unwrap()
+    };
+    write_jump(&format!("127.0.{NET}.11"));
+    let jumped = target_with(&w1, |t| t.config_file = Some(jump_cfg.clone()));
+    let s = SshSession::connect(jumped.clone()).await.unwrap();
+    assert_eq!(s.run("hostname").await.unwrap().stdout_text(), "w1\n");
+    assert_eq!(masters(s.control_socket()).len(), 1);
+    // The hop: `ssh -W` to w1 through cp1 (started by the master before it went to the
+    // background, so not necessarily its child).
+    let jump = jump_cfg.to_string_lossy().into_owned();
+    let hop = processes().into_iter().find(|(_, _, cmd)| {
+        cmd.starts_with("ssh ")
+            && cmd.contains(&jump)
+            && cmd.contains(&format!("-W [127.0.{NET}.21]:{port} 127.0.{NET}.11"))
+    });
+    assert!(
+        hop.is_some(),
+        "no ProxyJump hop: {:?}",
+        processes()
+            .into_iter()
+            .filter(|(_, _, c)| c.starts_with("ssh "))
+            .collect::<Vec<_>>()
+    );
+    let jump_ctl = s.control_socket().to_path_buf();
+    s.close().await.unwrap();
+    wait_no_master(&jump_ctl);
+    // Through a jump host that is down: unreachable, though w1 itself is up.
+    write_jump(&format!("127.0.{NET}.99"));
+    match connect_err(jumped).await {
+        TransportError::Unreachable { detail, .. } => {
+            assert!(detail.contains("ProxyJump"), "{detail}")
+        }
+        other => panic!("dead jump host: {other:?}"),
+    }
+
+    // The lab's ssh-down fault: refused, in ssh's words.
+    let d = lab.dir.to_string_lossy().into_owned();
+    let out = lab.hactl(&["lab", "fault", "--dir", &d, "w1", "ssh-down"]);
+    assert!(out.status.success(), "lab fault: {out:?}");
+    match connect_err(w1.clone()).await {
+        TransportError::Unreachable { node, detail, .. } => {
+            assert_eq!(node, "w1");
+            assert_eq!(
+                detail,
+                format!("ssh: connect to host 127.0.{NET}.21 port {port}: Connection refused")
+            );
+        }
+        other => panic!("ssh-down: {other:?}"),
+    }
+    let out = lab.hactl(&["lab", "heal", "--dir", &d, "w1"]);
+    assert!(out.status.success(), "lab heal: {out:?}");
+    let s = SshSession::connect(w1)
+        .await
+        .unwrap_or_else(|e| panic!("w1 after heal: {e:?}\n{}", lab.logs()));
+    s.close().await.unwrap();
+
+    // Nothing of ours is left running.
+    let ours: Vec<_> = processes()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&format!("127.0.{NET}.")))
+        .collect();
+    assert!(ours.is_empty(), "ssh processes left: {ours:?}");
+}
