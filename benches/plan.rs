@@ -59,7 +59,10 @@ fn main() {
         .iter()
         .map(|&(workers, net)| {
             eprintln!("lab up: 1 control-plane node, {workers} workers (127.0.{net}.x)");
-            (workers, Lab::up(&format!("bench{net}"), &plan(net, 1, workers), &[]))
+            (
+                workers,
+                Lab::up(&format!("bench{net}"), &plan(net, 1, workers), &[]),
+            )
         })
         .collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
@@ -81,7 +84,9 @@ fn main() {
     let base_time = median(times[0].clone());
     let base_mem = median(memory[0].clone()) as f64;
     println!("hactl plan against a live lab, median of {ROUNDS} interleaved runs");
-    println!("| workers | nodes | wall time | peak memory | time / 0 workers | memory / 0 workers |");
+    println!(
+        "| workers | nodes | wall time | peak memory | time / 0 workers | memory / 0 workers |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for (i, (workers, _)) in labs.iter().enumerate() {
         let t = median(times[i].clone());

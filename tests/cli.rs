@@ -113,7 +113,10 @@ fn plan_without_a_snapshot_observes_and_names_every_node_it_cannot_reach() {
     let o = hactl(&["plan", "--no-color", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let (out, err) = (stdout(&o), stderr(&o));
-    assert!(err.contains("Could not observe: cp1, cp2, cp3, w1, w2"), "{err}");
+    assert!(
+        err.contains("Could not observe: cp1, cp2, cp3, w1, w2"),
+        "{err}"
+    );
     for (node, address) in [("cp1", "11"), ("cp3", "13"), ("w2", "22")] {
         assert!(
             out.contains(&format!(

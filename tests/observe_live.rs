@@ -55,8 +55,14 @@ fn normalize(s: &str, net: u8) -> String {
         // Detached JWS (`header..signature`), etcd member ids, resourceVersions, lease holders.
         (r"eyJ[A-Za-z0-9_-]*\.\.[A-Za-z0-9_-]+", "JWS"),
         (r#""id": "[0-9a-f]{1,16}""#, r#""id": "ID""#),
-        (r#""resource_version": "\d+""#, r#""resource_version": "RV""#),
-        (r#""holder": "([a-z0-9.-]+)_[0-9a-f-]{36}""#, r#""holder": "${1}_UUID""#),
+        (
+            r#""resource_version": "\d+""#,
+            r#""resource_version": "RV""#,
+        ),
+        (
+            r#""holder": "([a-z0-9.-]+)_[0-9a-f-]{36}""#,
+            r#""holder": "${1}_UUID""#,
+        ),
     ];
     rules.iter().fold(s, |s, (re, with)| {
         Regex::new(re).unwrap().replace_all(&s, *with).into_owned()
