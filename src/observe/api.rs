@@ -325,15 +325,7 @@ impl Failure {
                 return Failure::Tls(crate::tls_verify::go_tls_error(r));
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                // io::Error hides a custom inner error from source(): look inside.
-                if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    return Failure::Tls(crate::tls_verify::go_tls_error(r));
-                }
-                return match io.kind() {
-                    std::io::ErrorKind::TimedOut => Failure::Timeout,
-                    std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
-                    _ => Failure::Dial(super::endpoint::os_text(io)),
-                };
+                return Failure::of_io(io);
             }
             if s.to_string().contains("deadline has elapsed") {
                 return Failure::Timeout;
@@ -341,6 +333,24 @@ impl Failure {
             src = s.source();
         }
         Failure::Other(e.to_string())
+    }
+
+    /// io::Error hides a custom inner error from `source()`, and hyper-rustls wraps
+    /// tokio-rustls' io::Error in another: look inside each layer.
+    fn of_io(io: &std::io::Error) -> Failure {
+        if let Some(inner) = io.get_ref() {
+            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                return Failure::Tls(crate::tls_verify::go_tls_error(r));
+            }
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                return Failure::of_io(io);
+            }
+        }
+        match io.kind() {
+            std::io::ErrorKind::TimedOut => Failure::Timeout,
+            std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
+            _ => Failure::Dial(super::endpoint::os_text(io)),
+        }
     }
 }
 
@@ -381,10 +391,18 @@ impl ErrorContext {
         match f {
             Failure::Status {
                 code: 401, message, ..
-            } => format!(
-                "{head} rejected the credentials of {} (401 Unauthorized: {message}): the client certificate or token is not valid for this cluster (expired, or from another cluster); use a current admin.conf",
-                self.user()
-            ),
+            } => {
+                // The API's message is usually just "Unauthorized": say it once.
+                let said = if message.is_empty() || message == "Unauthorized" {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
+                format!(
+                    "{head} rejected the credentials of {} (401 Unauthorized{said}): the client certificate or token is not valid for this cluster (expired, or from another cluster); use a current admin.conf",
+                    self.user()
+                )
+            }
             Failure::Status {
                 code: 403, message, ..
             } => format!(
