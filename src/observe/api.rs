@@ -416,6 +416,13 @@ impl ErrorContext {
                 message,
             } => format!("{head} answered {code} {reason} to {what}: {message}"),
             Failure::Dial(detail) => {
+                let host = crate::observed::url_host(&self.server);
+                if detail.contains("lookup address") || detail.contains("Name or service") {
+                    // getaddrinfo's words, as Go's resolver says them.
+                    return format!(
+                        "cannot reach {head}: dial tcp: lookup {host}: no such host; add {host} to DNS (or /etc/hosts on this machine), or use an address in server:"
+                    );
+                }
                 let fix = if detail.contains("connection refused") {
                     "; is kube-apiserver running on that address and port, and is the kubeconfig's server: line right?"
                 } else {
@@ -573,6 +580,18 @@ mod tests {
         let c = Current::of(&kc);
         assert_eq!(c.server.as_deref(), Some("https://127.0.0.11:6443"));
         assert_eq!(c.user.as_deref(), Some("kubernetes-admin"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_says_so_and_what_to_add() {
+        let kc = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://no-such-host.invalid:6443\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: u\n  name: c\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n";
+        let obs = read_api(kc, "/tmp/x.conf", Duration::from_secs(3)).await;
+        assert_eq!(
+            obs.reachable.failure(),
+            Some(
+                "cannot reach the API server https://no-such-host.invalid:6443 (from /tmp/x.conf): dial tcp: lookup no-such-host.invalid: no such host; add no-such-host.invalid to DNS (or /etc/hosts on this machine), or use an address in server:"
+            )
+        );
     }
 
     #[tokio::test]
