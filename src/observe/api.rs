@@ -325,15 +325,7 @@ impl Failure {
                 return Failure::Tls(crate::tls_verify::go_tls_error(r));
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                // io::Error hides a custom inner error from source(): look inside.
-                if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    return Failure::Tls(crate::tls_verify::go_tls_error(r));
-                }
-                return match io.kind() {
-                    std::io::ErrorKind::TimedOut => Failure::Timeout,
-                    std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
-                    _ => Failure::Dial(super::endpoint::os_text(io)),
-                };
+                return Failure::of_io(io);
             }
             if s.to_string().contains("deadline has elapsed") {
                 return Failure::Timeout;
@@ -341,6 +333,24 @@ impl Failure {
             src = s.source();
         }
         Failure::Other(e.to_string())
+    }
+
+    /// io::Error hides a custom inner error from `source()`, and hyper-rustls wraps
+    /// tokio-rustls' io::Error in another: look inside each layer.
+    fn of_io(io: &std::io::Error) -> Failure {
+        if let Some(inner) = io.get_ref() {
+            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                return Failure::Tls(crate::tls_verify::go_tls_error(r));
+            }
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                return Failure::of_io(io);
+            }
+        }
+        match io.kind() {
+            std::io::ErrorKind::TimedOut => Failure::Timeout,
+            std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
+            _ => Failure::Dial(super::endpoint::os_text(io)),
+        }
     }
 }
 
@@ -381,10 +391,18 @@ impl ErrorContext {
         match f {
             Failure::Status {
                 code: 401, message, ..
-            } => format!(
-                "{head} rejected the credentials of {} (401 Unauthorized: {message}): the client certificate or token is not valid for this cluster (expired, or from another cluster); use a current admin.conf",
-                self.user()
-            ),
+            } => {
+                // The API's message is usually just "Unauthorized": say it once.
+                let said = if message.is_empty() || message == "Unauthorized" {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                };
+                format!(
+                    "{head} rejected the credentials of {} (401 Unauthorized{said}): the client certificate or token is not valid for this cluster (expired, or from another cluster); use a current admin.conf",
+                    self.user()
+                )
+            }
             Failure::Status {
                 code: 403, message, ..
             } => format!(
@@ -398,6 +416,13 @@ impl ErrorContext {
                 message,
             } => format!("{head} answered {code} {reason} to {what}: {message}"),
             Failure::Dial(detail) => {
+                let host = crate::observed::url_host(&self.server);
+                if detail.contains("lookup address") || detail.contains("Name or service") {
+                    // getaddrinfo's words, as Go's resolver says them.
+                    return format!(
+                        "cannot reach {head}: dial tcp: lookup {host}: no such host; add {host} to DNS (or /etc/hosts on this machine), or use an address in server:"
+                    );
+                }
                 let fix = if detail.contains("connection refused") {
                     "; is kube-apiserver running on that address and port, and is the kubeconfig's server: line right?"
                 } else {
@@ -555,6 +580,18 @@ mod tests {
         let c = Current::of(&kc);
         assert_eq!(c.server.as_deref(), Some("https://127.0.0.11:6443"));
         assert_eq!(c.user.as_deref(), Some("kubernetes-admin"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_says_so_and_what_to_add() {
+        let kc = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://no-such-host.invalid:6443\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: u\n  name: c\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n";
+        let obs = read_api(kc, "/tmp/x.conf", Duration::from_secs(3)).await;
+        assert_eq!(
+            obs.reachable.failure(),
+            Some(
+                "cannot reach the API server https://no-such-host.invalid:6443 (from /tmp/x.conf): dial tcp: lookup no-such-host.invalid: no such host; add no-such-host.invalid to DNS (or /etc/hosts on this machine), or use an address in server:"
+            )
+        );
     }
 
     #[tokio::test]

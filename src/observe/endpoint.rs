@@ -21,6 +21,7 @@ pub async fn probe_endpoint(
     ca_pem: Option<&str>,
     timeout: Duration,
 ) -> EndpointObservation {
+    install_crypto_provider();
     let dials = endpoint.addresses.iter().map(|ip| {
         let addr = SocketAddr::new(*ip, endpoint.port);
         async move { (*ip, dial(addr, timeout).await) }
