@@ -435,12 +435,12 @@ fn version_conventions_super_admin_docker_kubelet_config() {
     assert!(!has(&cf, "cp1", "/etc/kubernetes/super-admin.conf"));
     assert_eq!(
         text(&cf, "w2", "/var/lib/kubelet/kubeadm-flags.env"),
-        "KUBELET_KUBEADM_ARGS=\"--network-plugin=cni --pod-infra-container-image=k8s.gcr.io/pause:3.6\"\n"
+        "KUBELET_KUBEADM_ARGS=\"--network-plugin=cni --pod-infra-container-image=registry.k8s.io/pause:3.6\"\n"
     );
     object(&cf, "ConfigMap", "kube-system", "kubelet-config-1.23");
     assert!(
         text(&cf, "cp1", "/etc/kubernetes/manifests/kube-apiserver.yaml")
-            .contains("image: k8s.gcr.io/kube-apiserver:v1.23.17\n")
+            .contains("image: registry.k8s.io/kube-apiserver:v1.23.17\n")
     );
 
     // dockershim is gone from 1.24.

@@ -744,7 +744,7 @@ pub fn docker(rt: &mut Runtime, argv: &[String]) -> ExecOutput {
                 let running = s.state == SandboxState::Ready;
                 rows.push(Row {
                     id: s.id.clone(),
-                    image: "k8s.gcr.io/pause:3.6".into(),
+                    image: "registry.k8s.io/pause:3.6".into(),
                     command: "/pause".into(),
                     created: s.created,
                     running,

@@ -36,7 +36,10 @@ impl Facts {
 
     /// The default image repository: kubeadm moved from k8s.gcr.io to registry.k8s.io.
     pub fn repository(&self) -> &'static str {
-        if self.at_least(25) {
+        // kubeadm moved to registry.k8s.io in 1.25 and backported it to 1.24.9 and 1.23.15.
+        let v = self.version;
+        let backported = (v.minor == 24 && v.patch >= 9) || (v.minor == 23 && v.patch >= 15);
+        if self.at_least(25) || backported {
             "registry.k8s.io"
         } else {
             "k8s.gcr.io"
