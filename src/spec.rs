@@ -80,9 +80,11 @@ fn default_port() -> u16 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
-    /// The login user; not root needs `sudo = true`.
-    #[serde(default = "default_user")]
-    pub user: String,
+    /// The login user; not root needs `sudo = true`. Default: the `User` of `config_file` for
+    /// the node's address, else root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"root")]
+    pub user: Option<String>,
     /// The SSH port; default: OpenSSH's (22, or what `config_file` says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -104,7 +106,7 @@ pub struct Ssh {
 impl Default for Ssh {
     fn default() -> Self {
         Ssh {
-            user: default_user(),
+            user: None,
             port: None,
             identity_file: None,
             config_file: None,
@@ -112,10 +114,6 @@ impl Default for Ssh {
             sudo: false,
         }
     }
-}
-
-fn default_user() -> String {
-    "root".to_string()
 }
 
 /// How host keys are checked.

@@ -22,7 +22,9 @@ pub struct SshTarget {
     /// The destination hactl connects to: the node's address. `config_file` may map it
     /// (`Host 10.0.0.11` blocks with `ProxyJump`, `Port`, `User`, `IdentityFile`).
     pub address: IpAddr,
-    pub user: String,
+    /// `None`: the config file's `User` for the address decides (there is a config file and
+    /// neither the plan nor the node names a user).
+    pub user: Option<String>,
     /// `None`: OpenSSH's default (22, or what `config_file` says).
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
@@ -49,7 +51,10 @@ impl SshTarget {
         SshTarget {
             node: node.name.clone(),
             address: node.address,
-            user: over.user.unwrap_or_else(|| ssh.user.clone()),
+            // Without a config file to say otherwise, hactl logs in as root.
+            user: over.user.or_else(|| ssh.user.clone()).or_else(|| {
+                ssh.config_file.is_none().then(|| "root".to_string())
+            }),
             port: over.port.or(ssh.port),
             identity_file: over
                 .identity_file
@@ -183,4 +188,46 @@ pub trait NodeTransport: Send + Sync {
         &self,
         script: &str,
     ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(toml: &str, node: usize) -> SshTarget {
+        let text = format!(
+            "version = 1\n[cluster]\nname = \"t\"\n[endpoint]\nhost = \"lb.example\"\naddresses = [\"10.0.0.100\"]\n{toml}\n[[node]]\nname = \"cp1\"\naddress = \"10.0.0.11\"\nrole = \"control-plane\"\n[[node]]\nname = \"w1\"\naddress = \"10.0.0.21\"\nrole = \"worker\"\n[node.ssh]\nuser = \"ops\"\nsudo = true\n"
+        );
+        let desired = crate::spec::parse("t.toml", &text).unwrap();
+        let home = std::path::Path::new("/home/me");
+        SshTarget::new(
+            &desired,
+            &desired.nodes[node],
+            std::path::Path::new("/plans"),
+            Some(home),
+            Duration::from_secs(3),
+        )
+    }
+
+    #[test]
+    fn node_overrides_win_and_paths_resolve_against_the_plan() {
+        let t = target(
+            "[ssh]\nuser = \"admin\"\nidentity_file = \"~/.ssh/id\"\nconfig_file = \"ssh_config\"",
+            1,
+        );
+        assert_eq!(t.user.as_deref(), Some("ops"));
+        assert!(t.sudo);
+        assert_eq!(t.identity_file, Some(PathBuf::from("/home/me/.ssh/id")));
+        assert_eq!(t.config_file, Some(PathBuf::from("/plans/ssh_config")));
+        let cp1 = target("[ssh]\nuser = \"admin\"", 0);
+        assert_eq!((cp1.user.as_deref(), cp1.sudo), (Some("admin"), false));
+    }
+
+    #[test]
+    fn the_config_files_user_counts_unless_the_plan_names_one() {
+        // No user anywhere and no config file: root, as documented.
+        assert_eq!(target("", 0).user.as_deref(), Some("root"));
+        // A config file and no user: ssh takes the config's `User` for the address.
+        assert_eq!(target("[ssh]\nconfig_file = \"/etc/c\"", 0).user, None);
+    }
 }

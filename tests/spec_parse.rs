@@ -62,7 +62,7 @@ fn lab_is_the_lab_topology() {
     assert_eq!(state.endpoint.host, "k8s-api.lab.internal");
     assert_eq!(state.endpoint.addresses, vec![ip("127.0.0.100")]);
     assert_eq!(state.endpoint.port, 6443);
-    assert_eq!(state.ssh.user, "root");
+    assert_eq!(state.ssh.user.as_deref(), Some("root"));
     assert!(!state.ssh.sudo);
     assert_eq!(state.ssh.known_hosts, KnownHosts::Strict);
     let nodes: Vec<_> = state
@@ -89,7 +89,7 @@ fn production_is_a_realistic_production_cluster() {
     let state = parse("plans/production.toml", &read("plans/production.toml")).unwrap();
     assert_eq!(state.endpoint.addresses.len(), 2);
     assert!(state.ssh.sudo);
-    assert_ne!(state.ssh.user, "root");
+    assert_ne!(state.ssh.user.as_deref(), Some("root"));
     assert!(state.ssh.config_file.is_some());
     assert!(state.ssh.identity_file.is_some());
     assert_eq!(state.control_plane_nodes().count(), 3);

@@ -32,7 +32,9 @@ impl SshSession {
     /// Connects (one master connection), checking the host key as the target says.
     pub async fn connect(target: SshTarget) -> Result<SshSession, TransportError> {
         let mut b = openssh::SessionBuilder::default();
-        b.user(target.user.clone());
+        if let Some(user) = &target.user {
+            b.user(user.clone());
+        }
         if let Some(port) = target.port {
             b.port(port);
         }
