@@ -344,11 +344,22 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             st.problems.push(format!("cannot read leader leases: {e}"));
             vec![]
         });
-        st.kube_proxy = kube_proxy_pods(client).await.unwrap_or_else(|e| {
-            st.problems
-                .push(format!("cannot list kube-proxy pods: {e}"));
-            vec![]
-        });
+        match kube_proxy_pods(client).await {
+            Ok(pods) => {
+                st.kube_proxy = pods;
+                // The DaemonSet runs one kube-proxy on every Node: a Node without its pod yet
+                // (the kubelet makes it a beat or two after registering) is not healthy, or
+                // `lab up` would return before kube-proxy exists and see it start later.
+                for n in nodes_without_kube_proxy(api_nodes.keys(), &st.kube_proxy) {
+                    st.problems.push(format!(
+                        "node {n} has no kube-proxy pod yet (the kube-proxy DaemonSet runs one on every node)"
+                    ));
+                }
+            }
+            Err(e) => st
+                .problems
+                .push(format!("cannot list kube-proxy pods: {e}")),
+        }
     }
 
     // What each node's agent saw (the kubelet's last error, its pods).
@@ -587,6 +598,18 @@ async fn leases(client: &kube::Client) -> Result<Vec<LeaseStatus>, String> {
         });
     }
     Ok(out)
+}
+
+/// The registered Nodes that have no kube-proxy pod.
+fn nodes_without_kube_proxy<'a>(
+    nodes: impl IntoIterator<Item = &'a String>,
+    pods: &[PodStatus],
+) -> Vec<&'a str> {
+    nodes
+        .into_iter()
+        .map(String::as_str)
+        .filter(|n| !pods.iter().any(|p| p.node == *n))
+        .collect()
 }
 
 async fn kube_proxy_pods(client: &kube::Client) -> Result<Vec<PodStatus>, String> {
@@ -920,4 +943,35 @@ async fn etcd_status(lab: &LabDir, spec: &LabSpec) -> EtcdStatus {
         st.members.push(ms);
     }
     st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str) -> PodStatus {
+        PodStatus {
+            name: name.into(),
+            node: node.into(),
+            state: "Running".into(),
+            ready: true,
+            restarts: 0,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_node_whose_kube_proxy_pod_is_not_made_yet_is_named() {
+        let nodes: Vec<String> = vec!["cp1".into(), "w1".into(), "w2".into()];
+        let pods = [
+            pod("kube-proxy-abcde", "cp1"),
+            pod("kube-proxy-fghij", "w2"),
+        ];
+        assert_eq!(nodes_without_kube_proxy(&nodes, &pods), vec!["w1"]);
+        assert!(nodes_without_kube_proxy(&nodes[..1], &pods).is_empty());
+        assert_eq!(
+            nodes_without_kube_proxy(&nodes, &[]),
+            vec!["cp1", "w1", "w2"]
+        );
+    }
 }
