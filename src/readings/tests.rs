@@ -149,7 +149,9 @@ fn a_kubeadm_leaf_certificate_reads_as_the_fixtures_say() {
     assert_eq!(cert.key_type, KeyType::Rsa2048);
     // kubeadm signs every leaf with the CA's NotBefore.
     assert_eq!(cert.not_before, apiserver.not_before);
-    assert!(cert.not_after.ends_with('Z') && cert.not_after.starts_with("2027-11-02T"));
+    // Issued at init with the API server's certificate: a year after, the same day.
+    assert!(cert.not_after.ends_with('Z'));
+    assert_eq!(cert.not_after[..10], apiserver.not_after[..10]);
     assert!(cert.sans.is_empty());
     assert!(cert.issuer_matches_ca);
     // The CA's own subject.
@@ -484,11 +486,12 @@ fn a_node_reading_from_the_fixture_files() {
         &format!("client-key-data: {FAKE_KEY}"),
     );
     let ca_pem = unb64(&kubeconfig_value(&admin, "certificate-authority-data"));
+    let version = cp1.kubeadm_version.clone().unwrap();
     let flags = "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --pod-infra-container-image=registry.k8s.io/pause:3.10\"\n";
     let out = script_output(&[
         ("user", "exit:0", "root\n"),
-        ("kubeadm", "exit:0", "v1.31.2\n"),
-        ("kubelet", "exit:0", "Kubernetes v1.31.2\n"),
+        ("kubeadm", "exit:0", &format!("{version}\n")),
+        ("kubelet", "exit:0", &format!("Kubernetes {version}\n")),
         ("sockets", "exit:0", ""),
         ("admin.conf", "ok", &admin),
         ("super-admin.conf", "absent", ""),
