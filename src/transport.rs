@@ -52,9 +52,10 @@ impl SshTarget {
             node: node.name.clone(),
             address: node.address,
             // Without a config file to say otherwise, hactl logs in as root.
-            user: over.user.or_else(|| ssh.user.clone()).or_else(|| {
-                ssh.config_file.is_none().then(|| "root".to_string())
-            }),
+            user: over
+                .user
+                .or_else(|| ssh.user.clone())
+                .or_else(|| ssh.config_file.is_none().then(|| "root".to_string())),
             port: over.port.or(ssh.port),
             identity_file: over
                 .identity_file

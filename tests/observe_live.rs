@@ -11,8 +11,8 @@ mod lab_support;
 
 use lab_support::Lab;
 use lab_support::observing::{
-    check_fixture, configmap_versions, diff, fixture_plan, hactl, lab_plan, node_files,
-    normalize, observe, text,
+    check_fixture, configmap_versions, diff, fixture_plan, hactl, lab_plan, node_files, normalize,
+    observe, text,
 };
 
 /// A fresh lab of `version`: observation is read-only, the snapshot matches the fixture, and

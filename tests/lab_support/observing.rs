@@ -155,4 +155,3 @@ pub fn check_fixture(fixture: &str, live_snapshot: &str, net: u8) {
         diff(&want, &got)
     );
 }
-
