@@ -17,8 +17,19 @@ use lab_support::{HACTL, Lab, plan};
 const SIZES: [(usize, u8); 3] = [(0, 40), (10, 41), (50, 42)];
 const ROUNDS: usize = 7;
 
-/// Runs `hactl plan FILE` once; returns its wall time, peak RSS (KiB) and exit code.
-fn run_plan(file: &std::path::Path) -> (Duration, i64, i32) {
+/// One run of `hactl plan`.
+struct Run {
+    wall: Duration,
+    /// Peak resident memory of the hactl process, KiB.
+    peak_kib: i64,
+    /// User + system CPU of hactl and the children it waited for (each node's `ssh` master
+    /// until it backgrounds itself, i.e. the client side of every handshake), seconds.
+    cpu: f64,
+    code: i32,
+}
+
+/// Runs `hactl plan FILE` once.
+fn run_plan(file: &std::path::Path) -> Run {
     let started = Instant::now();
     let child = Command::new(HACTL)
         .args(["plan", "--no-color"])
@@ -42,7 +53,13 @@ fn run_plan(file: &std::path::Path) -> (Duration, i64, i32) {
         -1
     };
     std::mem::forget(child);
-    (elapsed, usage.ru_maxrss, code)
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Run {
+        wall: elapsed,
+        peak_kib: usage.ru_maxrss,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+        code,
+    }
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
@@ -67,17 +84,20 @@ fn main() {
         .collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
     let mut memory: Vec<Vec<i64>> = vec![Vec::new(); labs.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
     for round in 0..=ROUNDS {
         for (i, (workers, lab)) in labs.iter().enumerate() {
-            let (elapsed, rss, code) = run_plan(&lab.dir.join("hactl.toml"));
+            let run = run_plan(&lab.dir.join("hactl.toml"));
             assert!(
-                code == 0 || code == 2,
-                "hactl plan against the {workers}-worker lab exited {code}"
+                run.code == 0 || run.code == 2,
+                "hactl plan against the {workers}-worker lab exited {}",
+                run.code
             );
             // Round 0 warms caches (binary, page cache, sshd's first fork) and is not counted.
             if round > 0 {
-                times[i].push(elapsed.as_secs_f64());
-                memory[i].push(rss);
+                times[i].push(run.wall.as_secs_f64());
+                memory[i].push(run.peak_kib);
+                cpu[i].push(run.cpu);
             }
         }
     }
