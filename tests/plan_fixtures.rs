@@ -106,7 +106,7 @@ fn fresh_1_31_plans_the_whole_conversion() {
         (2, 9, 0)
     );
     assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
-    assert_eq!(plan.kubernetes_version.as_deref(), Some("v1.31.2"));
+    assert_eq!(plan.kubernetes_version.as_deref(), Some("v1.31.14"));
     assert!(plan.is_dangerous());
 
     // A kubeconfig change is exactly its server line.
