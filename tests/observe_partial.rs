@@ -162,8 +162,10 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
             assert_eq!(Some(action), fresh.get(address), "{address}: {actions:#?}");
         }
     }
-    // The reissued certificate needs no reload, the hand-edited ConfigMap no kube-proxy restart
-    // on its account, w1 no kubelet restart: hactl cannot see that the operator skipped those.
+    // kube-apiserver rereads its serving certificate (the LB's TLS verifies), so no reload.
+    // A gap, not asserted: the kube-proxy restarts on cp1 and w1 and the kubelet restart on w1
+    // vanish from the plan too, though the running processes still use 127.0.29.11 until
+    // restarted; the observed state has nothing (Pod start times, file mtimes) to tell.
     let handlers: Vec<&str> = plan["handlers"]
         .as_array()
         .unwrap()
