@@ -160,4 +160,3 @@ pub fn check_fixture(fixture: &str, live_snapshot: &str, net: u8) {
         diff(&want, &got)
     );
 }
-
