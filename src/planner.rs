@@ -160,6 +160,32 @@ fn change(
     }
 }
 
+/// What to do about a node ssh could not reach, by the kind of failure observation recorded
+/// (the reason's prefix, as `observe::node::unreachable` writes it).
+fn ssh_fix(name: &str, address: &str, reason: &str) -> String {
+    if reason.starts_with("host key mismatch") {
+        format!(
+            "if {name} was reinstalled, verify its new host key out of band and remove the old one with `ssh-keygen -R {address}` (in the known_hosts file ssh uses), then plan again; otherwise treat this as an attack"
+        )
+    } else if reason.starts_with("host key unknown") {
+        format!(
+            "add {name}'s host key to known_hosts (`ssh-keyscan {address}`, verified out of band), or set known_hosts = \"accept-new\" under [ssh] to learn it on first use"
+        )
+    } else if reason.starts_with("permission denied") {
+        format!(
+            "check user and identity_file under [ssh] (or {name}'s [node.ssh]), and that the key is in {name}'s authorized_keys"
+        )
+    } else if reason.starts_with("sudo -n failed") {
+        format!(
+            "allow the login user passwordless sudo on {name} (NOPASSWD in sudoers), or log in as root"
+        )
+    } else {
+        format!(
+            "check that sshd runs on {address} and that the [ssh] settings (user, identity_file, config_file) reach it"
+        )
+    }
+}
+
 /// A resource that could not be decided.
 fn unknown(resource: &Resource, reason: impl Into<String>, fingerprint: String) -> ResourceChange {
     change(
@@ -238,7 +264,8 @@ impl<'a> Planner<'a> {
                     name,
                     format!("{name} ({address}) could not be reached over SSH: {reason}"),
                     format!(
-                        "check that sshd runs on {address} and that the [ssh] settings (user, identity_file, config_file) reach it; nothing on {name} is decided until it is observed"
+                        "{}; nothing on {name} is decided until it is observed",
+                        ssh_fix(name, &address, &reason)
                     ),
                 );
                 Err(format!("{name} could not be observed: {reason}"))
@@ -275,16 +302,17 @@ impl<'a> Planner<'a> {
         match &self.observed.api.reachable {
             Probe::Ok => Ok(()),
             Probe::Failed { reason } => {
-                let server = self
+                let at = self
                     .observed
                     .api
                     .server
-                    .clone()
-                    .unwrap_or_else(|| "the API".into());
+                    .as_ref()
+                    .map(|s| format!(" at {s}"))
+                    .unwrap_or_default();
                 self.problem(
                     Severity::Error,
                     "api",
-                    format!("the Kubernetes API at {server} could not be reached: {reason}"),
+                    format!("the Kubernetes API{at} could not be reached: {reason}"),
                     "check cluster.kubeconfig, or that the first control-plane node's admin.conf reaches a running API server".into(),
                 );
                 Err(format!("the Kubernetes API could not be reached: {reason}"))
@@ -320,18 +348,27 @@ impl<'a> Planner<'a> {
             );
         }
         if let Probe::Failed { reason } = &self.observed.etcd.health {
-            let from = self
-                .observed
-                .etcd
-                .observed_from
-                .clone()
-                .unwrap_or_else(|| "no control-plane node".into());
-            self.problem(
-                Severity::Error,
-                "etcd",
-                format!("etcd is not healthy (checked from {from}): {reason}"),
-                "hactl does not change a cluster whose etcd is unhealthy: restore quorum first (etcdctl endpoint health, member list)".into(),
-            );
+            match &self.observed.etcd.observed_from {
+                Some(from) => self.problem(
+                    Severity::Error,
+                    "etcd",
+                    format!("etcd is not healthy (checked from {from}): {reason}"),
+                    "hactl does not change a cluster whose etcd is unhealthy: restore quorum first (etcdctl endpoint health, member list)".into(),
+                ),
+                // Not checked is not unhealthy: with no node to ask, the fix is to reach one.
+                None if reason.starts_with("no reachable control-plane node") => self.problem(
+                    Severity::Error,
+                    "etcd",
+                    format!("etcd could not be checked: {reason}"),
+                    "hactl does not change a cluster whose etcd it cannot check: make the control-plane node that runs etcd reachable over SSH (see its error), then plan again".into(),
+                ),
+                None => self.problem(
+                    Severity::Error,
+                    "etcd",
+                    format!("etcd could not be checked: {reason}"),
+                    "hactl does not change a cluster whose etcd does not answer: restore quorum first (etcdctl endpoint health, member list on the node named above)".into(),
+                ),
+            }
         }
     }
 
@@ -1069,9 +1106,14 @@ impl<'a> Planner<'a> {
                 Severity::Error,
                 &address,
                 format!(
-                    "etcd has {what} ({} {}, peers {}): joining {name} now could cost quorum",
+                    "etcd has {what} ({}{}, peers {}): joining {name} now could cost quorum",
                     m.id,
-                    m.name,
+                    // An unstarted member has no name yet.
+                    if m.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", m.name)
+                    },
                     m.peer_urls.join(" ")
                 ),
                 format!(

@@ -72,23 +72,18 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
 
 /// The observation of a node hactl could not reach: the reason, and nothing else.
 ///
-/// The reason is ssh's words without the node prefix (the planner names the node); where the
-/// planner's generic advice would be wrong (host keys, sudo), the transport's fix follows.
+/// The reason is ssh's words without the node prefix (the planner names the node), after a
+/// prefix naming the kind of failure (`host key mismatch:`, `host key unknown:`, `permission
+/// denied:`, `sudo -n failed:`) from which the planner tells the fix.
 pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
     let reason = match error {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
             detail.clone()
         }
         TransportError::AuthFailed { detail, .. } => format!("permission denied: {detail}"),
-        TransportError::HostKeyChanged { detail, .. } => {
-            format!("host key mismatch: {detail}; {}", error.fix())
-        }
-        TransportError::HostKeyUnknown { detail, .. } => {
-            format!("host key unknown: {detail}; {}", error.fix())
-        }
-        TransportError::Sudo { detail, .. } => {
-            format!("sudo -n failed: {detail}; {}", error.fix())
-        }
+        TransportError::HostKeyChanged { detail, .. } => format!("host key mismatch: {detail}"),
+        TransportError::HostKeyUnknown { detail, .. } => format!("host key unknown: {detail}"),
+        TransportError::Sudo { detail, .. } => format!("sudo -n failed: {detail}"),
     };
     failed(node, reason)
 }

@@ -147,8 +147,7 @@ pub fn check_fixture(fixture: &str, live_snapshot: &str, net: u8) {
     }
     let fixture_text = std::fs::read_to_string(&path).unwrap();
     let base64 = Regex::new(r"(-data: |\x22)[A-Za-z0-9+/]{40,}={0,2}").unwrap();
-    // normalize first: the base64 rule would otherwise eat a detached JWS's header and leave
-    // its signature, which differs from lab to lab.
+    // normalize first: a JWS header (`"eyJ…`) is long enough to pass for base64.
     let mask = |s: &str| {
         base64
             .replace_all(&normalize(s, net), "${1}BASE64")
@@ -160,59 +159,4 @@ pub fn check_fixture(fixture: &str, live_snapshot: &str, net: u8) {
         "{fixture} and the lab drifted apart (regenerate with HACTL_WRITE_FIXTURES=1 if the lab is right):\n{}",
         diff(&want, &got)
     );
-}
-
-/// Waits (bounded) until the lab has settled as kubectl sees it: every Node Ready with its
-/// kube-proxy Pod ready, both leader Leases held. `lab up` returns before the last of these,
-/// and a fixture written before them would lack the leases.
-pub fn settle(lab: &Lab) {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let o = lab.kubectl(&all);
-        assert!(o.status.success(), "kubectl {args:?}: {}", text(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let items = |v: serde_json::Value| v["items"].as_array().cloned().unwrap_or_default();
-    let ready = |o: &serde_json::Value| {
-        o["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let nodes = items(json(&["get", "nodes"]));
-        let pods = items(json(&[
-            "get",
-            "pods",
-            "-n",
-            "kube-system",
-            "-l",
-            "k8s-app=kube-proxy",
-        ]));
-        let held = items(json(&["get", "leases", "-n", "kube-system"]))
-            .iter()
-            .filter(|l| {
-                ["kube-controller-manager", "kube-scheduler"]
-                    .contains(&l["metadata"]["name"].as_str().unwrap_or(""))
-                    && l["spec"]["holderIdentity"].is_string()
-            })
-            .count();
-        if !nodes.is_empty()
-            && nodes.iter().all(ready)
-            && pods.len() == nodes.len()
-            && pods.iter().all(ready)
-            && held == 2
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lab did not settle: {} nodes, {} kube-proxy pods, {held} leases held",
-            nodes.len(),
-            pods.len()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
 }
