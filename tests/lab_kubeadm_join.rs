@@ -9,11 +9,13 @@ mod lab_support;
 use std::process::Output;
 use std::time::Duration;
 
+use lab_support::joining::{
+    Creds, LB, point_cluster_info_at_lb, ready_to_join, set_control_plane_endpoint,
+};
 use lab_support::{Lab, node, plan};
 
 const ETCDCTL: &str = "ETCDCTL_API=3 etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt \
     --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt --key /etc/kubernetes/pki/etcd/healthcheck-client.key";
-const LB: &str = "k8s-api.lab.internal:6443";
 
 fn text(out: &Output) -> String {
     format!(
@@ -21,125 +23,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// What a join needs, made with the lab's own kubeadm on cp1.
-struct Creds {
-    token: String,
-    pin: String,
-    key: String,
-}
-
-impl Creds {
-    fn new(lab: &Lab) -> Creds {
-        let line = lab.ssh_ok("cp1", "kubeadm token create --print-join-command");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| {
-            let i = words.iter().position(|w| *w == flag).unwrap();
-            words[i + 1].to_string()
-        };
-        let certs = lab.ssh_ok("cp1", "kubeadm init phase upload-certs --upload-certs");
-        Creds {
-            token: after("--token"),
-            pin: after("--discovery-token-ca-cert-hash"),
-            key: certs.lines().last().unwrap().trim().to_string(),
-        }
-    }
-
-    fn join(&self, endpoint: &str) -> String {
-        format!(
-            "kubeadm join {endpoint} --token {} --discovery-token-ca-cert-hash {}",
-            self.token, self.pin
-        )
-    }
-
-    fn join_control_plane(&self, endpoint: &str) -> String {
-        format!(
-            "{} --control-plane --certificate-key {}",
-            self.join(endpoint),
-            self.key
-        )
-    }
-}
-
-/// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl.
-fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
-    let out = lab.kubectl(&["get", "configmap", "-n", ns, name, "-o", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let mut cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    edit(&mut cm);
-    let file = lab.dir.join(format!("{name}.json"));
-    std::fs::write(&file, cm.to_string()).unwrap();
-    // The installed kubectl is gcloud's dispatcher, which runs a client of the server's
-    // version; 1.28's validates against OpenAPI v2 (protobuf), which the lab's API server
-    // does not serve (it serves v3): skip that client-side validation.
-    let out = lab.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
-/// kubeadm-config gets controlPlaneEndpoint and the LB's certSANs (hactl's ConfigMap step).
-fn set_control_plane_endpoint(lab: &Lab, net: u8) {
-    edit_configmap(lab, "kube-system", "kubeadm-config", |cm| {
-        let text = cm["data"]["ClusterConfiguration"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let text = text
-            .replacen(
-                "apiServer:\n",
-                &format!(
-                    "apiServer:\n  certSANs:\n  - k8s-api.lab.internal\n  - 127.0.{net}.100\n"
-                ),
-                1,
-            )
-            .replacen(
-                "controllerManager:",
-                &format!("controlPlaneEndpoint: {LB}\ncontrollerManager:"),
-                1,
-            );
-        cm["data"]["ClusterConfiguration"] = text.into();
-    });
-}
-
-/// cluster-info's server becomes the LB; then, as hactl does, wait for the bootstrapsigner
-/// to re-sign it (every signature changes).
-fn point_cluster_info_at_lb(lab: &Lab, net: u8) {
-    let signatures = || {
-        let out = lab.kubectl(&[
-            "get",
-            "configmap",
-            "-n",
-            "kube-public",
-            "cluster-info",
-            "-o",
-            "json",
-        ]);
-        let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        cm["data"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.starts_with("jws-kubeconfig-"))
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect::<Vec<_>>()
-    };
-    let before = signatures();
-    assert!(!before.is_empty());
-    edit_configmap(lab, "kube-public", "cluster-info", |cm| {
-        let kc = cm["data"]["kubeconfig"].as_str().unwrap().replace(
-            &format!("https://127.0.{net}.11:6443"),
-            &format!("https://{LB}"),
-        );
-        cm["data"]["kubeconfig"] = kc.into();
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while signatures().iter().any(|s| before.contains(s)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cluster-info was not re-signed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn cluster_info_server(lab: &Lab) -> String {
@@ -536,15 +419,6 @@ fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down()
         "the API works without quorum: {}",
         text(&out)
     );
-}
-
-/// The cluster as hactl leaves it before a join: controlPlaneEndpoint, cluster-info and
-/// cp1's certificate at the LB; a token, the CA pin and a certificate key.
-fn ready_to_join(lab: &Lab, net: u8) -> Creds {
-    set_control_plane_endpoint(lab, net);
-    point_cluster_info_at_lb(lab, net);
-    lab.add_lb_san(net);
-    Creds::new(lab)
 }
 
 /// A failed learner join left cp2's learner unstarted; a learner does not vote, so the

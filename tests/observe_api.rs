@@ -49,57 +49,6 @@ fn fixture(name: &str) -> ObservedState {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses")
 }
 
-/// Waits (bounded) until the lab has settled as kubectl sees it: every Node Ready with its
-/// kube-proxy Pod ready, both leader Leases held. `lab up` returns before the last of these.
-fn settle(lab: &Lab) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let nodes = kubectl_json(lab, &["get", "nodes"]);
-        let pods = kubectl_json(
-            lab,
-            &[
-                "get",
-                "pods",
-                "-n",
-                "kube-system",
-                "-l",
-                "k8s-app=kube-proxy",
-            ],
-        );
-        let leases = kubectl_json(lab, &["get", "leases", "-n", "kube-system"]);
-        let ready = |o: &Value| {
-            o["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        };
-        let nodes = nodes["items"].as_array().cloned().unwrap_or_default();
-        let pods = pods["items"].as_array().cloned().unwrap_or_default();
-        let held = leases["items"].as_array().map_or(0, |ls| {
-            ls.iter()
-                .filter(|l| {
-                    ["kube-controller-manager", "kube-scheduler"]
-                        .contains(&l["metadata"]["name"].as_str().unwrap_or(""))
-                        && l["spec"]["holderIdentity"].is_string()
-                })
-                .count()
-        });
-        if !nodes.is_empty()
-            && nodes.iter().all(ready)
-            && pods.len() == nodes.len()
-            && pods.iter().all(ready)
-            && held == 2
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the lab did not settle: nodes {nodes:?}, kube-proxy pods {pods:?}, {held} leases held"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// Everything `read_api` found, checked field by field against kubectl's JSON.
 fn assert_matches_kubectl(lab: &Lab, obs: &ApiObservation) {
     assert_eq!(obs.reachable, Probe::Ok, "{obs:#?}");
@@ -210,7 +159,6 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
     let net = 24;
     let _serial = NET24.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::up("obs-api", &plan(net, 1, 1), &[]);
-    settle(&lab);
     let rt = rt();
     let (admin, origin) = admin_conf(&lab);
 
@@ -368,7 +316,6 @@ fn a_1_23_docker_cluster_reads_as_its_fixture() {
         &plan(25, 1, 1),
         &["--kubernetes-version", "1.23", "--runtime", "docker"],
     );
-    settle(&lab);
     let (admin, origin) = admin_conf(&lab);
     let obs = rt().block_on(read_api(&admin, &origin, TIMEOUT));
     assert_matches_kubectl(&lab, &obs);

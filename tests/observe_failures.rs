@@ -12,9 +12,9 @@ mod lab_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use lab_support::Lab;
+use lab_support::joining::{LB, ready_to_join};
 use lab_support::observing::{check_fixture, hactl, lab_plan, observe, text};
 
 /// `hactl plan --no-color FILE [--format F]`: (exit code, stdout, stderr).
@@ -354,96 +354,8 @@ fn a_1_31_lab_names_each_failure_with_its_node_its_cause_and_its_fix() {
 
 // ---- etcd: a control-plane join that fails after its member was added ----
 
-const LB: &str = "k8s-api.lab.internal:6443";
-
 fn both(o: &Output) -> String {
     format!("{}{}", text(&o.stdout), text(&o.stderr))
-}
-
-/// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl.
-fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
-    let o = lab.kubectl(&["get", "configmap", "-n", ns, name, "-o", "json"]);
-    assert!(o.status.success(), "{}", both(&o));
-    let mut cm: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    edit(&mut cm);
-    let file = lab.dir.join(format!("{name}.json"));
-    std::fs::write(&file, cm.to_string()).unwrap();
-    // 1.28's kubectl validates against OpenAPI v2, which the lab's API server does not serve.
-    let o = lab.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", both(&o));
-}
-
-/// The cluster as hactl leaves it before a join (as `tests/lab_kubeadm_join.rs` does):
-/// controlPlaneEndpoint and the LB's certSANs in kubeadm-config, cluster-info at the LB (and
-/// re-signed), cp1's certificate with the LB's names; then the join command for cp2.
-fn ready_to_join(lab: &Lab, net: u8) -> String {
-    edit_configmap(lab, "kube-system", "kubeadm-config", |cm| {
-        let text = cm["data"]["ClusterConfiguration"].as_str().unwrap();
-        let text = text
-            .replacen(
-                "apiServer:\n",
-                &format!(
-                    "apiServer:\n  certSANs:\n  - k8s-api.lab.internal\n  - 127.0.{net}.100\n"
-                ),
-                1,
-            )
-            .replacen(
-                "controllerManager:",
-                &format!("controlPlaneEndpoint: {LB}\ncontrollerManager:"),
-                1,
-            );
-        cm["data"]["ClusterConfiguration"] = text.into();
-    });
-    let signatures = || {
-        let o = lab.kubectl(&[
-            "get",
-            "cm",
-            "-n",
-            "kube-public",
-            "cluster-info",
-            "-o",
-            "json",
-        ]);
-        let cm: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        cm["data"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.starts_with("jws-kubeconfig-"))
-            .map(|(_, v)| v.as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
-    let before = signatures();
-    edit_configmap(lab, "kube-public", "cluster-info", |cm| {
-        let kc = cm["data"]["kubeconfig"].as_str().unwrap().replace(
-            &format!("https://127.0.{net}.11:6443"),
-            &format!("https://{LB}"),
-        );
-        cm["data"]["kubeconfig"] = kc.into();
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while signatures().iter().any(|s| before.contains(s)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cluster-info was not re-signed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    lab.add_lb_san(net);
-
-    let line = lab.ssh_ok("cp1", "kubeadm token create --print-join-command");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |flag: &str| {
-        let i = words.iter().position(|w| *w == flag).unwrap();
-        words[i + 1].to_string()
-    };
-    let certs = lab.ssh_ok("cp1", "kubeadm init phase upload-certs --upload-certs");
-    let key = certs.lines().last().unwrap().trim().to_string();
-    format!(
-        "kubeadm join {LB} --token {} --discovery-token-ca-cert-hash {} --control-plane --certificate-key {key}",
-        after("--token"),
-        after("--discovery-token-ca-cert-hash")
-    )
 }
 
 #[test]
@@ -455,7 +367,7 @@ fn a_1_31_join_that_failed_after_member_add_leaves_a_learner_the_plan_names_with
         &["--kubernetes-version", "1.31"],
     );
     let file = lab.dir.join("hactl.toml");
-    let join = ready_to_join(&lab, net);
+    let join = ready_to_join(&lab, net).join_control_plane(LB);
     lab_cmd(&lab, "fault", &["cp2", "kubeadm-join-fails"]);
     let o = lab.ssh("cp2", &join);
     assert_eq!(o.status.code(), Some(1), "{}", both(&o));
@@ -496,7 +408,7 @@ fn a_1_28_join_that_failed_after_member_add_takes_etcd_health_down() {
         &["--kubernetes-version", "1.28"],
     );
     let file = lab.dir.join("hactl.toml");
-    let join = ready_to_join(&lab, net);
+    let join = ready_to_join(&lab, net).join_control_plane(LB);
     lab_cmd(&lab, "fault", &["cp2", "kubeadm-join-fails"]);
     let o = lab.ssh("cp2", &join);
     assert_eq!(o.status.code(), Some(1), "{}", both(&o));

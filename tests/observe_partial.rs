@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use lab_support::Lab;
 use lab_support::observing::{
-    check_fixture, configmap_versions, fixture_plan, hactl, lab_plan, node_files, observe, settle,
-    text,
+    check_fixture, configmap_versions, fixture_plan, hactl, lab_plan, node_files, observe, text,
 };
 use serde_json::Value;
 
@@ -273,7 +272,6 @@ fn reissue_with_lb_sans_appended(lab: &Lab, net: u8) {
 fn the_half_converted_fixture_is_a_1_31_lab_with_cp1_reissued() {
     let net = 30;
     let lab = Lab::up("half30", &lab_plan(net), &[]);
-    settle(&lab);
     reissue_with_lb_sans_appended(&lab, net);
     let snapshot = lab.dir.join("snapshot.json");
     let json = observe(&lab.dir.join("hactl.toml"), &snapshot);

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod joining;
 pub mod observing;
 
 use std::path::{Path, PathBuf};

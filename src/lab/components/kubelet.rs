@@ -629,7 +629,10 @@ impl Kubelet {
             "kubernetes.io/os": "linux",
         });
         let mut taints = Vec::new();
-        if cfg.node.control_plane {
+        // The kubelet registers a bare Node: kubeadm's mark-control-plane phase labels and
+        // taints it afterwards (init did so for the init node; a join does so after its etcd
+        // member is in, so a join that fails earlier leaves an unmarked Node).
+        if cfg.node.control_plane && cfg.spec.init_node().name == n {
             // kubeadm's marks: "master" until 1.24 (label) / 1.25 (taint).
             labels["node-role.kubernetes.io/control-plane"] = json!("");
             if v.minor < 24 {
