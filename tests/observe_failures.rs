@@ -4,9 +4,8 @@
 //!
 //! `tests/fixtures/observed/unreachable-worker-1.31.json` is `hactl observe` of the first lab:
 //! `HACTL_WRITE_FIXTURES=1 cargo test --test observe_failures` rewrites it, without it the
-//! drift check fails when they disagree. `stuck-learner-1.31.json` is not taken from the
-//! second lab: the lab's failed join leaves Node cp2 with the control-plane role (real kubeadm
-//! labels it only after the etcd phase), so the planner takes cp2 for a member.
+//! drift check fails when they disagree; `stuck-learner-1.31.json` is the second lab's, after
+//! cp2's join failed right after its etcd learner was added.
 
 mod lab_support;
 
@@ -378,25 +377,47 @@ fn a_1_31_join_that_failed_after_member_add_leaves_a_learner_the_plan_names_with
         both(&o)
     );
 
-    // The learner is named, with its peer URL and how to remove it.
-    let (_, out, _) = plan(&file, "json");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The snapshot: an unstarted learner on cp2's peer URL; the fixture is this lab.
+    let snapshot = observe(&file, &lab.dir.join("stuck.json"));
+    check_fixture("stuck-learner-1.31.json", &snapshot, net);
+    let state: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
     let peer = format!("https://127.0.{net}.12:2380");
-    let problems = v["problems"].to_string();
+    let learner = state["etcd"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["peer_urls"][0] == peer.as_str())
+        .unwrap_or_else(|| panic!("no member on {peer}: {snapshot}"));
+    assert_eq!(learner["is_learner"], true, "{learner}");
+    assert_eq!(
+        learner["name"], "",
+        "an unstarted member has no name: {learner}"
+    );
+    let id = learner["id"].as_str().unwrap();
+
+    // The half-done join is replaced: reset and member removal first, then the join again.
+    let (code, out, _) = plan(&file, "json");
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let cp2 = v["resource_changes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["address"] == "control_plane.cp2")
         .unwrap_or_else(|| panic!("no control_plane.cp2 in {out}"));
-    let named = [cp2["reason"].to_string(), problems.clone()]
-        .iter()
-        .any(|t| {
-            t.contains(&peer)
-                && t.contains("etcdctl member remove")
-                && (t.contains("learner") || t.contains("unstarted"))
-        });
-    assert!(named, "the stuck learner is not named with its fix:\n{out}");
+    assert_eq!(
+        cp2["actions"],
+        serde_json::json!(["delete", "create"]),
+        "{cp2}"
+    );
+    assert_has(
+        cp2["reason"].as_str().unwrap(),
+        &[
+            &format!("unstarted learner member {id}"),
+            "kubeadm reset -f",
+            &format!("etcdctl member remove {id}"),
+        ],
+    );
 }
 
 #[test]
