@@ -357,25 +357,31 @@ fn both(o: &Output) -> String {
     format!("{}{}", text(&o.stdout), text(&o.stderr))
 }
 
-#[test]
-fn a_1_31_join_that_failed_after_member_add_leaves_a_learner_the_plan_names_with_its_fix() {
-    let net = 32;
+/// A lab of `version` where cp2's control-plane join failed right after its etcd member was
+/// added (the `kubeadm-join-fails` fault), kubeadm having said `words`.
+fn failed_join(net: u8, version: &str, words: &str) -> Lab {
     let lab = Lab::up(
         &format!("obsfail{net}"),
         &lab_plan(net),
-        &["--kubernetes-version", "1.31"],
+        &["--kubernetes-version", version],
     );
-    let file = lab.dir.join("hactl.toml");
     let join = ready_to_join(&lab, net).join_control_plane(LB);
     lab_cmd(&lab, "fault", &["cp2", "kubeadm-join-fails"]);
     let o = lab.ssh("cp2", &join);
     assert_eq!(o.status.code(), Some(1), "{}", both(&o));
-    assert!(
-        both(&o)
-            .contains("etcdserver: can only promote a learner member which is in sync with leader"),
-        "{}",
-        both(&o)
+    assert!(both(&o).contains(words), "{}", both(&o));
+    lab
+}
+
+#[test]
+fn a_1_31_join_that_failed_after_member_add_leaves_a_learner_the_plan_names_with_its_fix() {
+    let net = 32;
+    let lab = failed_join(
+        net,
+        "1.31",
+        "etcdserver: can only promote a learner member which is in sync with leader",
     );
+    let file = lab.dir.join("hactl.toml");
 
     // The snapshot: an unstarted learner on cp2's peer URL; the fixture is this lab.
     let snapshot = observe(&file, &lab.dir.join("stuck.json"));
@@ -422,22 +428,12 @@ fn a_1_31_join_that_failed_after_member_add_leaves_a_learner_the_plan_names_with
 
 #[test]
 fn a_1_28_join_that_failed_after_member_add_takes_etcd_health_down() {
-    let net = 33;
-    let lab = Lab::up(
-        &format!("obsfail{net}"),
-        &lab_plan(net),
-        &["--kubernetes-version", "1.28"],
+    let lab = failed_join(
+        33,
+        "1.28",
+        "timeout waiting for etcd cluster to be available",
     );
     let file = lab.dir.join("hactl.toml");
-    let join = ready_to_join(&lab, net).join_control_plane(LB);
-    lab_cmd(&lab, "fault", &["cp2", "kubeadm-join-fails"]);
-    let o = lab.ssh("cp2", &join);
-    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
-    assert!(
-        both(&o).contains("timeout waiting for etcd cluster to be available"),
-        "{}",
-        both(&o)
-    );
 
     let (code, out, err) = plan(&file, "json");
     assert_eq!(code, Some(1), "{err}\n{out}");

@@ -8,35 +8,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::observed::{NodeObservation, Probe};
-use crate::readings::node::{self as reading, NodeRead};
+use crate::readings::node::{self as reading};
 use crate::spec::Node;
 use crate::transport::{NodeTransport, TransportError};
 
-/// What reading a node yields: its observation (no secrets) and, held in memory only, what the
-/// rest of observation needs from it.
-#[derive(Clone, Debug)]
-pub struct NodeReading {
-    pub observation: NodeObservation,
-    /// `/etc/kubernetes/admin.conf` as is (keys included): the API client's credentials when the
-    /// plan names no kubeconfig. Never written anywhere.
-    pub admin_conf: Option<String>,
-    /// `/etc/kubernetes/pki/ca.crt` (public), for the LB's TLS check.
-    pub ca_pem: Option<String>,
-    /// Files found but not understood (a certificate that does not parse), each naming the node
-    /// and the file: the observation leaves them out, the caller shows these.
-    pub warnings: Vec<String>,
-}
-
-impl From<NodeRead> for NodeReading {
-    fn from(r: NodeRead) -> Self {
-        NodeReading {
-            observation: r.observation,
-            admin_conf: r.admin_conf,
-            ca_pem: r.ca_pem,
-            warnings: r.warnings,
-        }
-    }
-}
+/// What reading a node yields: its observation (no secrets) and, held in memory only, the raw
+/// admin.conf (the API client's credentials when the plan names no kubeconfig; never written
+/// anywhere), ca.crt (for the LB's TLS check) and warnings naming files found but not understood.
+pub use crate::readings::node::NodeRead as NodeReading;
 
 /// Reads everything observation wants from `node` in one round trip.
 pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeReading {
@@ -52,7 +31,7 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
         }
     };
     match reading::sections(&out.stdout_text()) {
-        Ok(sections) => reading::node_read(&node.name, &node.address.to_string(), &sections).into(),
+        Ok(sections) => reading::node_read(&node.name, &node.address.to_string(), &sections),
         Err(e) => NodeReading {
             observation: failed(
                 node,
