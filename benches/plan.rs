@@ -105,17 +105,18 @@ fn main() {
     let base_mem = median(memory[0].clone()) as f64;
     println!("hactl plan against a live lab, median of {ROUNDS} interleaved runs");
     println!(
-        "| workers | nodes | wall time | peak memory | time / 0 workers | memory / 0 workers |"
+        "| workers | nodes | wall time | peak memory | CPU (hactl + ssh clients) | time / 0 workers | memory / 0 workers |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (workers, _)) in labs.iter().enumerate() {
         let t = median(times[i].clone());
         let m = median(memory[i].clone());
         println!(
-            "| {workers} | {} | {:.3} s | {:.1} MiB | {:.2} | {:.2} |",
+            "| {workers} | {} | {:.3} s | {:.1} MiB | {:.2} s | {:.2} | {:.2} |",
             workers + 1,
             t,
             m as f64 / 1024.0,
+            median(cpu[i].clone()),
             t / base_time,
             m as f64 / base_mem
         );

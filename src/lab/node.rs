@@ -175,7 +175,7 @@ pub fn write_node_tree(lab: &LabDir, node: &LabNode, files: &[NodeFile]) -> Resu
     let root = lab.node_root(&node.name);
     for m in NODE_MOUNTS {
         let p = root.join(m.trim_start_matches('/'));
-        if *m == "/etc/hosts" {
+        if super::NODE_FILE_MOUNTS.contains(m) {
             if let Some(parent) = p.parent() {
                 mkdir(parent)?;
             }
@@ -185,6 +185,18 @@ pub fn write_node_tree(lab: &LabDir, node: &LabNode, files: &[NodeFile]) -> Resu
     }
     super::files::write_node_files(lab, &node.name, files)
         .map_err(|e| LabError::io(&root, "write the node's files under", e))?;
+    // This machine's users, with root's home the node's own.
+    let home = root.join("root");
+    mkdir(&home)?;
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700))
+        .map_err(|e| LabError::io(&home, "set the mode of", e))?;
+    let passwd = fs::read_to_string("/etc/passwd")
+        .map_err(|e| LabError::io(Path::new("/etc/passwd"), "read", e))?;
+    write_file(
+        &lab.node_path(&node.name, "/etc/passwd"),
+        node_passwd(&passwd, &home).as_bytes(),
+        0o644,
+    )?;
     let hosts = lab.node_path(&node.name, "/etc/hosts");
     if !hosts.exists() {
         write_file(
@@ -194,6 +206,24 @@ pub fn write_node_tree(lab: &LabDir, node: &LabNode, files: &[NodeFile]) -> Resu
         )?;
     }
     Ok(())
+}
+
+/// `/etc/passwd` with root's home directory replaced by `home`.
+fn node_passwd(passwd: &str, home: &Path) -> String {
+    passwd
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(':').collect();
+            let home = home.to_string_lossy();
+            if fields.first() == Some(&"root") && fields.len() == 7 {
+                fields[5] = &home;
+                fields.join(":")
+            } else {
+                line.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect()
 }
 
 pub fn mkdir(p: &Path) -> Result<(), LabError> {
@@ -585,6 +615,21 @@ mod tests {
         assert_eq!(
             known_hosts_line(&n, 2222, "ssh-ed25519 AAAA host"),
             "[cp1]:2222,[127.0.0.11]:2222 ssh-ed25519 AAAA\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod passwd_tests {
+    use super::*;
+
+    #[test]
+    fn only_roots_home_changes() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+        assert_eq!(
+            node_passwd(passwd, Path::new("/tmp/lab/nodes/cp1/root")),
+            "root:x:0:0:root:/tmp/lab/nodes/cp1/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
         );
     }
 }
