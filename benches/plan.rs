@@ -67,6 +67,45 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
+/// The measured runs of one lab under one SSH setting.
+#[derive(Default)]
+struct Series {
+    wall: Vec<f64>,
+    peak_kib: Vec<i64>,
+    cpu: Vec<f64>,
+}
+
+/// The two ssh settings measured side by side: OpenSSH's default key exchange (Debian 12:
+/// sntrup761x25519, post-quantum, about 70 ms of client CPU per connection here) and a
+/// config file that asks for curve25519-sha256, to show what the handshakes cost.
+const SETTINGS: [(&str, Option<&str>); 2] = [
+    ("OpenSSH default key exchange", None),
+    ("KexAlgorithms curve25519-sha256", Some("curve25519-sha256")),
+];
+
+/// The lab's hactl.toml, or a copy whose ssh config file first sets `KexAlgorithms kex`.
+fn plan_file(lab: &Lab, kex: Option<&str>) -> std::path::PathBuf {
+    let file = lab.dir.join("hactl.toml");
+    let Some(kex) = kex else {
+        return file;
+    };
+    let config = lab.dir.join("ssh_config");
+    let kex_config = lab.dir.join("ssh_config.kex");
+    let original = std::fs::read_to_string(&config).expect("the lab's ssh_config");
+    std::fs::write(
+        &kex_config,
+        format!("Host *\n  KexAlgorithms {kex}\n{original}"),
+    )
+    .expect("write the ssh config copy");
+    let text = std::fs::read_to_string(&file).expect("the lab's hactl.toml");
+    let copy = lab.dir.join("hactl-kex.toml");
+    let config = config.to_string_lossy().into_owned();
+    assert!(text.contains(&config), "hactl.toml names {config}");
+    std::fs::write(&copy, text.replace(&config, &kex_config.to_string_lossy()))
+        .expect("write the plan copy");
+    copy
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --benches` runs this without --bench: nothing to measure then.
@@ -82,43 +121,53 @@ fn main() {
             )
         })
         .collect();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
-    let mut memory: Vec<Vec<i64>> = vec![Vec::new(); labs.len()];
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
+    let files: Vec<Vec<std::path::PathBuf>> = SETTINGS
+        .iter()
+        .map(|(_, kex)| labs.iter().map(|(_, lab)| plan_file(lab, *kex)).collect())
+        .collect();
+    let mut series: Vec<Vec<Series>> = SETTINGS
+        .iter()
+        .map(|_| labs.iter().map(|_| Series::default()).collect())
+        .collect();
     for round in 0..=ROUNDS {
-        for (i, (workers, lab)) in labs.iter().enumerate() {
-            let run = run_plan(&lab.dir.join("hactl.toml"));
-            assert!(
-                run.code == 0 || run.code == 2,
-                "hactl plan against the {workers}-worker lab exited {}",
-                run.code
-            );
-            // Round 0 warms caches (binary, page cache, sshd's first fork) and is not counted.
-            if round > 0 {
-                times[i].push(run.wall.as_secs_f64());
-                memory[i].push(run.peak_kib);
-                cpu[i].push(run.cpu);
+        for (s, files) in files.iter().enumerate() {
+            for (i, (workers, _)) in labs.iter().enumerate() {
+                let run = run_plan(&files[i]);
+                assert!(
+                    run.code == 0 || run.code == 2,
+                    "hactl plan against the {workers}-worker lab exited {}",
+                    run.code
+                );
+                // Round 0 warms caches (binary, page cache, sshd's first fork); not counted.
+                if round > 0 {
+                    let series = &mut series[s][i];
+                    series.wall.push(run.wall.as_secs_f64());
+                    series.peak_kib.push(run.peak_kib);
+                    series.cpu.push(run.cpu);
+                }
             }
         }
     }
-    let base_time = median(times[0].clone());
-    let base_mem = median(memory[0].clone()) as f64;
     println!("hactl plan against a live lab, median of {ROUNDS} interleaved runs");
     println!(
-        "| workers | nodes | wall time | peak memory | CPU (hactl + ssh clients) | time / 0 workers | memory / 0 workers |"
+        "| ssh | workers | nodes | wall time | peak memory | CPU (hactl + ssh clients) | time / 0 workers | memory / 0 workers |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (i, (workers, _)) in labs.iter().enumerate() {
-        let t = median(times[i].clone());
-        let m = median(memory[i].clone());
-        println!(
-            "| {workers} | {} | {:.3} s | {:.1} MiB | {:.2} s | {:.2} | {:.2} |",
-            workers + 1,
-            t,
-            m as f64 / 1024.0,
-            median(cpu[i].clone()),
-            t / base_time,
-            m as f64 / base_mem
-        );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (s, (name, _)) in SETTINGS.iter().enumerate() {
+        let base_time = median(series[s][0].wall.clone());
+        let base_mem = median(series[s][0].peak_kib.clone()) as f64;
+        for (i, (workers, _)) in labs.iter().enumerate() {
+            let t = median(series[s][i].wall.clone());
+            let m = median(series[s][i].peak_kib.clone());
+            println!(
+                "| {name} | {workers} | {} | {:.3} s | {:.1} MiB | {:.2} s | {:.2} | {:.2} |",
+                workers + 1,
+                t,
+                m as f64 / 1024.0,
+                median(series[s][i].cpu.clone()),
+                t / base_time,
+                m as f64 / base_mem
+            );
+        }
     }
 }
