@@ -107,7 +107,8 @@ impl CommandOutput {
 }
 
 /// Why a node could not be reached or a command could not run there. Every variant names the
-/// node and says how to fix it ([`TransportError::fix`]).
+/// node; observation records the kind as the reason's prefix (`host key mismatch: …`), from
+/// which the plan says how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
     /// The host key differs from the one in known_hosts.
@@ -154,24 +155,6 @@ impl TransportError {
             | TransportError::Unreachable { node, .. }
             | TransportError::Sudo { node, .. }
             | TransportError::Other { node, .. } => node,
-        }
-    }
-
-    /// What the operator can do about it.
-    pub fn fix(&self) -> String {
-        match self {
-            TransportError::HostKeyChanged { address, .. } => format!(
-                "if the node was reinstalled, verify its new key out of band and remove the old one with `ssh-keygen -R {address}`; otherwise treat this as an attack"
-            ),
-            TransportError::HostKeyUnknown { address, .. } => format!(
-                "add the node's key to known_hosts (`ssh-keyscan {address}`, verified out of band), or set known_hosts = \"accept-new\" under [ssh] to learn it on first use"
-            ),
-            TransportError::AuthFailed { .. } => "check user and identity_file under [ssh] (or the node's [node.ssh]), and that the key is in the node's authorized_keys".to_string(),
-            TransportError::Unreachable { address, .. } => format!(
-                "check that sshd runs on {address} and that the [ssh] settings (port, config_file ProxyJump) reach it"
-            ),
-            TransportError::Sudo { .. } => "allow the login user passwordless sudo (NOPASSWD in sudoers), or log in as root".to_string(),
-            TransportError::Other { .. } => "run `ssh -v` to the node with the same settings to see why".to_string(),
         }
     }
 }
