@@ -365,9 +365,12 @@ impl ServeCtx {
                 if let Some(p) = sshd
                     && let Some(ns) = p.mnt_ns
                 {
-                    let keep = p.pid;
+                    let (keep, start) = (p.pid, p.start_time);
                     tokio::task::spawn_blocking(move || {
-                        node::stop_namespace_except(ns, keep, Duration::from_secs(1))
+                        // Only while the sshd still holds it is the number this node's.
+                        if let Some(_pin) = node::pin_namespace(keep, start, ns) {
+                            node::stop_namespace_except(ns, keep, Duration::from_secs(1))
+                        }
                     })
                     .await
                     .map_err(|e| e.to_string())?;

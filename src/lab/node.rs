@@ -103,7 +103,22 @@ pub fn mount_namespace(pid: i32) -> Option<u64> {
     s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// Stops every process in the mount namespace `ns` (a node's sessions and static pods).
+/// Keeps the mount namespace `ns` of the process `pid` (started at `start`) alive while the
+/// handle is held; `None` when that process is gone or is not in `ns`. A namespace's number is
+/// only unique while it lives: once its last process exits the kernel may give the number to a
+/// new namespace (another lab's node starting beside this one), so a sweep by number is safe
+/// only while the namespace is pinned.
+pub fn pin_namespace(pid: i32, start: u64, ns: u64) -> Option<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    if !process_stat(pid).is_some_and(|(s, t)| s != 'Z' && t == start) {
+        return None;
+    }
+    let file = fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    (file.metadata().ok()?.ino() == ns).then_some(file)
+}
+
+/// Stops every process in the mount namespace `ns` (a node's sessions and static pods). The
+/// caller keeps `ns` alive meanwhile (a live member, or [`pin_namespace`]).
 pub fn stop_namespace(ns: u64, grace: Duration) {
     stop_namespace_except(ns, 0, grace)
 }
@@ -620,8 +635,19 @@ mod tests {
 }
 
 #[cfg(test)]
-mod passwd_tests {
+mod namespace_and_passwd_tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_is_pinned_only_through_its_own_live_process() {
+        let pid = std::process::id() as i32;
+        let start = start_time(pid).unwrap();
+        let ns = mount_namespace(pid).unwrap();
+        assert!(pin_namespace(pid, start, ns).is_some());
+        // Another process that got the PID, or another namespace with the number: no pin.
+        assert!(pin_namespace(pid, start + 1, ns).is_none());
+        assert!(pin_namespace(pid, start, ns + 1).is_none());
+    }
 
     #[test]
     fn only_roots_home_changes() {

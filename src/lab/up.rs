@@ -485,9 +485,15 @@ fn down_state(lab: &LabDir, state: &LabState) {
     }
     for p in state.processes.iter().rev().filter(|p| p.name != "daemon") {
         if let Some(ns) = p.mnt_ns {
-            // Sessions and static pods (etcd) live on in the namespace after sshd.
+            // Sessions and static pods (etcd) live on in the namespace after sshd; they are
+            // swept while the namespace is pinned, so its number cannot meanwhile name another
+            // lab's new node (whose sshd the sweep would kill).
+            let pin = node::pin_namespace(p.pid, p.start_time, ns);
             p.stop(Duration::from_secs(2));
-            node::stop_namespace(ns, Duration::from_secs(2));
+            if pin.is_some() {
+                node::stop_namespace(ns, Duration::from_secs(2));
+            }
+            drop(pin);
         } else {
             p.stop(Duration::from_secs(2));
         }
