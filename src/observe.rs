@@ -76,11 +76,6 @@ impl Observation {
         // A master that already died has nothing left to close.
         let _ = futures_util::future::join_all(closing).await;
     }
-
-    /// The nodes that could not be observed, with why, in desired-state order.
-    pub fn unreachable<'a>(&'a self, desired: &'a DesiredState) -> Vec<(&'a str, &'a str)> {
-        unreachable_nodes(desired, &self.state)
-    }
 }
 
 /// The nodes of `desired` whose observation failed, with the reason, in file order.
@@ -162,15 +157,7 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
         let from = control_planes.first().and_then(|n| sessions.get(&n.name));
         match from {
             Some(session) => etcd::read_etcd(session).await,
-            None => EtcdObservation {
-                observed_from: None,
-                members: Vec::new(),
-                health: Probe::Failed {
-                    reason: "no reachable control-plane node runs a kube-apiserver and etcd \
-                             (no /etc/kubernetes/manifests/kube-apiserver.yaml found)"
-                        .to_string(),
-                },
-            },
+            None => EtcdObservation::unasked(),
         }
     };
     let endpoint =

@@ -86,6 +86,66 @@ pub struct NodeObservation {
     pub control_plane_reachability: BTreeMap<String, Probe>,
 }
 
+impl NodeObservation {
+    /// A node observed at `address` with the outcome `ssh` and nothing read yet.
+    pub fn new(address: &str, ssh: Probe) -> NodeObservation {
+        NodeObservation {
+            address: address.to_string(),
+            ssh,
+            kubeadm_version: None,
+            kubelet_version: None,
+            container_runtime: None,
+            kubeconfigs: BTreeMap::new(),
+            apiserver_cert: None,
+            apiserver_endpoint: None,
+            ca_pin: None,
+            control_plane_reachability: BTreeMap::new(),
+        }
+    }
+}
+
+/// The kinds of SSH failure whose fix differs from "check that sshd runs": observation writes
+/// one as the prefix of a node's `ssh` reason (`host key mismatch: …`), the plan reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SshFailure {
+    HostKeyMismatch,
+    HostKeyUnknown,
+    PermissionDenied,
+    Sudo,
+}
+
+impl SshFailure {
+    const ALL: [SshFailure; 4] = [
+        SshFailure::HostKeyMismatch,
+        SshFailure::HostKeyUnknown,
+        SshFailure::PermissionDenied,
+        SshFailure::Sudo,
+    ];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            SshFailure::HostKeyMismatch => "host key mismatch",
+            SshFailure::HostKeyUnknown => "host key unknown",
+            SshFailure::PermissionDenied => "permission denied",
+            SshFailure::Sudo => "sudo -n failed",
+        }
+    }
+
+    /// The reason recorded for this kind of failure: `PREFIX: detail`.
+    pub fn reason(self, detail: &str) -> String {
+        format!("{}: {detail}", self.prefix())
+    }
+
+    /// The kind a recorded reason names, if any.
+    pub fn of(reason: &str) -> Option<SshFailure> {
+        Self::ALL.into_iter().find(|k| {
+            reason
+                .strip_prefix(k.prefix())
+                .is_some_and(|r| r.starts_with(": "))
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiserverEndpoint {
@@ -300,6 +360,28 @@ pub struct EtcdMember {
     pub healthy: Option<bool>,
 }
 
+impl EtcdObservation {
+    /// No reachable control-plane node runs etcd, so none could be asked.
+    pub const NO_NODE_TO_ASK: &str = "no reachable control-plane node runs a kube-apiserver and \
+         etcd (no /etc/kubernetes/manifests/kube-apiserver.yaml found)";
+
+    /// The observation when no node could be asked (see [`Self::NO_NODE_TO_ASK`]).
+    pub fn unasked() -> EtcdObservation {
+        EtcdObservation {
+            observed_from: None,
+            members: Vec::new(),
+            health: Probe::Failed {
+                reason: Self::NO_NODE_TO_ASK.to_string(),
+            },
+        }
+    }
+
+    /// Whether etcd went unchecked for want of a node to ask (rather than failing to answer).
+    pub fn was_unasked(&self) -> bool {
+        self.observed_from.is_none() && self.health.failure() == Some(Self::NO_NODE_TO_ASK)
+    }
+}
+
 impl EtcdMember {
     /// An added member that never started has no name and no client URLs.
     pub fn started(&self) -> bool {
@@ -354,7 +436,16 @@ pub fn url_host(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::url_host;
+    use super::{SshFailure, url_host};
+
+    #[test]
+    fn ssh_failure_kinds_read_back_from_their_reasons() {
+        for kind in SshFailure::ALL {
+            assert_eq!(SshFailure::of(&kind.reason("x")), Some(kind));
+        }
+        let refused = "ssh: connect to host 127.0.0.22 port 22: Connection refused";
+        assert_eq!(SshFailure::of(refused), None);
+    }
 
     #[test]
     fn url_hosts_are_compared_whole() {

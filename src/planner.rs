@@ -15,7 +15,7 @@ use crate::kubeadm::{Component, KubeVersion, KubeconfigFile, Target};
 use crate::kubeconfig;
 use crate::observed::{
     ConfigMapObservation, ContainerRuntime, EtcdMember, NodeObservation, ObservedState, Probe, San,
-    url_host,
+    SshFailure, url_host,
 };
 use crate::plan::{
     Action, Handler, HandlerAction, PLAN_FORMAT_VERSION, Plan, Problem, ResourceChange,
@@ -160,29 +160,24 @@ fn change(
     }
 }
 
-/// What to do about a node ssh could not reach, by the kind of failure observation recorded
-/// (the reason's prefix, as `observe::node::unreachable` writes it).
+/// What to do about a node ssh could not reach, by the kind of failure observation recorded.
 fn ssh_fix(name: &str, address: &str, reason: &str) -> String {
-    if reason.starts_with("host key mismatch") {
-        format!(
+    match SshFailure::of(reason) {
+        Some(SshFailure::HostKeyMismatch) => format!(
             "if {name} was reinstalled, verify its new host key out of band and remove the old one with `ssh-keygen -R {address}` (in the known_hosts file ssh uses), then plan again; otherwise treat this as an attack"
-        )
-    } else if reason.starts_with("host key unknown") {
-        format!(
+        ),
+        Some(SshFailure::HostKeyUnknown) => format!(
             "add {name}'s host key to known_hosts (`ssh-keyscan {address}`, verified out of band), or set known_hosts = \"accept-new\" under [ssh] to learn it on first use"
-        )
-    } else if reason.starts_with("permission denied") {
-        format!(
+        ),
+        Some(SshFailure::PermissionDenied) => format!(
             "check user and identity_file under [ssh] (or {name}'s [node.ssh]), and that the key is in {name}'s authorized_keys"
-        )
-    } else if reason.starts_with("sudo -n failed") {
-        format!(
+        ),
+        Some(SshFailure::Sudo) => format!(
             "allow the login user passwordless sudo on {name} (NOPASSWD in sudoers), or log in as root"
-        )
-    } else {
-        format!(
+        ),
+        None => format!(
             "check that sshd runs on {address} and that the [ssh] settings (user, identity_file, config_file) reach it"
-        )
+        ),
     }
 }
 
@@ -356,7 +351,7 @@ impl<'a> Planner<'a> {
                     "hactl does not change a cluster whose etcd is unhealthy: restore quorum first (etcdctl endpoint health, member list)".into(),
                 ),
                 // Not checked is not unhealthy: with no node to ask, the fix is to reach one.
-                None if reason.starts_with("no reachable control-plane node") => self.problem(
+                None if self.observed.etcd.was_unasked() => self.problem(
                     Severity::Error,
                     "etcd",
                     format!("etcd could not be checked: {reason}"),

@@ -116,16 +116,7 @@ fn a_fresh_lab_is_a_healthy_kubeadm_cluster_and_down_leaves_nothing() {
         ["node/cp1", "node/w1", "node/w2"]
     );
     // The controller-manager's bootstrapsigner signed cluster-info for the bootstrap token.
-    let info: serde_json::Value = serde_json::from_str(&text(&lab.kubectl(&[
-        "get",
-        "cm",
-        "-n",
-        "kube-public",
-        "cluster-info",
-        "-o",
-        "json",
-    ])))
-    .unwrap();
+    let info = lab.kubectl_json(&["get", "cm", "-n", "kube-public", "cluster-info"]);
     let secrets = text(&lab.kubectl(&["get", "secrets", "-n", "kube-system", "-o", "json"]));
     let secrets: serde_json::Value = serde_json::from_str(&secrets).unwrap();
     let token = secrets["items"]
@@ -263,25 +254,13 @@ fn a_kubelet_pointed_at_the_lb_before_the_san_exists_is_notready_with_the_x509_e
 fn kube_proxy_with_a_bad_server_crash_loops_and_a_controller_managers_lease_goes_stale() {
     let lab = Lab::up("proxy", &plan(3, 1, 1), &[]);
     // kube-proxy's ConfigMap through the LB name, before the SAN: its new pod crash-loops.
-    let cm = text(&lab.kubectl(&[
-        "get",
-        "configmap",
-        "-n",
-        "kube-system",
-        "kube-proxy",
-        "-o",
-        "json",
-    ]));
-    let mut cm: serde_json::Value = serde_json::from_str(&cm).unwrap();
-    let kc = cm["data"]["kubeconfig.conf"].as_str().unwrap().replace(
-        "https://127.0.3.11:6443",
-        "https://k8s-api.lab.internal:6443",
-    );
-    cm["data"]["kubeconfig.conf"] = kc.into();
-    let file = lab.dir.join("kube-proxy.json");
-    std::fs::write(&file, cm.to_string()).unwrap();
-    let replace = lab.kubectl(&["replace", "-f", file.to_str().unwrap()]);
-    assert!(replace.status.success(), "{}", text(&replace));
+    lab.edit_configmap("kube-system", "kube-proxy", |cm| {
+        let kc = cm["data"]["kubeconfig.conf"].as_str().unwrap().replace(
+            "https://127.0.3.11:6443",
+            "https://k8s-api.lab.internal:6443",
+        );
+        cm["data"]["kubeconfig.conf"] = kc.into();
+    });
     let pods = text(&lab.kubectl(&[
         "get",
         "pods",

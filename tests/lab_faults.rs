@@ -23,19 +23,6 @@ fn dir(lab: &Lab) -> String {
     lab.dir.to_string_lossy().into_owned()
 }
 
-fn fault(lab: &Lab, args: &[&str]) {
-    let d = dir(lab);
-    let mut all = vec!["lab", "fault", "--dir", &d];
-    all.extend_from_slice(args);
-    let out = lab.hactl(&all);
-    assert!(out.status.success(), "lab fault {args:?}: {}", text(&out));
-}
-
-fn heal(lab: &Lab, node: &str) {
-    let out = lab.hactl(&["lab", "heal", "--dir", &dir(lab), node]);
-    assert!(out.status.success(), "lab heal {node}: {}", text(&out));
-}
-
 /// The lab's record of what it made for faults (`lab.json`'s `isolation`).
 fn isolation(lab: &Lab) -> serde_json::Value {
     let text = std::fs::read_to_string(lab.dir.join("lab.json")).unwrap();
@@ -118,7 +105,7 @@ fn ssh_down_and_block_port_refuse_as_a_network_would_and_heal_restores() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    fault(&lab, &["cp2", "ssh-down"]);
+    lab.fault("cp2", &["ssh-down"]);
     let refused = lab.ssh("cp2", "true");
     assert!(!refused.status.success());
     assert!(
@@ -153,13 +140,13 @@ fn ssh_down_and_block_port_refuse_as_a_network_would_and_heal_restores() {
         "{}",
         text(&text_status)
     );
-    heal(&lab, "cp2");
+    lab.heal("cp2");
     assert_eq!(lab.ssh_ok("cp2", "hostname").trim(), "cp2");
 
     // block-port: w1 cannot reach those ports on the other nodes; they still reach w1, and
     // w1 still reaches other ports.
-    fault(&lab, &["w1", "block-port", "2379"]);
-    fault(&lab, &["w1", "block-port", "6443"]);
+    lab.fault("w1", &["block-port", "2379"]);
+    lab.fault("w1", &["block-port", "6443"]);
     let err = dial(&lab, "w1", "127.0.13.11", 2379).unwrap_err();
     assert!(err.contains("Connection refused"), "{err}");
     dial(&lab, "cp2", "127.0.13.11", 2379).expect("cp2 is not blocked");
@@ -179,12 +166,12 @@ fn ssh_down_and_block_port_refuse_as_a_network_would_and_heal_restores() {
         node(&status, "w1")["faults"],
         serde_json::json!(["block-port 2379", "block-port 6443"])
     );
-    heal(&lab, "w1");
+    lab.heal("w1");
     dial(&lab, "w1", "127.0.13.11", 2379).expect("healed");
     let status = lab.wait_status("the lab to heal", Duration::from_secs(20), |_, c| c == 0);
     assert_eq!(node(&status, "w1")["faults"], serde_json::json!([]));
 
-    fault(&lab, &["w1", "block-port", "2379"]);
+    lab.fault("w1", &["block-port", "2379"]);
     down_removes(&lab, &iso);
 }
 
@@ -204,7 +191,7 @@ fn node_down_stops_the_machine_and_disk_full_fills_etc_kubernetes() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    fault(&lab, &["cp1", "node-down"]);
+    lab.fault("cp1", &["node-down"]);
     let ended = open.wait_with_output_timeout(Duration::from_secs(10));
     assert!(!text(&ended).contains("survived"), "{}", text(&ended));
     assert!(text(&lab.ssh("cp1", "true")).contains("Connection refused"));
@@ -237,7 +224,7 @@ fn node_down_stops_the_machine_and_disk_full_fills_etc_kubernetes() {
     };
     let etcd = etcd_health();
     assert!(!etcd.status.success(), "etcd still runs: {}", text(&etcd));
-    heal(&lab, "cp1");
+    lab.heal("cp1");
     lab.wait_status("cp1 to boot", Duration::from_secs(30), |_, c| c == 0);
     let etcd = etcd_health();
     assert!(etcd.status.success(), "{}", text(&etcd));
@@ -261,7 +248,7 @@ fn node_down_stops_the_machine_and_disk_full_fills_etc_kubernetes() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    fault(&lab, &["cp1", "disk-full"]);
+    lab.fault("cp1", &["disk-full"]);
     let write = lab.ssh("cp1", "cp /etc/hostname /etc/kubernetes/new.conf");
     assert!(!write.status.success());
     assert!(
@@ -291,7 +278,7 @@ fn node_down_stops_the_machine_and_disk_full_fills_etc_kubernetes() {
         node(&status, "cp1")["faults"],
         serde_json::json!(["disk-full"])
     );
-    heal(&lab, "cp1");
+    lab.heal("cp1");
     assert!(
         !host("super-admin.conf").exists(),
         "heal copies deletions back"
@@ -300,8 +287,8 @@ fn node_down_stops_the_machine_and_disk_full_fills_etc_kubernetes() {
     assert_eq!(std::fs::read_to_string(host("after.conf")).unwrap(), "ok\n");
 
     // down undoes faults left active.
-    fault(&lab, &["cp1", "disk-full"]);
-    fault(&lab, &["cp2", "ssh-down"]);
+    lab.fault("cp1", &["disk-full"]);
+    lab.fault("cp2", &["ssh-down"]);
     down_removes(&lab, &iso);
 }
 
@@ -310,7 +297,7 @@ fn api_conflicts_answer_409_and_slow_components_start_late() {
     let lab = Lab::up("faults-api", &plan(15, 1, 0), &[]);
 
     // api-conflicts 2: the next two writes get 409 Conflict, the third goes through.
-    fault(&lab, &["cp1", "api-conflicts", "2"]);
+    lab.fault("cp1", &["api-conflicts", "2"]);
     let first = lab.kubectl(&["create", "configmap", "c1", "--from-literal=a=b"]);
     assert!(!first.status.success());
     assert!(
@@ -350,7 +337,7 @@ fn api_conflicts_answer_409_and_slow_components_start_late() {
     assert_eq!(code, 0, "used up, the fault is gone: {status:#}");
 
     // slow-component 3: a restarted API server answers /readyz 500 for 3 s ...
-    fault(&lab, &["cp1", "slow-component", "3"]);
+    lab.fault("cp1", &["slow-component", "3"]);
     let sandbox = lab.ssh_ok("cp1", "crictl pods --name kube-apiserver --state ready -q");
     let sandbox = sandbox.trim();
     assert!(!sandbox.is_empty());
@@ -419,7 +406,7 @@ fn api_conflicts_answer_409_and_slow_components_start_late() {
         renewed_after >= Duration::from_millis(2700),
         "renewed {renewed_after:?} after the restart"
     );
-    heal(&lab, "cp1");
+    lab.heal("cp1");
     let (status, _) = lab.status();
     assert_eq!(node(&status, "cp1")["faults"], serde_json::json!([]));
 }

@@ -80,16 +80,7 @@ fn tokens_are_bootstrap_secrets_that_sign_cluster_info_and_expire() {
         "the token's JWS in cluster-info",
         Duration::from_secs(10),
         || {
-            let out = lab.kubectl(&[
-                "get",
-                "cm",
-                "-n",
-                "kube-public",
-                "cluster-info",
-                "-o",
-                "json",
-            ]);
-            let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let cm = lab.kubectl_json(&["get", "cm", "-n", "kube-public", "cluster-info"]);
             cm["data"][format!("jws-kubeconfig-{id}")].is_string()
         },
     );

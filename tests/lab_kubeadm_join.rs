@@ -10,7 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use lab_support::joining::{
-    Creds, LB, point_cluster_info_at_lb, ready_to_join, set_control_plane_endpoint,
+    Creds, LB, join_failing_after_member_add, point_cluster_info_at_lb, ready_to_join,
+    set_control_plane_endpoint,
 };
 use lab_support::{Lab, node, plan};
 
@@ -59,15 +60,6 @@ fn members(lab: &Lab, node: &str, endpoint: &str) -> Vec<(String, String, String
             )
         })
         .collect()
-}
-
-fn hactl_lab(lab: &Lab, args: &[&str]) -> Output {
-    let mut all = vec!["lab"];
-    all.extend_from_slice(&args[..1]);
-    let dir = lab.dir.to_str().unwrap().to_string();
-    all.extend(["--dir", &dir]);
-    all.extend_from_slice(&args[1..]);
-    lab.hactl(&all)
 }
 
 fn node_json(lab: &Lab, name: &str) -> serde_json::Value {
@@ -153,16 +145,7 @@ fn a_control_plane_join_through_the_lb_after_each_refusal_and_reset_undoing_it()
             .kubectl(&["get", "secret", "-n", "kube-system", &secret])
             .status
             .success();
-        let cm = lab.kubectl(&[
-            "get",
-            "cm",
-            "-n",
-            "kube-public",
-            "cluster-info",
-            "-o",
-            "json",
-        ]);
-        let cm: serde_json::Value = serde_json::from_slice(&cm.stdout).unwrap();
+        let cm = lab.kubectl_json(&["get", "cm", "-n", "kube-public", "cluster-info"]);
         if gone && cm["data"][format!("jws-kubeconfig-{id}")].is_null() {
             break;
         }
@@ -317,8 +300,7 @@ fn a_worker_joins_with_the_printed_join_command_and_reset_asks_first() {
 
     let join = lab.ssh_ok("cp1", "kubeadm token create --print-join-command");
     // A full /etc/kubernetes: the first file kubeadm writes there fails, as Go reports it.
-    let fault = hactl_lab(&lab, &["fault", "w1", "disk-full"]);
-    assert!(fault.status.success(), "{}", text(&fault));
+    lab.fault("w1", &["disk-full"]);
     let out = lab.ssh("w1", join.trim());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -326,8 +308,7 @@ fn a_worker_joins_with_the_printed_join_command_and_reset_asks_first() {
         "{}",
         text(&out)
     );
-    let heal = hactl_lab(&lab, &["heal", "w1"]);
-    assert!(heal.status.success(), "{}", text(&heal));
+    lab.heal("w1");
     let out = lab.ssh("w1", join.trim());
     assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out), lab.logs());
     assert!(
@@ -359,12 +340,7 @@ fn before_1_29_a_voting_member_that_never_starts_takes_quorum_and_the_api_down()
         &plan(net, 2, 0),
         &["--kubernetes-version", "1.28"],
     );
-    let creds = ready_to_join(&lab, net);
-    let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
-    assert!(fault.status.success(), "{}", text(&fault));
-
-    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (_, out) = join_failing_after_member_add(&lab, net);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .trim_end()
@@ -445,12 +421,7 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
         &plan(net, 3, 0),
         &["--kubernetes-version", "1.33"],
     );
-    let creds = ready_to_join(&lab, net);
-    let fault = hactl_lab(&lab, &["fault", "cp2", "kubeadm-join-fails"]);
-    assert!(fault.status.success(), "{}", text(&fault));
-
-    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (creds, out) = join_failing_after_member_add(&lab, net);
     assert!(
         text(&out).contains("error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: can only promote a learner member which is in sync with leader"),
         "{}",
@@ -503,8 +474,7 @@ fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
     );
     let creds = ready_to_join(&lab, net);
     // cp2 cannot reach 2380 on cp1: its etcd cannot fetch the cluster from its peer.
-    let fault = hactl_lab(&lab, &["fault", "cp2", "block-port", "2380"]);
-    assert!(fault.status.success(), "{}", text(&fault));
+    lab.fault("cp2", &["block-port", "2380"]);
 
     let out = lab.ssh("cp2", &creds.join_control_plane(LB));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -11,7 +11,6 @@ use hactl::observe::endpoint::probe_endpoint;
 use hactl::observed::{ApiObservation, ObservedState, Probe};
 use hactl::spec::Endpoint;
 use lab_support::{Lab, plan};
-use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -21,18 +20,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn kubectl_json(lab: &Lab, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = lab.kubectl(&all);
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("kubectl prints JSON")
 }
 
 fn admin_conf(lab: &Lab) -> (String, String) {
@@ -58,7 +45,7 @@ fn assert_matches_kubectl(lab: &Lab, obs: &ApiObservation) {
         "kube-public/cluster-info",
     ] {
         let (ns, name) = key.split_once('/').expect("key");
-        let cm = kubectl_json(lab, &["get", "configmap", "-n", ns, name]);
+        let cm = lab.kubectl_json(&["get", "configmap", "-n", ns, name]);
         let seen = obs
             .configmaps
             .get(key)
@@ -73,7 +60,7 @@ fn assert_matches_kubectl(lab: &Lab, obs: &ApiObservation) {
         assert_eq!(seen.data, data, "{key}");
     }
 
-    let nodes = kubectl_json(lab, &["get", "nodes"]);
+    let nodes = lab.kubectl_json(&["get", "nodes"]);
     let items = nodes["items"].as_array().expect("items");
     assert_eq!(obs.nodes.len(), items.len(), "{:?}", obs.nodes);
     for n in items {
@@ -100,17 +87,14 @@ fn assert_matches_kubectl(lab: &Lab, obs: &ApiObservation) {
         );
     }
 
-    let pods = kubectl_json(
-        lab,
-        &[
-            "get",
-            "pods",
-            "-n",
-            "kube-system",
-            "-l",
-            "k8s-app=kube-proxy",
-        ],
-    );
+    let pods = lab.kubectl_json(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "k8s-app=kube-proxy",
+    ]);
     let items = pods["items"].as_array().expect("items");
     assert_eq!(
         obs.kube_proxy_pods.len(),
@@ -134,7 +118,7 @@ fn assert_matches_kubectl(lab: &Lab, obs: &ApiObservation) {
     }
 
     for name in ["kube-controller-manager", "kube-scheduler"] {
-        let lease = kubectl_json(lab, &["get", "lease", "-n", "kube-system", name]);
+        let lease = lab.kubectl_json(&["get", "lease", "-n", "kube-system", name]);
         let seen = obs
             .leases
             .get(name)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use lab_support::Lab;
-use lab_support::joining::{LB, ready_to_join};
+use lab_support::joining::join_failing_after_member_add;
 use lab_support::observing::{check_fixture, hactl, lab_plan, observe, text};
 
 /// `hactl plan --no-color FILE [--format F]`: (exit code, stdout, stderr).
@@ -81,19 +81,6 @@ fn assert_has(haystack: &str, needles: &[&str]) {
     }
 }
 
-/// `hactl lab ACTION --dir DIR ARGS…`, which must succeed.
-fn lab_cmd(lab: &Lab, action: &str, args: &[&str]) {
-    let dir = lab.dir.to_str().unwrap();
-    let mut all = vec!["lab", action, "--dir", dir];
-    all.extend_from_slice(args);
-    let o = hactl(&all);
-    assert!(
-        o.status.success(),
-        "hactl lab {action} {args:?}: {}",
-        text(&o.stderr)
-    );
-}
-
 /// A copy of the lab's hactl.toml, `edit`ed, written beside it as `name`.
 fn plan_copy(lab: &Lab, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
     let original = std::fs::read_to_string(lab.dir.join("hactl.toml")).unwrap();
@@ -154,7 +141,7 @@ fn a_1_31_lab_names_each_failure_with_its_node_its_cause_and_its_fix() {
 
     // 1. An unreachable worker: named with its address, ssh's words and the fix; its
     // resources undecided, the rest planned.
-    lab_cmd(&lab, "fault", &["w2", "ssh-down"]);
+    lab.fault("w2", &["ssh-down"]);
     let (code, out, err) = plan(&file, "json");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("Could not observe: w2"), "{err}");
@@ -196,7 +183,7 @@ fn a_1_31_lab_names_each_failure_with_its_node_its_cause_and_its_fix() {
         "more than w2 and TLS failed:\n{json}"
     );
     check_fixture("unreachable-worker-1.31.json", &json, net);
-    lab_cmd(&lab, "heal", &["w2"]);
+    lab.heal("w2");
 
     // 2. Host keys. Another key for cp1: a mismatch, with `ssh-keygen -R`.
     let known = std::fs::read_to_string(lab.dir.join("known_hosts")).unwrap();
@@ -365,10 +352,7 @@ fn failed_join(net: u8, version: &str, words: &str) -> Lab {
         &lab_plan(net),
         &["--kubernetes-version", version],
     );
-    let join = ready_to_join(&lab, net).join_control_plane(LB);
-    lab_cmd(&lab, "fault", &["cp2", "kubeadm-join-fails"]);
-    let o = lab.ssh("cp2", &join);
-    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    let (_, o) = join_failing_after_member_add(&lab, net);
     assert!(both(&o).contains(words), "{}", both(&o));
     lab
 }

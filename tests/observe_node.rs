@@ -327,13 +327,7 @@ async fn lab_1_31_nodes_and_etcd_read_as_their_files() {
         probes["127.0.22.11:1"].failure(),
         Some("TCP from cp2 to 127.0.22.11:1: Connection refused")
     );
-    let dir = lab.dir.to_string_lossy().to_string();
-    let fault = lab.hactl(&["lab", "fault", "--dir", &dir, "cp2", "block-port", "2380"]);
-    assert!(
-        fault.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fault.stderr)
-    );
+    lab.fault("cp2", &["block-port", "2380"]);
     let probes = reachability(&t2, &targets, Duration::from_secs(3)).await;
     assert_eq!(probes["127.0.22.11:6443"], Probe::Ok);
     assert_eq!(
@@ -342,12 +336,7 @@ async fn lab_1_31_nodes_and_etcd_read_as_their_files() {
     );
 
     // A node whose sshd refuses: ssh's words, the address, nothing else.
-    let fault = lab.hactl(&["lab", "fault", "--dir", &dir, "w1", "ssh-down"]);
-    assert!(
-        fault.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fault.stderr)
-    );
+    lab.fault("w1", &["ssh-down"]);
     let reading = read_node(&LabSsh::new(&lab, &w1), &w1).await;
     let o = reading.observation;
     assert_eq!(

@@ -51,29 +51,16 @@ fn plan_actions(file: &str) -> (Value, BTreeMap<String, String>) {
 /// `kubectl edit`, done as a script would: get the ConfigMap, point its kubeconfig.conf at the
 /// load balancer, `kubectl replace -f` it.
 fn point_kube_proxy_at_lb(lab: &Lab) {
-    let o = lab.kubectl(&[
-        "get",
-        "configmap",
-        "-n",
-        "kube-system",
-        "kube-proxy",
-        "-o",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let mut cm: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let conf = cm["data"]["kubeconfig.conf"].as_str().unwrap().to_string();
-    let server = regex::Regex::new(r"server: \S+").unwrap();
-    assert_eq!(server.find_iter(&conf).count(), 1, "{conf}");
-    cm["data"]["kubeconfig.conf"] = Value::String(
-        server
-            .replace(&conf, format!("server: {LB_URL}"))
-            .into_owned(),
-    );
-    let file = lab.dir.join("kube-proxy.json");
-    std::fs::write(&file, serde_json::to_vec(&cm).unwrap()).unwrap();
-    let o = lab.kubectl(&["replace", "-f", file.to_str().unwrap()]);
-    assert!(o.status.success(), "kubectl replace: {}", text(&o.stderr));
+    lab.edit_configmap("kube-system", "kube-proxy", |cm| {
+        let conf = cm["data"]["kubeconfig.conf"].as_str().unwrap().to_string();
+        let server = regex::Regex::new(r"server: \S+").unwrap();
+        assert_eq!(server.find_iter(&conf).count(), 1, "{conf}");
+        cm["data"]["kubeconfig.conf"] = Value::String(
+            server
+                .replace(&conf, format!("server: {LB_URL}"))
+                .into_owned(),
+        );
+    });
 }
 
 /// A 1.33 lab where the operator reissued cp1's certificate, edited the kube-proxy ConfigMap

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::observed::{NodeObservation, Probe};
+use crate::observed::{NodeObservation, Probe, SshFailure};
 use crate::readings::node::{self as reading};
 use crate::spec::Node;
 use crate::transport::{NodeTransport, TransportError};
@@ -59,27 +59,16 @@ pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
             detail.clone()
         }
-        TransportError::AuthFailed { detail, .. } => format!("permission denied: {detail}"),
-        TransportError::HostKeyChanged { detail, .. } => format!("host key mismatch: {detail}"),
-        TransportError::HostKeyUnknown { detail, .. } => format!("host key unknown: {detail}"),
-        TransportError::Sudo { detail, .. } => format!("sudo -n failed: {detail}"),
+        TransportError::AuthFailed { detail, .. } => SshFailure::PermissionDenied.reason(detail),
+        TransportError::HostKeyChanged { detail, .. } => SshFailure::HostKeyMismatch.reason(detail),
+        TransportError::HostKeyUnknown { detail, .. } => SshFailure::HostKeyUnknown.reason(detail),
+        TransportError::Sudo { detail, .. } => SshFailure::Sudo.reason(detail),
     };
     failed(node, reason)
 }
 
 fn failed(node: &Node, reason: String) -> NodeObservation {
-    NodeObservation {
-        address: node.address.to_string(),
-        ssh: Probe::Failed { reason },
-        kubeadm_version: None,
-        kubelet_version: None,
-        container_runtime: None,
-        kubeconfigs: BTreeMap::new(),
-        apiserver_cert: None,
-        apiserver_endpoint: None,
-        ca_pin: None,
-        control_plane_reachability: BTreeMap::new(),
-    }
+    NodeObservation::new(&node.address.to_string(), Probe::Failed { reason })
 }
 
 /// TCP from the node to each `ADDRESS:PORT`, keyed by it; all tested at once, each within

@@ -346,18 +346,7 @@ pub struct NodeRead {
 /// exists but could not be read fails the node's `ssh` probe (a partial reading would look
 /// like a node without that file) with the file, the cause and the fix.
 pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>) -> NodeRead {
-    let mut obs = NodeObservation {
-        address: address.to_string(),
-        ssh: Probe::Ok,
-        kubeadm_version: None,
-        kubelet_version: None,
-        container_runtime: None,
-        kubeconfigs: BTreeMap::new(),
-        apiserver_cert: None,
-        apiserver_endpoint: None,
-        ca_pin: None,
-        control_plane_reachability: BTreeMap::new(),
-    };
+    let mut obs = NodeObservation::new(address, Probe::Ok);
     let unreadable: Vec<String> = sections
         .iter()
         .filter(|(_, s)| s.status == SectionStatus::Unreadable)

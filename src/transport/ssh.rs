@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{CommandOutput, NodeTransport, SshTarget, TransportError};
@@ -102,19 +101,6 @@ impl SshSession {
             detail: format!("the ssh connection to {} broke: {why}", self.target.address),
         }
     }
-}
-
-/// Connects to every target, at most `parallelism` at a time; the results are in the order of
-/// `targets`, each with its node's name.
-pub async fn connect_all(
-    targets: Vec<SshTarget>,
-    parallelism: usize,
-) -> Vec<(String, Result<SshSession, TransportError>)> {
-    futures_util::stream::iter(targets)
-        .map(|t| async move { (t.node.clone(), SshSession::connect(t).await) })
-        .buffered(parallelism.max(1))
-        .collect()
-        .await
 }
 
 impl NodeTransport for SshSession {

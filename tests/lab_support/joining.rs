@@ -57,43 +57,27 @@ impl Creds {
     }
 }
 
-/// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl.
-pub fn edit_configmap(lab: &Lab, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
-    let out = lab.kubectl(&["get", "configmap", "-n", ns, name, "-o", "json"]);
-    assert!(out.status.success(), "{}", both(&out));
-    let mut cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    edit(&mut cm);
-    let file = lab.dir.join(format!("{name}.json"));
-    std::fs::write(&file, cm.to_string()).unwrap();
-    // The installed kubectl is gcloud's dispatcher, which runs a client of the server's
-    // version; 1.28's validates against OpenAPI v2 (protobuf), which the lab's API server
-    // does not serve (it serves v3): skip that client-side validation.
-    let out = lab.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", both(&out));
+/// The cluster made ready to join, then cp2's control-plane join with the `kubeadm-join-fails`
+/// fault (it fails right after its etcd member was added): the join's credentials (for the
+/// next join) and kubeadm's output, which exited 1.
+pub fn join_failing_after_member_add(lab: &Lab, net: u8) -> (Creds, Output) {
+    let creds = ready_to_join(lab, net);
+    lab.fault("cp2", &["kubeadm-join-fails"]);
+    let out = lab.ssh("cp2", &creds.join_control_plane(LB));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    (creds, out)
 }
 
-/// kubeadm-config gets controlPlaneEndpoint and the LB's certSANs (hactl's ConfigMap step).
+/// kubeadm-config gets controlPlaneEndpoint and the LB's certSANs, with hactl's own editor
+/// (its ConfigMap step).
 pub fn set_control_plane_endpoint(lab: &Lab, net: u8) {
-    edit_configmap(lab, "kube-system", "kubeadm-config", |cm| {
-        let text = cm["data"]["ClusterConfiguration"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        // 1.31+ stores an empty `apiServer: {}`; older versions a block with extraArgs.
-        let text = text
-            .replacen("apiServer: {}\n", "apiServer:\n", 1)
-            .replacen(
-                "apiServer:\n",
-                &format!(
-                    "apiServer:\n  certSANs:\n  - k8s-api.lab.internal\n  - 127.0.{net}.100\n"
-                ),
-                1,
-            )
-            .replacen(
-                "controllerManager:",
-                &format!("controlPlaneEndpoint: {LB}\ncontrollerManager:"),
-                1,
-            );
+    lab.edit_configmap("kube-system", "kubeadm-config", |cm| {
+        let text = cm["data"]["ClusterConfiguration"].as_str().unwrap();
+        let sans = [
+            "k8s-api.lab.internal".to_string(),
+            format!("127.0.{net}.100"),
+        ];
+        let text = hactl::cluster_config::converge(text, LB, &sans).unwrap();
         cm["data"]["ClusterConfiguration"] = text.into();
     });
 }
@@ -102,16 +86,7 @@ pub fn set_control_plane_endpoint(lab: &Lab, net: u8) {
 /// to re-sign it (every signature changes).
 pub fn point_cluster_info_at_lb(lab: &Lab, net: u8) {
     let signatures = || {
-        let out = lab.kubectl(&[
-            "get",
-            "configmap",
-            "-n",
-            "kube-public",
-            "cluster-info",
-            "-o",
-            "json",
-        ]);
-        let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cm = lab.kubectl_json(&["get", "configmap", "-n", "kube-public", "cluster-info"]);
         cm["data"]
             .as_object()
             .unwrap()
@@ -122,7 +97,7 @@ pub fn point_cluster_info_at_lb(lab: &Lab, net: u8) {
     };
     let before = signatures();
     assert!(!before.is_empty());
-    edit_configmap(lab, "kube-public", "cluster-info", |cm| {
+    lab.edit_configmap("kube-public", "cluster-info", |cm| {
         let kc = cm["data"]["kubeconfig"].as_str().unwrap().replace(
             &format!("https://127.0.{net}.11:6443"),
             &format!("https://{LB}"),

@@ -134,6 +134,60 @@ impl Lab {
             .unwrap()
     }
 
+    /// `kubectl ARGS -o json`, parsed; panics with kubectl's stderr when it fails.
+    pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.kubectl(&all);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("kubectl prints JSON")
+    }
+
+    /// Replaces a ConfigMap after `edit` changed its JSON, with the real kubectl (what
+    /// `kubectl edit` does, without an editor).
+    pub fn edit_configmap(&self, ns: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
+        let mut cm = self.kubectl_json(&["get", "configmap", "-n", ns, name]);
+        edit(&mut cm);
+        let file = self.dir.join(format!("{name}.json"));
+        std::fs::write(&file, cm.to_string()).unwrap();
+        // The installed kubectl is gcloud's dispatcher, which runs a client of the server's
+        // version; 1.28's validates against OpenAPI v2 (protobuf), which the lab's API server
+        // does not serve (it serves v3): skip that client-side validation.
+        let out = self.kubectl(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "kubectl replace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `hactl lab fault --dir DIR NODE KIND [ARG]`; panics when it fails.
+    pub fn fault(&self, node: &str, kind: &[&str]) {
+        self.lab_command("fault", node, kind);
+    }
+
+    /// `hactl lab heal --dir DIR NODE`; panics when it fails.
+    pub fn heal(&self, node: &str) {
+        self.lab_command("heal", node, &[]);
+    }
+
+    fn lab_command(&self, action: &str, node: &str, args: &[&str]) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut all = vec!["lab", action, "--dir", &dir, node];
+        all.extend_from_slice(args);
+        let out = self.hactl(&all);
+        assert!(
+            out.status.success(),
+            "hactl lab {action} {node} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn hactl(&self, args: &[&str]) -> Output {
         Command::new(HACTL).args(args).output().unwrap()
     }

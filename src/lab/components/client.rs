@@ -272,7 +272,25 @@ impl ApiClient {
             ClientAuth::Token(t) => (builder.with_no_client_auth(), Some(format!("Bearer {t}"))),
             ClientAuth::None => (builder.with_no_client_auth(), None),
         };
-        Ok(ApiClient {
+        Ok(ApiClient::with_tls(
+            server,
+            host,
+            port,
+            auth_header,
+            tls,
+            resolver,
+        ))
+    }
+
+    fn with_tls(
+        server: String,
+        host: String,
+        port: u16,
+        auth_header: Option<String>,
+        tls: rustls::ClientConfig,
+        resolver: Resolver,
+    ) -> ApiClient {
+        ApiClient {
             server,
             host,
             port,
@@ -282,7 +300,7 @@ impl ApiClient {
             timeout: Duration::from_secs(10),
             user_agent: "hactl-lab".into(),
             conn: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// A client that does not verify the server's certificate: kubeadm's discovery reads
@@ -305,17 +323,14 @@ impl ApiClient {
             ClientAuth::Token(t) => (builder.with_no_client_auth(), Some(format!("Bearer {t}"))),
             _ => (builder.with_no_client_auth(), None),
         };
-        Ok(ApiClient {
+        Ok(ApiClient::with_tls(
             server,
             host,
             port,
             auth_header,
-            tls: Arc::new(tls),
+            tls,
             resolver,
-            timeout: Duration::from_secs(10),
-            user_agent: "hactl-lab".into(),
-            conn: tokio::sync::Mutex::new(None),
-        })
+        ))
     }
 
     /// Loads the node's kubeconfig at `kubeconfig_node_path` (a path on the node) the way
