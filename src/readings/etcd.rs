@@ -26,8 +26,9 @@ struct RawMember {
     is_learner: bool,
 }
 
-/// The members of `etcdctl member list -w json` (stdout and stderr together), in etcd's order;
-/// ids in hexadecimal as etcdctl's table prints them.
+/// The members of `etcdctl member list -w json` (stdout and stderr together), ordered by peer
+/// URL (etcd lists them by member id, which is random, and output is deterministic); ids in
+/// hexadecimal as etcdctl's table prints them.
 pub fn member_list(output: &str) -> Result<Vec<EtcdMember>, String> {
     let list = output
         .lines()
@@ -41,7 +42,7 @@ pub fn member_list(output: &str) -> Result<Vec<EtcdMember>, String> {
                 words
             }
         })?;
-    Ok(list
+    let mut members: Vec<EtcdMember> = list
         .members
         .into_iter()
         .map(|m| EtcdMember {
@@ -52,7 +53,9 @@ pub fn member_list(output: &str) -> Result<Vec<EtcdMember>, String> {
             is_learner: m.is_learner,
             healthy: None,
         })
-        .collect())
+        .collect();
+    members.sort_by(|a, b| (&a.peer_urls, &a.name, &a.id).cmp(&(&b.peer_urls, &b.name, &b.id)));
+    Ok(members)
 }
 
 /// One endpoint of `etcdctl endpoint health`.

@@ -7,7 +7,7 @@ use base64::Engine;
 
 use super::node::{self, SectionStatus};
 use super::*;
-use crate::observed::{ContainerRuntime, KeyType, ObservedState, Probe, REDACTED, San};
+use crate::observed::{ContainerRuntime, EtcdMember, KeyType, ObservedState, Probe, REDACTED, San};
 
 const FIXTURES: &[(&str, &str)] = &[
     (
@@ -364,6 +364,27 @@ fn etcd_member_list_and_health_as_the_fixtures_hold_them() {
     // The real 3.4 binary's id, seen on a lab: hex without padding, as etcdctl's table.
     let one = r#"{"header":{"cluster_id":17691001365317517118,"member_id":610996263261807945,"raft_term":2},"members":[{"ID":610996263261807945,"name":"cp1","peerURLs":["https://127.0.22.11:2380"],"clientURLs":["https://127.0.22.11:2379"]}]}"#;
     assert_eq!(member_list(one).unwrap()[0].id, "87ab1dd3ecfa549");
+}
+
+#[test]
+fn etcd_members_come_out_in_peer_url_order_whatever_order_etcd_lists_them() {
+    // etcd lists members by id, which is random: the same cluster lists a learner before or
+    // after cp1 depending on the ids it drew (a lab-made fixture drifted on exactly that).
+    let obs = fixture("stuck-learner-1.31");
+    let mut reversed = obs.clone();
+    reversed.etcd.members.reverse();
+    assert_ne!(reversed.etcd.members, obs.etcd.members);
+    let peers =
+        |ms: Vec<EtcdMember>| -> Vec<String> { ms.into_iter().flat_map(|m| m.peer_urls).collect() };
+    let want = vec![
+        "https://127.0.0.11:2380".to_string(),
+        "https://127.0.0.12:2380".to_string(),
+    ];
+    assert_eq!(peers(member_list(&member_list_json(&obs)).unwrap()), want);
+    assert_eq!(
+        peers(member_list(&member_list_json(&reversed)).unwrap()),
+        want
+    );
 }
 
 #[test]
