@@ -84,6 +84,14 @@ pub struct NodeObservation {
     /// From a node that is not a control-plane member yet: can it reach the existing control
     /// plane? Keyed by `ADDRESS:PORT`.
     pub control_plane_reachability: BTreeMap<String, Probe>,
+    /// When the kubelet service last started (systemd's `ActiveEnterTimestamp`, the node's
+    /// clock, whole seconds, RFC 3339); `None` when it is not running or systemd cannot say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_started_at: Option<String>,
+    /// When each file of `kubeconfigs` was last modified (the node's clock, whole seconds):
+    /// a file changed after its reader started is not what the reader runs with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kubeconfigs_modified_at: BTreeMap<String, String>,
 }
 
 impl NodeObservation {
@@ -100,8 +108,33 @@ impl NodeObservation {
             apiserver_endpoint: None,
             ca_pin: None,
             control_plane_reachability: BTreeMap::new(),
+            kubelet_started_at: None,
+            kubeconfigs_modified_at: BTreeMap::new(),
         }
     }
+
+    /// True when the kubelet started before `file` last changed, so it still runs with what
+    /// the file said before; `None` when either time is unknown.
+    pub fn kubelet_predates(&self, file: &str) -> Option<bool> {
+        later(
+            self.kubeconfigs_modified_at.get(file)?,
+            self.kubelet_started_at.as_deref()?,
+        )
+    }
+}
+
+/// True when RFC 3339 time `a` is at least a whole second after `b` (both come in whole
+/// seconds: equal means "the same second", which cannot be ordered); `None` when either does
+/// not parse.
+pub fn later(a: &str, b: &str) -> Option<bool> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let secs = |t: &str| {
+        OffsetDateTime::parse(t, &Rfc3339)
+            .ok()
+            .map(OffsetDateTime::unix_timestamp)
+    };
+    Some(secs(a)? > secs(b)?)
 }
 
 /// The kinds of SSH failure whose fix differs from "check that sshd runs": observation writes
@@ -314,6 +347,9 @@ pub struct LeaseObservation {
 pub struct ConfigMapObservation {
     pub resource_version: String,
     pub data: BTreeMap<String, String>,
+    /// The latest `time` of its `managedFields`: when it last changed (the API server's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -331,6 +367,10 @@ pub struct PodObservation {
     pub name: String,
     pub ready: bool,
     pub restarts: u32,
+    /// `creationTimestamp` (the API server's clock): a Pod created before its ConfigMap
+    /// changed runs with the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 /// The etcd cluster, from `etcdctl member list` and `endpoint health` on a control-plane node.

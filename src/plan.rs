@@ -212,9 +212,10 @@ pub struct Summary {
 }
 
 impl Plan {
-    /// True when apply would change something.
+    /// True when apply would change something: a resource, or a component it restarts (a
+    /// restart left undone after a change by hand is all that some plans hold).
     pub fn has_changes(&self) -> bool {
-        self.resource_changes.iter().any(ResourceChange::is_change)
+        self.resource_changes.iter().any(ResourceChange::is_change) || !self.handlers.is_empty()
     }
 
     /// True when a problem of severity error stops apply.

@@ -15,7 +15,7 @@ use crate::kubeadm::{Component, KubeVersion, KubeconfigFile, Target};
 use crate::kubeconfig;
 use crate::observed::{
     ConfigMapObservation, ContainerRuntime, EtcdMember, NodeObservation, ObservedState, Probe, San,
-    SshFailure, url_host,
+    SshFailure, later, url_host,
 };
 use crate::plan::{
     Action, Handler, HandlerAction, PLAN_FORMAT_VERSION, Plan, Problem, ResourceChange,
@@ -592,7 +592,15 @@ impl<'a> Planner<'a> {
             Err(undecided) => return *undecided,
         };
         let text = obs.kubeconfigs.get(file.file);
-        let fp = fingerprint(&(&obs.ssh, text));
+        // Whether the reader still runs with an older file decides a restart: it is observed.
+        let stale = match file.reader {
+            Some(Component::Kubelet) => obs.kubelet_predates(file.file),
+            _ => None,
+        };
+        let fp = match stale {
+            Some(stale) => fingerprint(&(&obs.ssh, text, stale)),
+            None => fingerprint(&(&obs.ssh, text)),
+        };
         let path = file.path();
         let Some(text) = text else {
             if file.short == "super-admin" {
@@ -650,7 +658,19 @@ impl<'a> Planner<'a> {
             content: text.clone(),
         };
         if current.server == wanted {
-            let reason = format!("server is already {wanted}: {}", file.why);
+            let mut reason = format!("server is already {wanted}: {}", file.why);
+            if stale == Some(true) {
+                // Changed by hand without the restart: the restart is what is left.
+                reason.push_str(&format!(
+                    "; but the kubelet on {name} started at {}, before {path} changed at {}, so it still uses the old server: it is restarted",
+                    obs.kubelet_started_at.as_deref().unwrap_or_default(),
+                    obs.kubeconfigs_modified_at
+                        .get(file.file)
+                        .map(String::as_str)
+                        .unwrap_or_default(),
+                ));
+                self.trigger(restart_kubelet(name));
+            }
             return unchanged(resource, reason, before, fp);
         }
         let new_text = match kubeconfig::set_server(text, &wanted) {
@@ -776,6 +796,21 @@ impl<'a> Planner<'a> {
                     ),
                     _ => format!("server is already {}", self.desired.endpoint_url()),
                 };
+                let mut reason = reason;
+                if name == "kube-proxy" {
+                    let stale = self.kube_proxy_pods_older_than(obs);
+                    if !stale.is_empty() {
+                        // Edited by hand without the restart: the restarts are what is left.
+                        reason.push_str(&format!(
+                            "; but the ConfigMap changed at {} and the kube-proxy Pods on {} are older, so they still use the old server: they are restarted",
+                            obs.changed_at.as_deref().unwrap_or_default(),
+                            stale.join(", ")
+                        ));
+                        for node in stale {
+                            self.trigger(restart_kube_proxy(&node));
+                        }
+                    }
+                }
                 return unchanged(resource, reason, before, fp);
             }
             Err(message) => {
@@ -876,6 +911,26 @@ impl<'a> Planner<'a> {
             ));
         }
         Ok(Some((new_text, why.join("; "))))
+    }
+
+    /// The nodes of [`Self::kube_proxy_nodes`] whose kube-proxy Pod was created before the
+    /// ConfigMap last changed; none when either time is unknown.
+    fn kube_proxy_pods_older_than(&self, cm: &ConfigMapObservation) -> Vec<String> {
+        let Some(changed) = cm.changed_at.as_deref() else {
+            return Vec::new();
+        };
+        self.kube_proxy_nodes()
+            .into_iter()
+            .filter(|node| {
+                self.observed
+                    .api
+                    .kube_proxy_pods
+                    .get(node)
+                    .and_then(|p| p.created_at.as_deref())
+                    .and_then(|created| later(changed, created))
+                    == Some(true)
+            })
+            .collect()
     }
 
     /// Nodes whose kube-proxy restarts after its ConfigMap changes: every node already in the

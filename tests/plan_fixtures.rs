@@ -195,6 +195,78 @@ fn converted_cluster_has_no_changes() {
 }
 
 #[test]
+fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
+    let mut obs = observed("converted-1.31");
+    let t = |hm: &str| format!("2026-11-24T{hm}Z");
+    let mut kubelet = |node: &str, started: &str, modified: &str| {
+        let n = obs.nodes.get_mut(node).unwrap();
+        n.kubelet_started_at = Some(t(started));
+        n.kubeconfigs_modified_at
+            .insert("kubelet.conf".into(), t(modified));
+    };
+    kubelet("w1", "08:00:00", "09:00:00"); // edited an hour after the kubelet started
+    kubelet("w2", "09:00:05", "09:00:00"); // restarted after the edit
+    kubelet("cp1", "09:00:00", "09:00:00"); // the same second: cannot be ordered, left alone
+    obs.api
+        .configmaps
+        .get_mut("kube-system/kube-proxy")
+        .unwrap()
+        .changed_at = Some(t("09:00:00"));
+    let pods = &mut obs.api.kube_proxy_pods;
+    pods.get_mut("cp1").unwrap().created_at = Some(t("08:00:00")); // older than the edit
+    pods.get_mut("w1").unwrap().created_at = Some(t("09:00:00"));
+    pods.get_mut("cp2").unwrap().created_at = Some(t("10:00:00"));
+    // w2's and cp3's Pods have no creation time: unknown, left alone.
+    let plan = planner::plan(&desired("plans/lab.toml"), &obs).unwrap();
+
+    assert!(
+        plan.resource_changes
+            .iter()
+            .all(|c| c.actions == [Action::NoOp] || c.actions == [Action::Read]),
+        "{:#?}",
+        actions(&plan)
+    );
+    let handlers: Vec<(&str, &[String])> = plan
+        .handlers
+        .iter()
+        .map(|h| (h.id.as_str(), h.triggered_by.as_slice()))
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            (
+                "handler.cp1.kube-proxy",
+                &["configmap.kube-system.kube-proxy".to_string()][..]
+            ),
+            (
+                "handler.w1.kubelet",
+                &["kubeconfig.w1.kubelet".to_string()][..]
+            ),
+        ]
+    );
+    assert!(plan.has_changes());
+    assert!(
+        change(&plan, "kubeconfig.w1.kubelet")
+            .reason
+            .contains("started at 2026-11-24T08:00:00Z, before /etc/kubernetes/kubelet.conf changed at 2026-11-24T09:00:00Z"),
+        "{}",
+        change(&plan, "kubeconfig.w1.kubelet").reason
+    );
+    let text = render::text(&plan, false);
+    assert!(!text.contains("No changes."), "{text}");
+    assert!(text.contains("2 handlers left to run"), "{text}");
+    snapshot_all("lab_converted-1.31_restarts-left", &plan);
+
+    // Once restarted (the kubelet after its file, new Pods after the ConfigMap): nothing left.
+    let mut done = obs.clone();
+    done.nodes.get_mut("w1").unwrap().kubelet_started_at = Some(t("09:00:01"));
+    done.api.kube_proxy_pods.get_mut("cp1").unwrap().created_at = Some(t("09:00:01"));
+    let plan = planner::plan(&desired("plans/lab.toml"), &done).unwrap();
+    assert!(plan.handlers.is_empty(), "{:#?}", plan.handlers);
+    assert!(!plan.has_changes());
+}
+
+#[test]
 fn a_run_stopped_after_the_certificate_plans_only_the_rest() {
     let plan = lab_plan("half-1.31");
     assert_eq!(change(&plan, "apiserver_cert.cp1").actions, [Action::NoOp]);

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::observed::{
-    ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe,
+    ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe, later,
 };
 use crate::tls_verify::{GoVerifier, install_crypto_provider};
 
@@ -222,10 +223,24 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
 }
 
 fn configmap(cm: ConfigMap) -> ConfigMapObservation {
+    // Every writer's entry carries the time of its last change; the latest is the ConfigMap's.
+    let changed_at = cm
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| rfc3339(f.time.as_ref()?))
+        .reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a });
     ConfigMapObservation {
         resource_version: cm.metadata.resource_version.unwrap_or_default(),
         data: cm.data.unwrap_or_default(),
+        changed_at,
     }
+}
+
+/// A metav1.Time as the API writes it (RFC 3339, UTC).
+fn rfc3339(t: &Time) -> Option<String> {
+    serde_json::to_value(t).ok()?.as_str().map(String::from)
 }
 
 const ROLE_LABEL: &str = "node-role.kubernetes.io/";
@@ -279,6 +294,7 @@ fn proxy_pod(pod: &Pod) -> Option<(String, PodObservation)> {
             name: pod.metadata.name.clone().unwrap_or_default(),
             ready,
             restarts,
+            created_at: pod.metadata.creation_timestamp.as_ref().and_then(rfc3339),
         },
     ))
 }
@@ -543,7 +559,7 @@ mod tests {
     #[test]
     fn proxy_pods_sum_restarts_and_key_by_node() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "kube-proxy-8vq4x"},
+            "metadata": {"name": "kube-proxy-8vq4x", "creationTimestamp": "2026-11-24T08:15:17Z"},
             "spec": {"nodeName": "cp1", "containers": []},
             "status": {
                 "conditions": [{"type": "Ready", "status": "True"}],
@@ -561,7 +577,8 @@ mod tests {
             PodObservation {
                 name: "kube-proxy-8vq4x".into(),
                 ready: true,
-                restarts: 5
+                restarts: 5,
+                created_at: Some("2026-11-24T08:15:17Z".into()),
             }
         );
         let pending: Pod = serde_json::from_value(serde_json::json!({
@@ -569,6 +586,28 @@ mod tests {
         }))
         .expect("pod");
         assert!(proxy_pod(&pending).is_none());
+    }
+
+    #[test]
+    fn a_configmap_changed_when_its_latest_writer_wrote() {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-proxy", "resourceVersion": "7", "managedFields": [
+                {"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-11-24T09:00:01Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:kubeconfig.conf": {}}}},
+                {"manager": "kubeadm", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-11-24T08:15:17Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:config.conf": {}}}}
+            ]},
+            "data": {"kubeconfig.conf": "x"}
+        }))
+        .expect("configmap");
+        assert_eq!(
+            configmap(cm.clone()).changed_at.as_deref(),
+            Some("2026-11-24T09:00:01Z")
+        );
+        // Without managedFields (a server before 1.18 wrote it), nobody can say.
+        let mut bare = cm;
+        bare.metadata.managed_fields = None;
+        assert_eq!(configmap(bare).changed_at, None);
     }
 
     #[test]

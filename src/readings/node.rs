@@ -310,7 +310,14 @@ pub fn node_script() -> String {
         s.push_str(sock);
     }
     s.push_str("; do [ -S \"$s\" ] && echo \"$s\"; done; return 0; }\n");
+    s.push_str("mtimes() { for p in");
+    for name in KUBECONFIGS {
+        s.push_str(&format!(" /etc/kubernetes/{name}"));
+    }
+    s.push_str("; do [ -e \"$p\" ] && stat -c '%Y %n' \"$p\"; done; return 0; }\n");
     s.push_str("c user id -un\nc kubeadm kubeadm version -o short\nc kubelet kubelet --version\nc sockets socks\n");
+    // TZ=UTC: systemd formats timestamps in the local zone.
+    s.push_str("c kubelet-unit env TZ=UTC systemctl show kubelet -p ActiveState -p ActiveEnterTimestamp\nc mtimes mtimes\n");
     for name in KUBECONFIGS {
         s.push_str(&format!("f {name} /etc/kubernetes/{name}\n"));
     }
@@ -413,6 +420,11 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
                 .insert((*name).to_string(), redact_kubeconfig(&text));
         }
     }
+    obs.kubelet_started_at = ok("kubelet-unit").as_deref().and_then(unit_started_at);
+    obs.kubeconfigs_modified_at = modified_times(&ok("mtimes").unwrap_or_default())
+        .into_iter()
+        .filter(|(name, _)| obs.kubeconfigs.contains_key(name))
+        .collect();
     let ca_pem = ok("ca.crt");
     if let Some(ca) = &ca_pem {
         match ca_pin(ca) {
@@ -440,6 +452,45 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
         ca_pem,
         warnings,
     }
+}
+
+/// When an active unit became active, from `systemctl show -p ActiveState -p
+/// ActiveEnterTimestamp` run with `TZ=UTC` (`ActiveEnterTimestamp=Tue 2026-11-24 08:15:17
+/// UTC`), as RFC 3339; `None` when the unit is not active (systemd keeps the last start of a
+/// stopped unit) or the time is not in that form.
+pub fn unit_started_at(show: &str) -> Option<String> {
+    let props: BTreeMap<&str, &str> = show
+        .lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .collect();
+    if props.get("ActiveState") != Some(&"active") {
+        return None;
+    }
+    let words: Vec<&str> = props
+        .get("ActiveEnterTimestamp")?
+        .split_whitespace()
+        .collect();
+    let [_weekday, date, clock, "UTC"] = words.as_slice() else {
+        return None;
+    };
+    let text = format!("{date}T{clock}Z");
+    time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(text)
+}
+
+/// File name → modification time (RFC 3339, whole seconds) from `stat -c '%Y %n'` lines.
+pub fn modified_times(stat: &str) -> BTreeMap<String, String> {
+    stat.lines()
+        .filter_map(|l| {
+            let (secs, path) = l.trim().split_once(' ')?;
+            let t = time::OffsetDateTime::from_unix_timestamp(secs.parse().ok()?).ok()?;
+            let text = t
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()?;
+            let name = path.rsplit('/').next()?;
+            Some((name.to_string(), text))
+        })
+        .collect()
 }
 
 /// `'text'` for sh.

@@ -603,3 +603,38 @@ fn the_scripts_are_posix_sh() {
         assert!(script.ends_with("h end exit:0\n"));
     }
 }
+
+#[test]
+fn the_kubelet_start_counts_only_while_the_unit_is_active() {
+    let active = "ActiveState=active\nActiveEnterTimestamp=Tue 2026-11-24 08:15:17 UTC\n";
+    assert_eq!(
+        node::unit_started_at(active).as_deref(),
+        Some("2026-11-24T08:15:17Z")
+    );
+    // systemd keeps a stopped unit's last start: it says nothing about what runs now.
+    let stopped = active.replace("=active", "=inactive");
+    assert_eq!(node::unit_started_at(&stopped), None);
+    // Never started; a zone other than the one hactl asked for; no systemd.
+    assert_eq!(
+        node::unit_started_at("ActiveState=active\nActiveEnterTimestamp=\n"),
+        None
+    );
+    assert_eq!(node::unit_started_at(&active.replace("UTC", "CET")), None);
+    assert_eq!(node::unit_started_at("sh: systemctl: not found"), None);
+}
+
+#[test]
+fn kubeconfig_modification_times_are_keyed_by_file_name() {
+    let stat = "1795508117 /etc/kubernetes/admin.conf\n1795508118 /etc/kubernetes/kubelet.conf\nstat: garbage\n";
+    let got = node::modified_times(stat);
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("admin.conf".to_string(), "2026-11-24T08:15:17Z".to_string()),
+            (
+                "kubelet.conf".to_string(),
+                "2026-11-24T08:15:18Z".to_string()
+            ),
+        ]
+    );
+}

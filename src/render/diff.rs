@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::plan::{Action, Plan, ResourceChange, ResourceValue};
+use crate::plan::{Action, Handler, Plan, ResourceChange, ResourceValue};
 
 /// Lines of unchanged context around each change, as `diff -u` does.
 const CONTEXT_RADIUS: usize = 3;
@@ -229,6 +229,32 @@ pub(crate) fn counts(plan: &Plan) -> String {
         "{} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
     )
+}
+
+/// The resources that trigger `h` without changing: a restart left undone, whose reason
+/// (on a no-op resource the plan does not otherwise show) says why it runs.
+pub(crate) fn unchanged_triggers<'a>(plan: &'a Plan, h: &Handler) -> Vec<&'a ResourceChange> {
+    plan.resource_changes
+        .iter()
+        .filter(|c| h.triggered_by.contains(&c.address) && c.actions == [Action::NoOp])
+        .collect()
+}
+
+/// When no resource changes but handlers run (restarts left undone after changes by hand):
+/// the counts line alone would read as nothing to do.
+pub(crate) fn restarts_only(plan: &Plan) -> Option<String> {
+    let changes = plan.resource_changes.iter().any(|c| c.is_change());
+    match plan.handlers.len() {
+        0 => None,
+        _ if changes => None,
+        1 => Some(
+            "1 handler left to run: a component still runs with what it read before a change."
+                .to_string(),
+        ),
+        n => Some(format!(
+            "{n} handlers left to run: components still run with what they read before a change."
+        )),
+    }
 }
 
 /// The undecided count, which the terraform-shaped counts line has no room for.

@@ -52,12 +52,19 @@ pub(super) fn render(plan: &Plan) -> Vec<String> {
             unit.push_str("#### Handlers, in order\n\n");
         }
         unit.push_str(&format!(
-            "{}. {}, runs after {}<br>\n   verify: {}\n",
+            "{}. {}, runs after {}<br>\n",
             i + 1,
             html(&h.description),
             code(&h.runs_after),
-            html(&h.verify)
         ));
+        for c in diff::unchanged_triggers(plan, h) {
+            unit.push_str(&format!(
+                "   because {}: {}<br>\n",
+                code(&c.address),
+                html(&c.reason)
+            ));
+        }
+        unit.push_str(&format!("   verify: {}\n", html(&h.verify)));
         packer.push_unit(&unit);
     }
 
@@ -121,6 +128,9 @@ fn summary(plan: &Plan) -> String {
         s.push_str(&format!("**Plan:** {}\n", diff::counts(plan)));
         if let Some(line) = diff::undecided(plan) {
             s.push_str(&format!("<br>**{line}**\n"));
+        }
+        if let Some(line) = diff::restarts_only(plan) {
+            s.push_str(&format!("<br>{line}\n"));
         }
         s.push('\n');
     }

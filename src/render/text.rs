@@ -106,6 +106,13 @@ pub(super) fn render(plan: &Plan, color: bool) -> String {
             let pad = " ".repeat(number.len());
             out.push(format!("  {number} {}", clean(&h.description)));
             out.push(format!("  {pad} runs after {}", clean(&h.runs_after)));
+            for c in diff::unchanged_triggers(plan, h) {
+                out.push(format!(
+                    "  {pad} because {}: {}",
+                    clean(&c.address),
+                    clean(&c.reason)
+                ));
+            }
             out.push(format!("  {pad} verify: {}", clean(&h.verify)));
         }
         out.push(String::new());
@@ -136,6 +143,9 @@ pub(super) fn render(plan: &Plan, color: bool) -> String {
             out.push(line);
         }
         out.push(format!("{} {}", p.paint(BOLD, "Plan:"), diff::counts(plan)));
+        if let Some(line) = diff::restarts_only(plan) {
+            out.push(line);
+        }
     }
 
     let mut text = out.join("\n");
