@@ -113,12 +113,13 @@ impl NodeObservation {
         }
     }
 
-    /// True when the kubelet started before `file` last changed, so it still runs with what
-    /// the file said before; `None` when either time is unknown.
-    pub fn kubelet_predates(&self, file: &str) -> Option<bool> {
-        later(
+    /// True when `file` changed more than `margin_secs` after the kubelet started, so the
+    /// kubelet still runs with what the file said before; `None` when either time is unknown.
+    pub fn kubelet_predates(&self, file: &str, margin_secs: i64) -> Option<bool> {
+        later_by(
             self.kubeconfigs_modified_at.get(file)?,
             self.kubelet_started_at.as_deref()?,
+            margin_secs,
         )
     }
 }
@@ -127,6 +128,11 @@ impl NodeObservation {
 /// seconds: equal means "the same second", which cannot be ordered); `None` when either does
 /// not parse.
 pub fn later(a: &str, b: &str) -> Option<bool> {
+    later_by(a, b, 0)
+}
+
+/// True when RFC 3339 time `a` is more than `margin_secs` whole seconds after `b`.
+pub fn later_by(a: &str, b: &str, margin_secs: i64) -> Option<bool> {
     use time::OffsetDateTime;
     use time::format_description::well_known::Rfc3339;
     let secs = |t: &str| {
@@ -134,7 +140,7 @@ pub fn later(a: &str, b: &str) -> Option<bool> {
             .ok()
             .map(OffsetDateTime::unix_timestamp)
     };
-    Some(secs(a)? > secs(b)?)
+    Some(secs(a)? > secs(b)? + margin_secs)
 }
 
 /// The kinds of SSH failure whose fix differs from "check that sshd runs": observation writes
@@ -347,7 +353,8 @@ pub struct LeaseObservation {
 pub struct ConfigMapObservation {
     pub resource_version: String,
     pub data: BTreeMap<String, String>,
-    /// The latest `time` of its `managedFields`: when it last changed (the API server's clock).
+    /// The latest `time` of the `managedFields` entries that own `data`: when what its readers
+    /// read last changed (the API server's clock); `None` without managedFields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<String>,
 }

@@ -25,6 +25,11 @@ use crate::spec::{DesiredState, Node, Role};
 
 const APISERVER_CERT: &str = "/etc/kubernetes/pki/apiserver.crt";
 
+/// A kubelet that joins writes its own kubelet.conf after it starts, when its TLS bootstrap
+/// ends (kubeadm waits up to 5 minutes for that): a change within this window of the start
+/// is the kubelet's own, not one it has yet to read.
+pub const KUBELET_BOOTSTRAP_WINDOW_SECS: i64 = 300;
+
 /// How long apply waits for kube-apiserver to serve a reissued certificate before it restarts
 /// the static pod.
 pub const CERT_RELOAD_TIMEOUT_SECS: u32 = 60;
@@ -594,7 +599,9 @@ impl<'a> Planner<'a> {
         let text = obs.kubeconfigs.get(file.file);
         // Whether the reader still runs with an older file decides a restart: it is observed.
         let stale = match file.reader {
-            Some(Component::Kubelet) => obs.kubelet_predates(file.file),
+            Some(Component::Kubelet) => {
+                obs.kubelet_predates(file.file, KUBELET_BOOTSTRAP_WINDOW_SECS)
+            }
             _ => None,
         };
         let fp = match stale {
@@ -662,8 +669,9 @@ impl<'a> Planner<'a> {
             if stale == Some(true) {
                 // Changed by hand without the restart: the restart is what is left.
                 reason.push_str(&format!(
-                    "; but the kubelet on {name} started at {}, before {path} changed at {}, so it still uses the old server: it is restarted",
+                    "; but the kubelet on {name} started at {}, more than {} minutes before {path} changed at {}, so it still uses the old server: it is restarted",
                     obs.kubelet_started_at.as_deref().unwrap_or_default(),
+                    KUBELET_BOOTSTRAP_WINDOW_SECS / 60,
                     obs.kubeconfigs_modified_at
                         .get(file.file)
                         .map(String::as_str)

@@ -206,7 +206,8 @@ fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
     };
     kubelet("w1", "08:00:00", "09:00:00"); // edited an hour after the kubelet started
     kubelet("w2", "09:00:05", "09:00:00"); // restarted after the edit
-    kubelet("cp1", "09:00:00", "09:00:00"); // the same second: cannot be ordered, left alone
+    // Written 4 minutes after the start: the kubelet's own TLS bootstrap, left alone.
+    kubelet("cp1", "09:00:00", "09:04:00");
     obs.api
         .configmaps
         .get_mut("kube-system/kube-proxy")
@@ -248,7 +249,7 @@ fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
     assert!(
         change(&plan, "kubeconfig.w1.kubelet")
             .reason
-            .contains("started at 2026-11-24T08:00:00Z, before /etc/kubernetes/kubelet.conf changed at 2026-11-24T09:00:00Z"),
+            .contains("started at 2026-11-24T08:00:00Z, more than 5 minutes before /etc/kubernetes/kubelet.conf changed at 2026-11-24T09:00:00Z"),
         "{}",
         change(&plan, "kubeconfig.w1.kubelet").reason
     );

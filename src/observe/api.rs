@@ -223,12 +223,18 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
 }
 
 fn configmap(cm: ConfigMap) -> ConfigMapObservation {
-    // Every writer's entry carries the time of its last change; the latest is the ConfigMap's.
+    // Every writer's entry carries the time of its last change; the latest of those that own
+    // data is when what the readers read changed (a label or annotation is not read).
     let changed_at = cm
         .metadata
         .managed_fields
         .iter()
         .flatten()
+        .filter(|f| {
+            f.fields_v1
+                .as_ref()
+                .is_some_and(|v| v.0.get("f:data").is_some())
+        })
         .filter_map(|f| rfc3339(f.time.as_ref()?))
         .reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a });
     ConfigMapObservation {
@@ -595,7 +601,9 @@ mod tests {
                 {"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1",
                  "time": "2026-11-24T09:00:01Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:kubeconfig.conf": {}}}},
                 {"manager": "kubeadm", "operation": "Update", "apiVersion": "v1",
-                 "time": "2026-11-24T08:15:17Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:config.conf": {}}}}
+                 "time": "2026-11-24T08:15:17Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:config.conf": {}}}},
+                {"manager": "argocd", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-11-24T10:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {"f:tracking": {}}}}}
             ]},
             "data": {"kubeconfig.conf": "x"}
         }))
