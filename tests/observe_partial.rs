@@ -64,8 +64,9 @@ fn point_kube_proxy_at_lb(lab: &Lab) {
 }
 
 /// A 1.33 lab where the operator reissued cp1's certificate, edited the kube-proxy ConfigMap
-/// and w1's kubelet.conf by hand: those three plan no-op, the rest is still planned, the plan
-/// has three changes fewer than a fresh lab's, and planning changed nothing.
+/// and w1's kubelet.conf by hand without restarting anything: those three plan no-op, the
+/// restarts are left (until the operator restarts kube-proxy too), the rest is still planned,
+/// the plan has three changes fewer than a fresh lab's, and planning changed nothing.
 #[test]
 fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
     let net = 29;
@@ -92,12 +93,21 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
 
     // (a) cp1's certificate reissued with the LB's name and address (kubeadm's SAN order).
     lab.add_lb_san(net);
+    // Times are whole seconds: the edits below come a second after every Pod's creation.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     // (b) the kube-proxy ConfigMap pointed at the LB with the real kubectl.
     point_kube_proxy_at_lb(&lab);
     // (c) w1's kubelet.conf pointed at the LB over SSH.
     lab.ssh_ok(
         "w1",
         &format!("sed -i 's#^\\( *server:\\).*#\\1 {LB_URL}#' /etc/kubernetes/kubelet.conf"),
+    );
+    // The kubelet started seconds ago, and a kubelet.conf written within 5 minutes of a start
+    // is taken for the kubelet's own TLS bootstrap: the edit's time is put 10 minutes on, as
+    // if the operator had edited it then.
+    lab.ssh_ok(
+        "w1",
+        "touch -m -d @$(( $(date +%s) + 600 )) /etc/kubernetes/kubelet.conf",
     );
     let kubelet_conf = lab.ssh_ok("w1", "cat /etc/kubernetes/kubelet.conf");
     assert!(
@@ -149,19 +159,26 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
         }
     }
     // kube-apiserver rereads its serving certificate (the LB's TLS verifies), so no reload.
-    // A gap, not asserted: the kube-proxy restarts on cp1 and w1 and the kubelet restart on w1
-    // vanish from the plan too, though the running processes still use 127.0.29.11 until
-    // restarted; the observed state has nothing (Pod start times, file mtimes) to tell.
-    let handlers: Vec<&str> = plan["handlers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap())
-        .collect();
+    // The restarts the operator left undone are what is left of (b) and (c): every kube-proxy
+    // Pod is older than the ConfigMap's edit, w1's kubelet older than its file's.
+    let handlers = handlers_of(&plan);
     assert!(
-        !handlers.contains(&"handler.cp1.kube-apiserver"),
+        !handlers.contains_key("handler.cp1.kube-apiserver"),
         "{handlers:?}"
     );
+    for node in ["cp1", "w1", "w2"] {
+        assert_eq!(
+            handlers.get(&format!("handler.{node}.kube-proxy")),
+            Some(&vec!["configmap.kube-system.kube-proxy".to_string()]),
+            "{handlers:?}"
+        );
+    }
+    assert_eq!(
+        handlers.get("handler.w1.kubelet"),
+        Some(&vec!["kubeconfig.w1.kubelet".to_string()]),
+        "{handlers:?}"
+    );
+    assert!(!handlers.contains_key("handler.w2.kubelet"), "{handlers:?}");
     let endpoint = plan["resource_changes"]
         .as_array()
         .unwrap()
@@ -194,6 +211,76 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
     // Observing and planning changed nothing.
     assert_eq!(node_files(&lab), files_before, "planning changed files");
     assert_eq!(configmap_versions(&lab), configmaps_before);
+
+    // (d) the operator restarts kube-proxy by hand: the DaemonSet's new Pods read the edited
+    // ConfigMap, and only the kubelet's restart is left.
+    let deleted = lab.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "pod",
+        "-l",
+        "k8s-app=kube-proxy",
+    ]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pods = lab.kubectl_json(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-proxy",
+        ]);
+        let ready = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        // One per Node: cp1, w1 and w2 (cp2 and cp3 have not joined).
+        if ready == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kube-proxy Pods: {pods}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (plan, _) = plan_actions(file);
+    let handlers = handlers_of(&plan);
+    assert_eq!(
+        handlers.keys().collect::<Vec<_>>(),
+        ["handler.w1.kubelet"],
+        "{handlers:?}"
+    );
+}
+
+/// The plan's handlers: id → the addresses that trigger it.
+fn handlers_of(plan: &Value) -> BTreeMap<String, Vec<String>> {
+    plan["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let by = h["triggered_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            (h["id"].as_str().unwrap().to_string(), by)
+        })
+        .collect()
 }
 
 /// cp1's apiserver certificate reissued the way hactl plans it: every existing SAN kept in its
