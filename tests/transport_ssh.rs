@@ -23,7 +23,16 @@ fn lab_targets(lab: &Lab) -> Vec<SshTarget> {
     desired
         .nodes
         .iter()
-        .map(|n| SshTarget::new(&desired, n, &lab.dir, None, Duration::from_secs(5)))
+        .map(|n| {
+            SshTarget::new(
+                &desired,
+                n,
+                &lab.dir,
+                None,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )
+        })
         .collect()
 }
 
