@@ -60,9 +60,10 @@ pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
             detail.clone()
         }
-        TransportError::Timeout { after, .. } => {
-            timed_out("the node script (versions, kubeconfigs, certificates)", *after)
-        }
+        TransportError::Timeout { after, .. } => timed_out(
+            "the node script (versions, kubeconfigs, certificates)",
+            *after,
+        ),
         TransportError::AuthFailed { detail, .. } => SshFailure::PermissionDenied.reason(detail),
         TransportError::HostKeyChanged { detail, .. } => SshFailure::HostKeyMismatch.reason(detail),
         TransportError::HostKeyUnknown { detail, .. } => SshFailure::HostKeyUnknown.reason(detail),
