@@ -30,8 +30,9 @@ const MASTER_IDLE_EXIT: Duration = Duration::from_secs(1800);
 const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How much later than hactl's deadline the node's own `timeout` stops a command (TERM), and
-/// how long after that it kills it: late enough that hactl's deadline always comes first, so a
-/// status of 124 from `timeout` is never mistaken for the script's.
+/// how long after that it kills it: late enough that hactl's deadline comes first (the node's
+/// clock starts later, once the channel is open), so `timeout`'s status 124 is not taken for
+/// the script's.
 const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds, or without it where
