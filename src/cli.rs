@@ -101,6 +101,10 @@ struct LiveArgs {
     /// Seconds to wait for each node's SSH connection.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     connect_timeout: u16,
+    /// Seconds each command on a node may run before hactl gives up on it (that node, or
+    /// etcd, is then recorded as not observed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u16).range(1..))]
+    command_timeout: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -305,6 +309,7 @@ fn observe_live(
     let mut opts = observe::ObserveOptions::new(&plan_dir);
     opts.parallelism = usize::from(live.parallelism);
     opts.connect_timeout = std::time::Duration::from_secs(u64::from(live.connect_timeout));
+    opts.command_timeout = std::time::Duration::from_secs(u64::from(live.command_timeout));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -39,6 +39,9 @@ pub struct ObserveOptions {
     pub parallelism: usize,
     /// The SSH connect timeout per node.
     pub connect_timeout: Duration,
+    /// How long each command on a node may run (a hung one fails that node, or etcd, instead
+    /// of hanging the run).
+    pub command_timeout: Duration,
     /// Each network probe's (and the API's) timeout.
     pub probe_timeout: Duration,
     /// The folder of the desired-state file: relative paths in it are relative to this.
@@ -52,6 +55,7 @@ impl ObserveOptions {
         ObserveOptions {
             parallelism: 32,
             connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(5),
             plan_dir: plan_dir.to_path_buf(),
             home: std::env::var_os("HOME").map(PathBuf::from),
@@ -248,6 +252,7 @@ async fn read_nodes<'a>(
             &opts.plan_dir,
             opts.home.as_deref(),
             opts.connect_timeout,
+            opts.command_timeout,
         );
         match SshSession::connect(target).await {
             Ok(session) => {

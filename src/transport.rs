@@ -33,6 +33,9 @@ pub struct SshTarget {
     /// Wrap every command in `sudo -n`.
     pub sudo: bool,
     pub connect_timeout: Duration,
+    /// How long one command may run before `run` gives up on it with
+    /// [`TransportError::Timeout`] (a stuck `etcdctl` or NFS read must not hang a whole run).
+    pub command_timeout: Duration,
 }
 
 impl SshTarget {
@@ -44,6 +47,7 @@ impl SshTarget {
         plan_dir: &std::path::Path,
         home: Option<&std::path::Path>,
         connect_timeout: Duration,
+        command_timeout: Duration,
     ) -> SshTarget {
         let ssh = &desired.ssh;
         let over = node.ssh.clone().unwrap_or_default();
@@ -66,6 +70,7 @@ impl SshTarget {
             known_hosts: over.known_hosts.unwrap_or(ssh.known_hosts),
             sudo: over.sudo.unwrap_or(ssh.sudo),
             connect_timeout,
+            command_timeout,
         }
     }
 }
@@ -141,6 +146,15 @@ pub enum TransportError {
     /// `sudo -n` wants a password or is not allowed.
     #[error("{node}: sudo -n failed: {detail}")]
     Sudo { node: String, detail: String },
+    /// The command did not finish within the target's `command_timeout`; hactl stopped
+    /// waiting for it. `what` says which command (see [`describe_script`]).
+    #[error("{node} ({address}): {}", timed_out(.what, *.after))]
+    Timeout {
+        node: String,
+        address: String,
+        after: Duration,
+        what: String,
+    },
     /// Anything else (the ssh binary missing, the session dying mid-command).
     #[error("{node}: {detail}")]
     Other { node: String, detail: String },
@@ -154,8 +168,45 @@ impl TransportError {
             | TransportError::AuthFailed { node, .. }
             | TransportError::Unreachable { node, .. }
             | TransportError::Sudo { node, .. }
+            | TransportError::Timeout { node, .. }
             | TransportError::Other { node, .. } => node,
         }
+    }
+}
+
+/// What a timed-out command's failure says (after the node prefix): which command, how long
+/// hactl waited, and the two ways out. Observation records it as the node's (or etcd's)
+/// failure reason, so it carries its own fix.
+pub fn timed_out(what: &str, after: Duration) -> String {
+    format!(
+        "{what} did not finish within {} (--command-timeout); hactl stopped waiting for it. \
+         Raise --command-timeout if the node is only slow, or log in and see what hangs there \
+         (a stuck etcdctl, a blocked NFS mount, sudo)",
+        seconds(after)
+    )
+}
+
+/// `60 s`, `1.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A script in a few words for messages: a short one-liner as it is, else its length (the
+/// observation scripts start with the same shell functions, so their first line says nothing).
+pub fn describe_script(script: &str) -> String {
+    let lines: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [one] if one.chars().count() <= 60 => format!("`{one}`"),
+        [one] => format!("`{}…`", one.chars().take(60).collect::<String>()),
+        _ => format!("a {}-line script", lines.len()),
     }
 }
 
@@ -190,6 +241,7 @@ mod tests {
             std::path::Path::new("/plans"),
             Some(home),
             Duration::from_secs(3),
+            Duration::from_secs(60),
         )
     }
 
@@ -213,5 +265,28 @@ mod tests {
         assert_eq!(target("", 0).user.as_deref(), Some("root"));
         // A config file and no user: ssh takes the config's `User` for the address.
         assert_eq!(target("[ssh]\nconfig_file = \"/etc/c\"", 0).user, None);
+    }
+
+    #[test]
+    fn a_timeout_names_node_address_command_timeout_and_fix() {
+        let e = TransportError::Timeout {
+            node: "cp1".into(),
+            address: "10.0.0.11".into(),
+            after: Duration::from_secs(60),
+            what: describe_script("sleep 30\n"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cp1 (10.0.0.11): `sleep 30` did not finish within 60 s (--command-timeout); hactl \
+             stopped waiting for it. Raise --command-timeout if the node is only slow, or log in \
+             and see what hangs there (a stuck etcdctl, a blocked NFS mount, sudo)"
+        );
+        assert_eq!(e.node(), "cp1");
+        assert!(timed_out("x", Duration::from_millis(1500)).contains("within 1.5 s"));
+        assert_eq!(describe_script("a\n\nb\n"), "a 2-line script");
+        assert_eq!(
+            describe_script(&"x".repeat(61)),
+            format!("`{}…`", "x".repeat(60))
+        );
     }
 }

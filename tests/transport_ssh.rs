@@ -1,6 +1,6 @@
 //! The SSH transport against a real lab (real sshd per node, the real `ssh` client): commands
 //! and their output, one master per node, host key checking, auth, unreachable nodes,
-//! ProxyJump from a config file, sudo, and no ssh process left after `close`.
+//! ProxyJump from a config file, sudo, command timeouts, and no ssh process left after `close`.
 
 mod lab_support;
 
@@ -23,7 +23,16 @@ fn lab_targets(lab: &Lab) -> Vec<SshTarget> {
     desired
         .nodes
         .iter()
-        .map(|n| SshTarget::new(&desired, n, &lab.dir, None, Duration::from_secs(5)))
+        .map(|n| {
+            SshTarget::new(
+                &desired,
+                n,
+                &lab.dir,
+                None,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )
+        })
         .collect()
 }
 
@@ -187,6 +196,8 @@ async fn checks(lab: &Lab, work: &Path) {
         "commands came over several connections: {seen:?}"
     );
     assert_eq!(masters(&ctl), before, "the master changed");
+
+    timeouts(&cp1).await;
 
     // sudo -n: runs as root when sudo exists on the node; without sudo it is a Sudo error.
     let has_sudo = cp1_session.run("command -v sudo").await.unwrap().success();
@@ -396,4 +407,81 @@ async fn checks(lab: &Lab, work: &Path) {
         .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&format!("127.0.{NET}.")))
         .collect();
     assert!(ours.is_empty(), "ssh processes left: {ours:?}");
+}
+
+/// A command that outlives `command_timeout`: `run` gives up on time with a Timeout naming the
+/// node, its address and the timeout; the same session (the same master) runs the next command;
+/// and the node's own `timeout` stops the abandoned command (closing its channel does not: no
+/// pty, no SIGHUP).
+async fn timeouts(cp1: &SshTarget) {
+    let quick = SshSession::connect(target_with(cp1, |t| {
+        t.command_timeout = Duration::from_secs(1)
+    }))
+    .await
+    .unwrap();
+    let ctl = quick.control_socket().to_path_buf();
+    let before = masters(&ctl);
+    // The marker names the abandoned command's processes (sh and `timeout` carry the script).
+    let marker = format!("echo timed-out-on-purpose-{NET}");
+    let started = Instant::now();
+    let result = quick.run(&format!("sleep 30; {marker}")).await;
+    let took = started.elapsed();
+    match &result {
+        Err(e @ TransportError::Timeout { node, after, .. }) => {
+            assert_eq!((node.as_str(), *after), ("cp1", Duration::from_secs(1)));
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "cp1 (127.0.{NET}.11): `sleep 30; {marker}` did not finish within 1 s"
+                )) && text.contains("Raise --command-timeout"),
+                "{text}"
+            );
+        }
+        other => panic!("sleep 30 with a 1 s timeout: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(10), "the timeout took {took:?}");
+
+    // Still running on the node right after: sh, the node's `timeout`, and their `sleep 30`.
+    let abandoned: Vec<(u32, String)> = {
+        let all = processes();
+        let ours: Vec<u32> = all
+            .iter()
+            .filter(|(_, _, cmd)| cmd.contains(&marker))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        all.iter()
+            .filter(|(pid, ppid, _)| ours.contains(pid) || ours.contains(ppid))
+            .map(|(pid, _, cmd)| (*pid, cmd.clone()))
+            .collect()
+    };
+    assert!(
+        !abandoned.is_empty(),
+        "the timed-out command was expected to outlive its channel for a few seconds"
+    );
+
+    // The same session runs the next command at once, over the same master.
+    let out = quick.run("echo ok").await.unwrap();
+    assert_eq!(out.stdout_text(), "ok\n");
+    assert_eq!(masters(&ctl), before, "the master changed after a timeout");
+
+    // The node's `timeout` (1 s + 5 s grace) stops the abandoned command and its children.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // By PID and command line: a PID may be reused meanwhile.
+        let left: Vec<_> = processes()
+            .into_iter()
+            .map(|(pid, _, cmd)| (pid, cmd))
+            .filter(|p| abandoned.contains(p))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out command still runs on the node: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    quick.close().await.unwrap();
+    wait_no_master(&ctl);
 }

@@ -5,7 +5,7 @@
 use crate::observed::{EtcdObservation, Probe};
 use crate::readings::etcd::{etcd_observation, etcd_script};
 use crate::readings::node::{SectionStatus, sections};
-use crate::transport::NodeTransport;
+use crate::transport::{NodeTransport, TransportError, timed_out};
 
 /// `etcdctl member list` and `endpoint health` run on `transport`'s node. Failures are data:
 /// a failed member list leaves `observed_from: None` and says why in `health`.
@@ -18,6 +18,12 @@ pub async fn read_etcd<T: NodeTransport>(transport: &T) -> EtcdObservation {
     };
     let out = match transport.run(&etcd_script()).await {
         Ok(out) => out,
+        Err(TransportError::Timeout { after, .. }) => {
+            return failed(format!(
+                "etcd could not be read from {node}: {}",
+                timed_out("the etcdctl script (member list, endpoint health)", after)
+            ));
+        }
         Err(e) => return failed(format!("etcdctl could not run on {node}: {e}")),
     };
     let sections = match sections(&out.stdout_text()) {

@@ -4,13 +4,21 @@
 //! `config_file` — ProxyJump, Port, IdentityFile — and known_hosts work as with `ssh`); every
 //! `run` is a new channel over that master's control socket (native mux: no extra `ssh`
 //! process per command). The master's control directory is a private (0700) temp dir.
+//!
+//! Every command has a deadline (`SshTarget::command_timeout`). When it passes, `run` drops the
+//! command's channel and returns [`TransportError::Timeout`] at once; the master and its other
+//! channels are unaffected. Dropping the channel does not stop the remote command: the mux
+//! protocol has no signal message, and sshd sends SIGHUP only to a session with a pty, which
+//! mux commands never have. So the node stops it itself: each command runs under the node's
+//! `timeout` (coreutils or busybox, when it works there), set a little past hactl's deadline,
+//! which signals the command's whole process group (TERM, then KILL).
 
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::{CommandOutput, NodeTransport, SshTarget, TransportError};
+use super::{CommandOutput, NodeTransport, SshTarget, TransportError, describe_script};
 use crate::spec::KnownHosts;
 
 /// A master left behind by a killed hactl exits after this long without commands; hactl
@@ -20,6 +28,16 @@ const MASTER_IDLE_EXIT: Duration = Duration::from_secs(1800);
 /// Keep-alives so a node that vanishes mid-run fails the command instead of hanging it
 /// (ssh gives up after 3 unanswered ones).
 const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How much later than hactl's deadline the node's own `timeout` stops a command (TERM), and
+/// how long after that it kills it: late enough that hactl's deadline comes first (the node's
+/// clock starts later, once the channel is open), so `timeout`'s status 124 is not taken for
+/// the script's.
+const REMOTE_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds, or without it where
+/// `timeout` is missing or does not take `-k` (old busybox): one fork more per command.
+const REAPER: &str = "if timeout -k 1 1 true >/dev/null 2>&1; then exec timeout -k \"$3\" \"$2\" sh -c \"$1\"; fi; exec sh -c \"$1\"";
 
 /// A live connection to one node; every command of a run goes through it.
 pub struct SshSession {
@@ -109,8 +127,27 @@ impl NodeTransport for SshSession {
     }
 
     async fn run(&self, script: &str) -> Result<CommandOutput, TransportError> {
+        let after = self.target.command_timeout;
+        // On the deadline the unfinished future is dropped, and with it the command's channel
+        // (its mux socket and pipes): hactl returns at once, the master stays usable.
+        match tokio::time::timeout(after, self.run_unbounded(script)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                node: self.target.node.clone(),
+                address: self.target.address.to_string(),
+                after,
+                what: describe_script(script),
+            }),
+        }
+    }
+}
+
+impl SshSession {
+    /// `run` without the deadline.
+    async fn run_unbounded(&self, script: &str) -> Result<CommandOutput, TransportError> {
         // `arg` shell-quotes each word for the remote login shell, which unquotes them once:
-        // `sh` gets the script byte for byte.
+        // `sh` gets the script byte for byte (as `$1` of the reaper, which runs it with
+        // `sh -c "$1"`).
         let mut cmd = if self.target.sudo {
             let mut c = self.session.command("sudo");
             c.arg("-n").arg("sh");
@@ -118,8 +155,15 @@ impl NodeTransport for SshSession {
         } else {
             self.session.command("sh")
         };
+        let remote = self.target.command_timeout + REMOTE_GRACE;
+        // Whole seconds: busybox's `timeout` takes no fractions.
+        let remote_secs = remote.as_secs() + u64::from(remote.subsec_nanos() > 0);
         cmd.arg("-c")
+            .arg(REAPER)
+            .arg("sh")
             .arg(script)
+            .arg(remote_secs.to_string())
+            .arg(REMOTE_GRACE.as_secs().to_string())
             .stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
