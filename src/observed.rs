@@ -151,14 +151,17 @@ pub enum SshFailure {
     HostKeyUnknown,
     PermissionDenied,
     Sudo,
+    /// Logged in, but the node script did not finish within `--command-timeout`.
+    CommandTimeout,
 }
 
 impl SshFailure {
-    const ALL: [SshFailure; 4] = [
+    const ALL: [SshFailure; 5] = [
         SshFailure::HostKeyMismatch,
         SshFailure::HostKeyUnknown,
         SshFailure::PermissionDenied,
         SshFailure::Sudo,
+        SshFailure::CommandTimeout,
     ];
 
     fn prefix(self) -> &'static str {
@@ -167,6 +170,7 @@ impl SshFailure {
             SshFailure::HostKeyUnknown => "host key unknown",
             SshFailure::PermissionDenied => "permission denied",
             SshFailure::Sudo => "sudo -n failed",
+            SshFailure::CommandTimeout => "command timed out",
         }
     }
 

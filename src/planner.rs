@@ -180,6 +180,9 @@ fn ssh_fix(name: &str, address: &str, reason: &str) -> String {
         Some(SshFailure::Sudo) => format!(
             "allow the login user passwordless sudo on {name} (NOPASSWD in sudoers), or log in as root"
         ),
+        Some(SshFailure::CommandTimeout) => format!(
+            "raise --command-timeout if {name} is only slow, or log in to {name} and see what hangs there (a blocked mount, a stuck kubeadm or kubelet binary)"
+        ),
         None => format!(
             "check that sshd runs on {address} and that the [ssh] settings (user, identity_file, config_file) reach it"
         ),
@@ -262,7 +265,12 @@ impl<'a> Planner<'a> {
                 self.problem(
                     Severity::Error,
                     name,
-                    format!("{name} ({address}) could not be reached over SSH: {reason}"),
+                    match SshFailure::of(&reason) {
+                        Some(SshFailure::CommandTimeout) => {
+                            format!("{name} ({address}) could not be read over SSH: {reason}")
+                        }
+                        _ => format!("{name} ({address}) could not be reached over SSH: {reason}"),
+                    },
                     format!(
                         "{}; nothing on {name} is decided until it is observed",
                         ssh_fix(name, &address, &reason)

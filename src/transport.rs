@@ -179,9 +179,16 @@ impl TransportError {
 /// failure reason, so it carries its own fix.
 pub fn timed_out(what: &str, after: Duration) -> String {
     format!(
-        "{what} did not finish within {} (--command-timeout); hactl stopped waiting for it. \
-         Raise --command-timeout if the node is only slow, or log in and see what hangs there \
-         (a stuck etcdctl, a blocked NFS mount, sudo)",
+        "{}. Raise --command-timeout if the node is only slow, or log in and see what hangs \
+         there (a stuck etcdctl, a blocked NFS mount, sudo)",
+        did_not_finish(what, after)
+    )
+}
+
+/// What a timeout is, without the fix (for where the fix is said apart).
+pub fn did_not_finish(what: &str, after: Duration) -> String {
+    format!(
+        "{what} did not finish within {} (--command-timeout); hactl stopped waiting for it",
         seconds(after)
     )
 }

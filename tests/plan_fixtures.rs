@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hactl::observed::ObservedState;
+use hactl::observed::{ObservedState, Probe, SshFailure};
 use hactl::plan::{Action, Plan, ResourceValue, Severity};
 use hactl::spec::{ComponentEndpoint, DesiredState};
 use hactl::{planner, render, spec};
@@ -353,6 +353,26 @@ fn an_unreachable_worker_is_named_and_left_undecided() {
     assert!(p.message.contains("127.0.0.22"), "{}", p.message);
     assert_eq!(plan.summary.unknown, 1);
     snapshot_all("lab_unreachable-worker-1.31", &plan);
+
+    // Logged in, but the node script hung: the fix is about the node, not about ssh.
+    let mut obs = observed("unreachable-worker-1.31");
+    obs.nodes.get_mut("w2").unwrap().ssh = Probe::Failed {
+        reason: SshFailure::CommandTimeout.reason(
+            "the node script (versions, kubeconfigs, certificates) did not finish within 60 s (--command-timeout); hactl stopped waiting for it",
+        ),
+    };
+    let plan = planner::plan(&desired("plans/lab.toml"), &obs).unwrap();
+    let p = plan.problems.iter().find(|p| p.subject == "w2").unwrap();
+    assert!(
+        p.message.contains("could not be read over SSH"),
+        "{}",
+        p.message
+    );
+    assert!(p.help.starts_with("raise --command-timeout"), "{}", p.help);
+    assert_eq!(
+        change(&plan, "kubeconfig.w2.kubelet").actions,
+        [Action::Unknown]
+    );
 }
 
 #[test]

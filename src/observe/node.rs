@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::observed::{NodeObservation, Probe, SshFailure};
 use crate::readings::node::{self as reading};
 use crate::spec::Node;
-use crate::transport::{NodeTransport, TransportError, timed_out};
+use crate::transport::{NodeTransport, TransportError, did_not_finish};
 
 /// What reading a node yields: its observation (no secrets) and, held in memory only, the raw
 /// admin.conf (the API client's credentials when the plan names no kubeconfig; never written
@@ -53,17 +53,18 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
 ///
 /// The reason is ssh's words without the node prefix (the planner names the node), after a
 /// prefix naming the kind of failure (`host key mismatch:`, `host key unknown:`, `permission
-/// denied:`, `sudo -n failed:`) from which the planner tells the fix. A command that timed out
-/// has no such prefix: its reason says the fix itself.
+/// denied:`, `sudo -n failed:`, `command timed out:`) from which the planner tells the fix.
 pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
     let reason = match error {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
             detail.clone()
         }
-        TransportError::Timeout { after, .. } => timed_out(
-            "the node script (versions, kubeconfigs, certificates)",
-            *after,
-        ),
+        TransportError::Timeout { after, .. } => {
+            SshFailure::CommandTimeout.reason(&did_not_finish(
+                "the node script (versions, kubeconfigs, certificates)",
+                *after,
+            ))
+        }
         TransportError::AuthFailed { detail, .. } => SshFailure::PermissionDenied.reason(detail),
         TransportError::HostKeyChanged { detail, .. } => SshFailure::HostKeyMismatch.reason(detail),
         TransportError::HostKeyUnknown { detail, .. } => SshFailure::HostKeyUnknown.reason(detail),
