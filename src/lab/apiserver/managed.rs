@@ -347,7 +347,7 @@ pub fn record(
             let object_changed = live.is_some_and(|l| {
                 !is_empty_set(&changed_fields(l, new, status_apart, &w.subresource))
             });
-            if !(unchanged && !object_changed) {
+            if !unchanged || object_changed {
                 entries[i] = entry;
             }
         }
