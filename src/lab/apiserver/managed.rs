@@ -338,6 +338,12 @@ pub fn record(
     if !w.subresource.is_empty() {
         entry["subresource"] = json!(w.subresource);
     }
+    // `manager` is omitempty: a client with neither fieldManager nor User-Agent has none.
+    if w.manager.is_empty()
+        && let Some(e) = entry.as_object_mut()
+    {
+        e.remove("manager");
+    }
     match existing {
         Some(i) => {
             let old = &entries[i];
