@@ -1034,7 +1034,11 @@ fn managed_fields_name_who_changed_what_and_when() {
     let file = write_file(&f.dir, "mf-same.json", &current.to_string());
     f.ok(&["replace", "-f", &file.display().to_string()]);
     let (same, same_rv) = managed_fields(&f, "mf-kubeadm");
-    assert_eq!((&same, &same_rv), (&mf, &rv), "a no-op replace moved nothing");
+    assert_eq!(
+        (&same, &same_rv),
+        (&mf, &rv),
+        "a no-op replace moved nothing"
+    );
 
     // A replace that changes a value is kubectl-replace's, later still.
     let mut changed = current.clone();

@@ -403,8 +403,16 @@ fn is_dns_subdomain(name: &str) -> bool {
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 /// Secrets: `stringData` is write-only and folds into `data`, as the API server does.
+/// Namespaces: the `kubernetes.io/metadata.name` label the API server sets (1.21+).
 fn normalize(kind: &Kind, obj: &mut Value) {
     use base64::Engine;
+    if kind.kind == "Namespace" {
+        let name = meta_str(obj, "name").to_owned();
+        if !obj["metadata"]["labels"].is_object() {
+            obj["metadata"]["labels"] = json!({});
+        }
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
     if kind.kind == "Secret"
         && let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
     {
