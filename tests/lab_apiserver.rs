@@ -940,3 +940,177 @@ fn without_etcd_readyz_fails_and_requests_fail_fast() {
         .expect("address in use");
     assert!(err.to_string().contains("127.0.0.52:6443"), "{err}");
 }
+
+/// The managedFields of an object as kubectl shows them (`--show-managed-fields`).
+fn managed_fields(f: &Fixture, name: &str) -> (Vec<Value>, String) {
+    let cm = f.json(&[
+        "get",
+        "configmap",
+        name,
+        "-n",
+        "default",
+        "--show-managed-fields",
+    ]);
+    let rv = cm["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("resourceVersion")
+        .to_owned();
+    let mf = cm["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (mf, rv)
+}
+
+fn entry<'a>(mf: &'a [Value], manager: &str) -> &'a Value {
+    mf.iter()
+        .find(|e| e["manager"] == manager)
+        .unwrap_or_else(|| panic!("no {manager} entry in {mf:#?}"))
+}
+
+#[test]
+fn managed_fields_name_who_changed_what_and_when() {
+    let f = shared();
+    // What `kubeadm init` uploads is seeded as kubeadm's.
+    rt().block_on(apiserver::seed(
+        &f.etcd.client,
+        &[json!({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "mf-kubeadm", "namespace": "default"},
+                 "data": {"key": "value-one"}})],
+    ))
+    .expect("seed");
+    let (mf, _) = managed_fields(&f, "mf-kubeadm");
+    assert_eq!(mf.len(), 1, "{mf:#?}");
+    let created = entry(&mf, "kubeadm").clone();
+    assert_eq!(
+        created,
+        json!({"manager": "kubeadm", "operation": "Update", "apiVersion": "v1",
+               "time": created["time"], "fieldsType": "FieldsV1",
+               "fieldsV1": {"f:data": {".": {}, "f:key": {}}}})
+    );
+    let t0 = created["time"].as_str().expect("time").to_owned();
+    assert!(
+        t0.len() == 20 && t0.ends_with('Z') && t0.as_bytes()[10] == b'T',
+        "{t0}"
+    );
+    // managedFields times have whole seconds: wait for the next one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = f.kubectl_with(
+        &f.kubeconfig,
+        &["edit", "configmap", "mf-kubeadm", "-n", "default"],
+        &[("KUBE_EDITOR", "sed -i s/value-one/value-edited/")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mf, rv) = managed_fields(&f, "mf-kubeadm");
+    println!(
+        "managedFields after kubeadm create + kubectl edit:\n{}",
+        serde_json::to_string_pretty(&mf).expect("json")
+    );
+    assert_eq!(mf.len(), 2, "{mf:#?}");
+    assert_eq!(entry(&mf, "kubeadm"), &created, "kubeadm's entry is kept");
+    let edit = entry(&mf, "kubectl-edit").clone();
+    assert_eq!(
+        (&edit["operation"], &edit["fieldsV1"]),
+        (&json!("Update"), &json!({"f:data": {"f:key": {}}}))
+    );
+    let t1 = edit["time"].as_str().expect("time").to_owned();
+    assert!(t1 > t0, "{t1} after {t0}");
+    assert_eq!(mf[0]["manager"], "kubeadm", "older entries first: {mf:#?}");
+
+    // Replacing it with itself changes nothing: no new resourceVersion, no new time.
+    std::thread::sleep(Duration::from_millis(1100));
+    let current = f.json(&[
+        "get",
+        "configmap",
+        "mf-kubeadm",
+        "-n",
+        "default",
+        "--show-managed-fields",
+    ]);
+    let file = write_file(&f.dir, "mf-same.json", &current.to_string());
+    f.ok(&["replace", "-f", &file.display().to_string()]);
+    let (same, same_rv) = managed_fields(&f, "mf-kubeadm");
+    assert_eq!(
+        (&same, &same_rv),
+        (&mf, &rv),
+        "a no-op replace moved nothing"
+    );
+
+    // A replace that changes a value is kubectl-replace's, later still.
+    let mut changed = current.clone();
+    changed["data"]["other"] = json!("x");
+    let file = write_file(&f.dir, "mf-changed.json", &changed.to_string());
+    f.ok(&["replace", "-f", &file.display().to_string()]);
+    let (mf, new_rv) = managed_fields(&f, "mf-kubeadm");
+    assert_ne!(new_rv, rv);
+    let replace = entry(&mf, "kubectl-replace");
+    assert_eq!(replace["fieldsV1"], json!({"f:data": {"f:other": {}}}));
+    assert!(replace["time"].as_str().expect("time") > t1.as_str());
+    assert_eq!(entry(&mf, "kubectl-edit"), &edit);
+
+    // kubectl create names itself; a client without fieldManager is named by its
+    // User-Agent; kube-rs parses what the server wrote.
+    f.ok(&[
+        "create",
+        "configmap",
+        "mf-kubectl",
+        "-n",
+        "default",
+        "--from-literal=a=1",
+    ]);
+    let (mf, _) = managed_fields(&f, "mf-kubectl");
+    assert_eq!(
+        entry(&mf, "kubectl-create")["fieldsV1"],
+        json!({"f:data": {".": {}, "f:a": {}}})
+    );
+    rt().block_on(async {
+        let client = f.kube_client().await;
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        let cm = cms.get("mf-kubeadm").await.expect("get");
+        let mf = cm.metadata.managed_fields.expect("managedFields");
+        let managers: Vec<(&str, &str)> = mf
+            .iter()
+            .map(|e| {
+                (
+                    e.manager.as_deref().unwrap_or(""),
+                    e.operation.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            managers,
+            [
+                ("kubeadm", "Update"),
+                ("kubectl-edit", "Update"),
+                ("kubectl-replace", "Update")
+            ]
+        );
+        let edit = &mf[1];
+        assert!(edit.time.is_some(), "a time kube-rs parsed");
+        assert_eq!(
+            edit.fields_v1.as_ref().map(|f| f.0.clone()),
+            Some(json!({"f:data": {"f:key": {}}}))
+        );
+        let mut mine = cms.get("mf-kubectl").await.expect("get");
+        mine.data = Some([("a".to_string(), "2".to_string())].into());
+        let replaced = cms
+            .replace("mf-kubectl", &PostParams::default(), &mine)
+            .await
+            .expect("replace");
+        // kube-rs sends no User-Agent: its entry has no manager, as apimachinery omits an
+        // empty one.
+        let mf = replaced.metadata.managed_fields.expect("managedFields");
+        let anonymous = mf
+            .iter()
+            .find(|e| e.manager.is_none())
+            .unwrap_or_else(|| panic!("an entry without manager: {mf:#?}"));
+        assert_eq!(
+            anonymous.fields_v1.as_ref().map(|f| f.0.clone()),
+            Some(json!({"f:data": {"f:a": {}}}))
+        );
+    });
+}

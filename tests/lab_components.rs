@@ -1,6 +1,6 @@
 //! The node agent without an API server: static pods from manifests (a real etcd process,
 //! the injected kube-apiserver launcher), node commands with real output shapes, and
-//! shutdown leaving no process behind. Addresses 127.0.0.67–69.
+//! shutdown leaving no process behind. Addresses 127.0.0.66–69.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -399,6 +399,155 @@ async fn docker_is_not_installed_on_containerd_nodes() {
     );
     let out = agent.exec(argv("crictl pods -q")).await;
     assert_eq!((out.code, out.stdout.as_str()), (0, ""));
+    agent.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CLOCK_MONOTONIC in µs, the clock systemd's `*TimestampMonotonic` properties use. Not
+/// /proc/uptime: that is CLOCK_BOOTTIME, which also counts time suspended, so the two part
+/// on any machine that ever slept.
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given and nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+#[tokio::test]
+async fn systemctl_show_says_when_the_kubelet_last_became_active() {
+    let dir = tempdir("show");
+    let node = LabNode {
+        name: "w1".into(),
+        address: "127.0.0.66".parse().expect("ip"),
+        control_plane: false,
+    };
+    let before_boot = monotonic_us();
+    let agent = NodeAgent::start(NodeAgentConfig {
+        lab: LabDir::new(&dir),
+        spec: Arc::new(spec(&node, ContainerRuntime::Containerd)),
+        node: node.clone(),
+        ns_pid: None,
+        timings: timings(),
+        apiserver: Arc::new(FakeLauncher {
+            launches: Arc::new(Mutex::new(Vec::new())),
+            fail_first: 0,
+            count: AtomicUsize::new(0),
+        }),
+        faults: Default::default(),
+    });
+    let value = async |agent: &NodeAgent, cmd: &str| -> u64 {
+        let out = agent.exec(argv(cmd)).await;
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{cmd}");
+        out.stdout
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{cmd}: {:?}", out.stdout))
+    };
+    let show = "systemctl show kubelet -p ActiveEnterTimestampMonotonic --value";
+
+    let out = agent
+        .exec(argv(
+            "systemctl show kubelet -p ActiveEnterTimestampMonotonic",
+        ))
+        .await;
+    let booted: u64 = out
+        .stdout
+        .strip_prefix("ActiveEnterTimestampMonotonic=")
+        .and_then(|v| v.strip_suffix('\n'))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{:?}", out.stdout));
+    assert!(
+        booted > 0 && booted >= before_boot,
+        "{booted} {before_boot}"
+    );
+    assert_eq!(
+        agent
+            .exec(argv(
+                "systemctl show kubelet.service --property=ActiveState"
+            ))
+            .await
+            .stdout,
+        "ActiveState=active\n"
+    );
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = monotonic_us();
+    let out = agent.exec(argv("systemctl restart kubelet")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t1 = monotonic_us();
+    let restarted = value(&agent, show).await;
+    assert!(restarted > booted, "{restarted} after {booted}");
+    assert!(
+        t0 <= restarted && restarted <= t1,
+        "{restarted} within [{t0}, {t1}]"
+    );
+
+    // Several properties print in systemd's order, whatever order they were asked in; an
+    // unknown one prints nothing.
+    let out = agent
+        .exec(argv(
+            "systemctl show kubelet -p ActiveEnterTimestampMonotonic,NoSuchProperty -p ActiveState",
+        ))
+        .await;
+    assert_eq!(
+        (out.code, out.stdout.clone()),
+        (
+            0,
+            format!("ActiveState=active\nActiveEnterTimestampMonotonic={restarted}\n")
+        )
+    );
+    println!("systemctl show (active):\n{}", out.stdout);
+
+    // Stopped: as in systemd, the last activation is kept; ActiveState and
+    // InactiveEnterTimestamp say it stopped.
+    let out = agent.exec(argv("systemctl stop kubelet")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = agent
+        .exec(argv(
+            "systemctl show kubelet -p ActiveState -p SubState -p ActiveEnterTimestampMonotonic -p InactiveEnterTimestampMonotonic",
+        ))
+        .await;
+    println!("systemctl show (stopped):\n{}", out.stdout);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "ActiveState=inactive",
+            "SubState=dead",
+            format!("ActiveEnterTimestampMonotonic={restarted}").as_str()
+        ],
+        "{}",
+        out.stdout
+    );
+    let stopped: u64 = lines[3]
+        .strip_prefix("InactiveEnterTimestampMonotonic=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(stopped >= restarted && stopped <= monotonic_us());
+
+    // The runtime's unit has been active since the node booted; an unknown unit was never.
+    let runtime = value(
+        &agent,
+        "systemctl show containerd -P ActiveEnterTimestampMonotonic",
+    )
+    .await;
+    assert!(before_boot <= runtime && runtime <= booted + 1_000_000);
+    let out = agent
+        .exec(argv(
+            "systemctl show nosuch -p LoadState -p ActiveState -p ActiveEnterTimestampMonotonic",
+        ))
+        .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            0,
+            "LoadState=not-found\nActiveState=inactive\nActiveEnterTimestampMonotonic=0\n"
+        )
+    );
     agent.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@
 #[allow(clippy::result_large_err)]
 mod auth;
 mod discovery;
+mod managed;
 #[allow(clippy::result_large_err)]
 mod rest;
 mod time;
@@ -600,15 +601,16 @@ pub(crate) fn yaml_to_json(text: &str) -> Result<Value, String> {
         .ok_or_else(|| "empty document".to_string())
 }
 
-/// Creates the namespaces every cluster has and each given object, where absent.
+/// Creates the namespaces every cluster has (as kube-apiserver does, its manager in
+/// managedFields) and each given object (as `kubeadm init` uploads them), where absent.
 pub async fn seed(etcd: &EtcdClient, objects: &[Value]) -> Result<(), String> {
-    let mut all: Vec<Value> = ["default", "kube-system", "kube-public", "kube-node-lease"]
-        .iter()
-        .map(|ns| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-        .collect();
-    all.extend(objects.iter().cloned());
-    for obj in all {
-        rest::seed_object(etcd, obj).await?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        rest::seed_object(etcd, obj, "kube-apiserver").await?;
+    }
+    for obj in objects {
+        rest::seed_object(etcd, obj.clone(), "kubeadm").await?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod manifest;
 pub mod process;
 pub mod runtime;
+pub mod systemd;
 pub mod timefmt;
 
 use std::collections::BTreeMap;
@@ -151,12 +152,30 @@ struct KubeletService {
         tokio::sync::watch::Sender<bool>,
     )>,
     since: SystemTime,
+    /// `systemctl show`'s timestamps, on both clocks.
+    transitions: systemd::Transitions,
+}
+
+impl KubeletService {
+    /// The service (re)started now.
+    fn mark_started(&mut self) {
+        self.since = SystemTime::now();
+        self.transitions.started(systemd::Stamp::now());
+    }
+
+    /// The service stopped now.
+    fn mark_stopped(&mut self) {
+        self.since = SystemTime::now();
+        self.transitions.stopped(systemd::Stamp::now());
+    }
 }
 
 /// One node's agents: its kubelet service, runtime and everything the kubelet started.
 pub struct NodeAgent {
     shared: Arc<Shared>,
     service: tokio::sync::Mutex<KubeletService>,
+    /// When the container runtime's unit became active: the node's boot, as it never stops.
+    runtime_started: systemd::Stamp,
 }
 
 impl NodeAgent {
@@ -174,13 +193,18 @@ impl NodeAgent {
             scheduler: Arc::new(Mutex::new(None)),
             etcd: Mutex::new(None),
         });
+        let booted = systemd::Stamp::now();
         let task = Some(spawn_kubelet(&shared));
+        let mut transitions = systemd::Transitions::default();
+        transitions.started(booted);
         NodeAgent {
             shared,
             service: tokio::sync::Mutex::new(KubeletService {
                 task,
                 since: SystemTime::now(),
+                transitions,
             }),
+            runtime_started: booted,
         }
     }
 
@@ -221,9 +245,19 @@ impl NodeAgent {
             "stop",
             "is-active",
             "status",
+            "show",
             "daemon-reload",
         ];
-        let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+        let (positional, show_args) = match systemctl_args(args) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return ExecOutput {
+                    stderr: e,
+                    code: 1,
+                    ..Default::default()
+                };
+            }
+        };
         let Some(verb) = positional.first().map(|s| s.as_str()) else {
             return ExecOutput {
                 stderr: "Too few arguments.\n".into(),
@@ -245,6 +279,13 @@ impl NodeAgent {
             .iter()
             .map(|u| u.trim_end_matches(".service").to_string())
             .collect();
+        if units.is_empty() && verb == "show" {
+            return ExecOutput {
+                stderr: "hactl lab: `systemctl show` of the manager itself is not simulated; name a unit\n".into(),
+                code: 1,
+                ..Default::default()
+            };
+        }
         if units.is_empty() {
             return ExecOutput {
                 stderr: "Too few arguments.\n".into(),
@@ -253,6 +294,9 @@ impl NodeAgent {
             };
         }
         let runtime_unit = self.shared.cfg.spec.runtime.as_str().to_string();
+        if verb == "show" {
+            return self.show(&units, &runtime_unit, &show_args).await;
+        }
         let mut out = ExecOutput::default();
         for unit in units {
             let known = unit == "kubelet" || unit == runtime_unit;
@@ -292,18 +336,19 @@ impl NodeAgent {
                 "restart" => {
                     if let Some((h, stop)) = svc.task.take() {
                         stop_task(h, stop).await;
+                        svc.mark_stopped();
                     }
                     svc.task = Some(spawn_kubelet(&self.shared));
-                    svc.since = SystemTime::now();
+                    svc.mark_started();
                 }
                 "start" if svc.task.is_none() => {
                     svc.task = Some(spawn_kubelet(&self.shared));
-                    svc.since = SystemTime::now();
+                    svc.mark_started();
                 }
                 "stop" => {
                     if let Some((h, stop)) = svc.task.take() {
                         stop_task(h, stop).await;
-                        svc.since = SystemTime::now();
+                        svc.mark_stopped();
                     }
                     lock(&self.shared.kubelet_status).active = false;
                 }
@@ -344,6 +389,52 @@ impl NodeAgent {
         out
     }
 
+    /// `systemctl show UNIT… [-p NAME]… [--value]`: the kubelet's and the runtime's state
+    /// and transition times; any other unit as systemd shows one it cannot find.
+    async fn show(
+        &self,
+        units: &[String],
+        runtime_unit: &str,
+        args: &systemd::ShowArgs,
+    ) -> ExecOutput {
+        let mut shown = Vec::new();
+        for unit in units {
+            let id = format!("{unit}.service");
+            shown.push(if unit == "kubelet" {
+                let svc = self.service.lock().await;
+                systemd::Unit {
+                    id,
+                    description: "kubelet: The Kubernetes Node Agent".into(),
+                    loaded: true,
+                    active: svc.task.is_some(),
+                    transitions: svc.transitions,
+                }
+            } else if unit == runtime_unit {
+                let mut transitions = systemd::Transitions::default();
+                transitions.started(self.runtime_started);
+                systemd::Unit {
+                    id,
+                    description: runtime_description(unit).into(),
+                    loaded: true,
+                    active: true,
+                    transitions,
+                }
+            } else {
+                systemd::Unit {
+                    description: id.clone(),
+                    id,
+                    loaded: false,
+                    active: false,
+                    transitions: systemd::Transitions::default(),
+                }
+            });
+        }
+        ExecOutput {
+            stdout: systemd::show(&shown, args),
+            ..Default::default()
+        }
+    }
+
     pub async fn report(&self) -> NodeReport {
         let mut kubelet = lock(&self.shared.kubelet_status).clone();
         kubelet.active = self.service.lock().await.task.is_some();
@@ -373,7 +464,7 @@ impl NodeAgent {
             let mut svc = self.service.lock().await;
             if let Some((h, stop)) = svc.task.take() {
                 stop_task(h, stop).await;
-                svc.since = SystemTime::now();
+                svc.mark_stopped();
             }
         }
         lock(&self.shared.kubelet_status).active = false;
@@ -392,7 +483,7 @@ impl NodeAgent {
         let mut svc = self.service.lock().await;
         if svc.task.is_none() {
             svc.task = Some(spawn_kubelet(&self.shared));
-            svc.since = SystemTime::now();
+            svc.mark_started();
         }
     }
 
@@ -400,6 +491,63 @@ impl NodeAgent {
     pub async fn shutdown(self) {
         self.power_off().await;
     }
+}
+
+/// The Description= of the runtimes' units as their packages ship them.
+fn runtime_description(unit: &str) -> &'static str {
+    match unit {
+        "containerd" => "containerd container runtime",
+        "docker" => "Docker Application Container Engine",
+        _ => "Container Runtime Interface for OCI (CRI-O)",
+    }
+}
+
+/// systemctl's command line: the verb and units, and `show`'s options. Options other
+/// than these change nothing the lab simulates and are ignored.
+fn systemctl_args(args: &[String]) -> Result<(Vec<&String>, systemd::ShowArgs), String> {
+    let mut positional = Vec::new();
+    let mut show = systemd::ShowArgs::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (props, value_only) = match arg.as_str() {
+            "-p" | "--property" | "-P" => (
+                it.next()
+                    .ok_or_else(|| format!("systemctl: option '{arg}' requires an argument\n"))?
+                    .clone(),
+                arg == "-P",
+            ),
+            "--value" => {
+                show.value_only = true;
+                continue;
+            }
+            "-a" | "--all" => {
+                show.all = true;
+                continue;
+            }
+            a => {
+                if let Some(v) = a.strip_prefix("--property=") {
+                    (v.to_string(), false)
+                } else if let Some(v) = a.strip_prefix("-p").filter(|v| !v.is_empty()) {
+                    (v.to_string(), false)
+                } else if let Some(v) = a.strip_prefix("-P").filter(|v| !v.is_empty()) {
+                    (v.to_string(), true)
+                } else {
+                    if !a.starts_with('-') {
+                        positional.push(arg);
+                    }
+                    continue;
+                }
+            }
+        };
+        show.value_only |= value_only;
+        show.properties.extend(
+            props
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok((positional, show))
 }
 
 fn spawn_kubelet(

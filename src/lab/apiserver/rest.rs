@@ -7,6 +7,7 @@ use hyper::{Method, Request};
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, Attributes, User};
+use super::managed::{self, Writer};
 use super::{Resp, State, json_response, time};
 use crate::lab::etcd::{EtcdClient, EtcdError, KeyValue};
 
@@ -33,7 +34,7 @@ impl Kind {
             format!("{}/{}", self.group, self.version)
         }
     }
-    fn has_status(&self) -> bool {
+    pub(crate) fn has_status(&self) -> bool {
         self.subresources.contains(&"status")
     }
     /// Where an object lives in etcd.
@@ -402,8 +403,16 @@ fn is_dns_subdomain(name: &str) -> bool {
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 /// Secrets: `stringData` is write-only and folds into `data`, as the API server does.
+/// Namespaces: the `kubernetes.io/metadata.name` label the API server sets (1.21+).
 fn normalize(kind: &Kind, obj: &mut Value) {
     use base64::Engine;
+    if kind.kind == "Namespace" {
+        let name = meta_str(obj, "name").to_owned();
+        if !obj["metadata"]["labels"].is_object() {
+            obj["metadata"]["labels"] = json!({});
+        }
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
     if kind.kind == "Secret"
         && let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
     {
@@ -514,6 +523,23 @@ pub async fn handle(state: &State, user: &User, req: Request<Bytes>, query: &Que
         .and_then(|a| a.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
+    let user_agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let writer = Writer {
+        manager: managed::manager_name(query.get("fieldManager"), &user_agent),
+        operation: if content_type.starts_with("application/apply-patch") {
+            "Apply"
+        } else {
+            "Update"
+        },
+        api_version: t.kind.api_version(),
+        subresource: t.subresource.clone(),
+        time: time::rfc3339(time::now_unix()),
+    };
     let body = req.into_body();
     if matches!(verb, "create" | "update" | "patch" | "delete") && state.take_conflict(user) {
         // `api-conflicts` (a lab fault): the answer an optimistic-concurrency loser gets.
@@ -542,14 +568,14 @@ pub async fn handle(state: &State, user: &User, req: Request<Bytes>, query: &Que
         }
         "create" if !t.name.is_empty() => resource_not_found(),
         "create" => match serde_json::from_slice::<Value>(&body) {
-            Ok(obj) => create(state, &t, obj, query).await,
+            Ok(obj) => create(state, &t, obj, query, &writer).await,
             Err(e) => bad_request(&format!("error decoding the request body: {e}")),
         },
         "update" => match serde_json::from_slice::<Value>(&body) {
-            Ok(obj) => update(state, &t, obj).await,
+            Ok(obj) => update(state, &t, obj, &writer).await,
             Err(e) => bad_request(&format!("error decoding the request body: {e}")),
         },
-        "patch" => patch(state, &t, &content_type, &body, query).await,
+        "patch" => patch(state, &t, &content_type, &body, query, &writer).await,
         _ => delete(state, &t, &body).await,
     }
 }
@@ -706,11 +732,13 @@ fn prepare_create(kind: &Kind, namespace: &str, obj: &mut Value) -> Result<Strin
     Ok(name)
 }
 
-async fn create(state: &State, t: &Target, mut obj: Value, query: &Query) -> Resp {
+async fn create(state: &State, t: &Target, mut obj: Value, query: &Query, w: &Writer) -> Resp {
+    let applied = (w.operation == "Apply").then(|| obj.clone());
     let name = match prepare_create(t.kind, &t.namespace, &mut obj) {
         Ok(n) => n,
         Err(resp) => return resp,
     };
+    managed::record(w, None, &mut obj, applied.as_ref(), t.kind.has_status());
     let ns = meta_str(&obj, "namespace").to_owned();
     if t.kind.namespaced {
         if ns.is_empty() {
@@ -796,7 +824,7 @@ fn merge_update(kind: &Kind, old: &Value, mut new: Value, subresource: &str) -> 
     new
 }
 
-async fn update(state: &State, t: &Target, obj: Value) -> Resp {
+async fn update(state: &State, t: &Target, obj: Value, w: &Writer) -> Resp {
     let body_name = meta_str(&obj, "name");
     if body_name != t.name {
         return bad_request(&format!(
@@ -821,21 +849,51 @@ async fn update(state: &State, t: &Target, obj: Value) -> Resp {
     if !wanted.is_empty() && wanted != rev.to_string() {
         return conflict(t.kind, &t.name);
     }
-    let new = merge_update(t.kind, &old, obj, &t.subresource);
-    write(state, t, new, rev).await
-}
-
-/// Stores `new` if the object is still at `rev`; 409 when it moved.
-async fn write(state: &State, t: &Target, new: Value, rev: i64) -> Resp {
-    let key = t.kind.key(&t.namespace, &t.name);
-    match state.etcd.update(&key, &encode(&new), rev).await {
-        Err(e) => etcd_error(e),
+    let mut new = merge_update(t.kind, &old, obj, &t.subresource);
+    managed::record(w, Some(&old), &mut new, None, t.kind.has_status());
+    match write(state, t, &old, new, rev).await {
+        Ok(Some(resp)) => resp,
         Ok(None) => conflict(t.kind, &t.name),
-        Ok(Some(new_rev)) => json_response(200, &with_revision(new, new_rev)),
+        Err(resp) => resp,
     }
 }
 
-async fn patch(state: &State, t: &Target, content_type: &str, body: &[u8], query: &Query) -> Resp {
+/// Stores `new` if the object is still at `rev` (`None` when it moved). An update that
+/// changes nothing is not written, as kube-apiserver's GuaranteedUpdate skips identical
+/// bytes: resourceVersion and every managedFields time stay as they were.
+async fn write(
+    state: &State,
+    t: &Target,
+    old: &Value,
+    new: Value,
+    rev: i64,
+) -> Result<Option<Resp>, Resp> {
+    let stored = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(m) = o["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        o
+    };
+    if stored(&new) == stored(old) {
+        return Ok(Some(json_response(200, &with_revision(new, rev))));
+    }
+    let key = t.kind.key(&t.namespace, &t.name);
+    match state.etcd.update(&key, &encode(&new), rev).await {
+        Err(e) => Err(etcd_error(e)),
+        Ok(None) => Ok(None),
+        Ok(Some(new_rev)) => Ok(Some(json_response(200, &with_revision(new, new_rev)))),
+    }
+}
+
+async fn patch(
+    state: &State,
+    t: &Target,
+    content_type: &str,
+    body: &[u8],
+    query: &Query,
+    w: &Writer,
+) -> Resp {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let text = String::from_utf8_lossy(body);
     enum P {
@@ -902,7 +960,7 @@ async fn patch(state: &State, t: &Target, content_type: &str, body: &[u8], query
                 if let Some(m) = obj["metadata"].as_object_mut() {
                     m.insert("namespace".into(), json!(t.namespace));
                 }
-                return create(state, t, obj, query).await;
+                return create(state, t, obj, query, w).await;
             }
             (None, _) => return not_found(t.kind, &t.name),
         };
@@ -918,12 +976,16 @@ async fn patch(state: &State, t: &Target, content_type: &str, body: &[u8], query
         if meta_str(&patched, "resourceVersion") != rev.to_string() {
             return conflict(t.kind, &t.name);
         }
-        let new = merge_update(t.kind, &old, patched, &t.subresource);
-        let key = t.kind.key(&t.namespace, &t.name);
-        match state.etcd.update(&key, &encode(&new), rev).await {
-            Err(e) => return etcd_error(e),
+        let mut new = merge_update(t.kind, &old, patched, &t.subresource);
+        let applied = match &p {
+            P::Apply(v) => Some(v),
+            _ => None,
+        };
+        managed::record(w, Some(&old), &mut new, applied, t.kind.has_status());
+        match write(state, t, &old, new, rev).await {
+            Err(resp) => return resp,
             Ok(None) => continue,
-            Ok(Some(new_rev)) => return json_response(200, &with_revision(new, new_rev)),
+            Ok(Some(resp)) => return resp,
         }
     }
     conflict(t.kind, &t.name)
@@ -1383,7 +1445,8 @@ fn to_table(kind: &Kind, items: &[Value], rev: &str, query: &Query) -> Value {
 
 // ---- seeding ----
 
-pub async fn seed_object(etcd: &EtcdClient, mut obj: Value) -> Result<(), String> {
+/// Stores `obj` as `manager` created it (kubeadm's uploads, the API server's namespaces).
+pub async fn seed_object(etcd: &EtcdClient, mut obj: Value, manager: &str) -> Result<(), String> {
     let kind = kind_of_object(&obj).ok_or_else(|| {
         format!(
             "cannot seed {} {}: the simulated API server does not serve it",
@@ -1398,6 +1461,14 @@ pub async fn seed_object(etcd: &EtcdClient, mut obj: Value) -> Result<(), String
             meta_str(&obj, "name")
         )
     })?;
+    let w = Writer {
+        manager: manager.to_owned(),
+        operation: "Update",
+        api_version: kind.api_version(),
+        subresource: String::new(),
+        time: time::rfc3339(time::now_unix()),
+    };
+    managed::record(&w, None, &mut obj, None, kind.has_status());
     etcd.create(&kind.key(&ns, &name), &encode(&obj))
         .await
         .map_err(|e| format!("seeding {} {name}: {e}", kind.kind))?;

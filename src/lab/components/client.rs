@@ -355,6 +355,15 @@ impl ApiClient {
         self
     }
 
+    /// A Kubernetes component's User-Agent (client-go's default: `kubelet/v1.31.14
+    /// (linux/amd64) kubernetes/<commit>`); the API server names the component's
+    /// managedFields entries after its first word.
+    pub fn with_component(self, component: &str, version: crate::kubeadm::KubeVersion) -> Self {
+        self.with_user_agent(format!(
+            "{component}/{version} (linux/amd64) kubernetes/lab"
+        ))
+    }
+
     pub fn with_user_agent(mut self, ua: impl Into<String>) -> Self {
         self.user_agent = ua.into();
         self

@@ -42,6 +42,8 @@ pub struct ControllerCtx {
     pub timings: LabTimings,
     pub which: Which,
     pub status: Arc<Mutex<Option<ComponentReport>>>,
+    /// In the User-Agent, hence in the managedFields entries of what it writes.
+    pub version: crate::kubeadm::KubeVersion,
 }
 
 impl ControllerCtx {
@@ -51,6 +53,7 @@ impl ControllerCtx {
             node: shared.cfg.node.clone(),
             timings: shared.cfg.timings.clone(),
             which,
+            version: shared.cfg.spec.version,
             status: match which {
                 Which::ControllerManager => shared.controller_manager.clone(),
                 Which::Scheduler => shared.scheduler.clone(),
@@ -85,7 +88,8 @@ async fn run(
         Resolver::for_node(&ctx.lab, &ctx.node),
     )
     .map_err(|e| e.to_string())?
-    .with_timeout(ctx.timings.request_timeout);
+    .with_timeout(ctx.timings.request_timeout)
+    .with_component(ctx.which.lease(), ctx.version);
     let server = Some(kc.server.clone());
     set_status(&ctx, server.clone(), None, false, None);
     let identity = format!("{}_{}", ctx.node.name, rand_uuid());

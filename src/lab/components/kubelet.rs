@@ -316,10 +316,9 @@ impl Kubelet {
             .map(|c| (c, server))
         }) {
             Ok((c, server)) => {
-                let ua = format!("kubelet/{} (linux/amd64) kubernetes/lab", cfg.spec.version);
                 self.client = Some(Arc::new(
                     c.with_timeout(cfg.timings.request_timeout)
-                        .with_user_agent(ua),
+                        .with_component("kubelet", cfg.spec.version),
                 ));
                 let mut st = lock(&self.shared.kubelet_status);
                 st.server = Some(server);
@@ -976,8 +975,13 @@ impl Kubelet {
                         }],
                     },
                 });
+                // The kubelet stands in for the DaemonSet controller here; the pod carries
+                // the controller's manager, as a real one's managedFields do.
                 match client
-                    .create("/api/v1/namespaces/kube-system/pods", &body)
+                    .create(
+                        "/api/v1/namespaces/kube-system/pods?fieldManager=kube-controller-manager",
+                        &body,
+                    )
                     .await
                 {
                     Ok(r) if r.is_success() => r.json().unwrap_or(body),
@@ -1146,7 +1150,8 @@ async fn kube_proxy(
         Resolver::for_node(&cfg.lab, &cfg.node),
     )
     .map_err(|e| e.to_string())?
-    .with_timeout(cfg.timings.request_timeout);
+    .with_timeout(cfg.timings.request_timeout)
+    .with_component("kube-proxy", cfg.spec.version);
     let node = cfg.node.name.clone();
     match client.get(&format!("/api/v1/nodes/{node}")).await {
         Ok(r) if r.is_success() => {}

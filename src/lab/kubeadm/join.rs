@@ -295,7 +295,8 @@ async fn join(ctx: &KubeadmCtx<'_>, args: &[&str], out: &mut Out) -> Result<(), 
         resolver,
     )
     .map_err(|e| Failure::phase("preflight", format!("unable to access the cluster: {e}")))?
-    .with_timeout(Duration::from_secs(10));
+    .with_timeout(Duration::from_secs(10))
+    .with_component("kubeadm", ctx.spec.version);
 
     out.line("[preflight] Reading configuration from the cluster...");
     out.line("[preflight] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'");
@@ -537,7 +538,8 @@ async fn join_control_plane(
     // check-etcd: the cluster must be healthy before a member is added.
     let admin = ApiClient::from_kubeconfig(ctx.lab, ctx.node, ADMIN_CONF)
         .map_err(|e| Failure::phase("check-etcd", e))?
-        .with_timeout(Duration::from_secs(10));
+        .with_timeout(Duration::from_secs(10))
+        .with_component("kubeadm", ctx.spec.version);
     let blocked = ctx.faults.blocks_port(&ctx.node.name, 2379);
     if config.etcd_data_dir.is_some() {
         out.line("[check-etcd] Checking that the etcd cluster is healthy");

@@ -45,7 +45,9 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
     if ctx.lab.node_path(&ctx.node.name, &kubeconfig).exists()
         && let Ok(c) = ApiClient::from_kubeconfig(ctx.lab, ctx.node, &kubeconfig)
     {
-        let c = c.with_timeout(Duration::from_secs(10));
+        let c = c
+            .with_timeout(Duration::from_secs(10))
+            .with_component("kubeadm", ctx.spec.version);
         out.line("[reset] Reading configuration from the cluster...");
         out.line("[reset] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'");
         match cluster_etcd_dir(&c).await {

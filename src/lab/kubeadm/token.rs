@@ -126,7 +126,8 @@ pub fn admin_client(
         .map_err(|e| format!("failed to load admin kubeconfig: {e}"))?;
     let client = ApiClient::from_kubeconfig(ctx.lab, ctx.node, path)
         .map_err(|e| format!("failed to load admin kubeconfig: {e}"))?
-        .with_timeout(Duration::from_secs(10));
+        .with_timeout(Duration::from_secs(10))
+        .with_component("kubeadm", ctx.spec.version);
     Ok((client, kc))
 }
 
