@@ -53,6 +53,30 @@ struct FakeLauncher {
     count: AtomicUsize,
 }
 
+/// A node agent for `node` whose API server launches are recorded in `launches`, the first
+/// `fail_first` of them failing.
+fn start_agent(
+    lab: LabDir,
+    node: &LabNode,
+    runtime: ContainerRuntime,
+    launches: Arc<Mutex<Vec<String>>>,
+    fail_first: usize,
+) -> NodeAgent {
+    NodeAgent::start(NodeAgentConfig {
+        lab,
+        spec: Arc::new(spec(node, runtime)),
+        node: node.clone(),
+        ns_pid: None,
+        timings: timings(),
+        apiserver: Arc::new(FakeLauncher {
+            launches,
+            fail_first,
+            count: AtomicUsize::new(0),
+        }),
+        faults: Default::default(),
+    })
+}
+
 struct Idle;
 impl Running for Idle {
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -156,19 +180,13 @@ async fn etcd_runs_from_its_manifest_comes_back_after_stopp_and_stops_with_the_a
         &etcd_manifest(&dir.join("etcd-data"), client_port, peer_port),
     );
     let launches = Arc::new(Mutex::new(Vec::new()));
-    let agent = NodeAgent::start(NodeAgentConfig {
-        lab: lab.clone(),
-        spec: Arc::new(spec(&node, ContainerRuntime::Containerd)),
-        node: node.clone(),
-        ns_pid: None,
-        timings: timings(),
-        apiserver: Arc::new(FakeLauncher {
-            launches: launches.clone(),
-            fail_first: 0,
-            count: AtomicUsize::new(0),
-        }),
-        faults: Default::default(),
-    });
+    let agent = start_agent(
+        lab.clone(),
+        &node,
+        ContainerRuntime::Containerd,
+        launches.clone(),
+        0,
+    );
 
     let first_pid = wait_for("etcd to start", Duration::from_secs(10), async || {
         agent
@@ -282,19 +300,13 @@ async fn the_apiserver_pod_goes_through_the_launcher_and_crash_loops_while_it_fa
         manifest,
     );
     let launches = Arc::new(Mutex::new(Vec::new()));
-    let agent = NodeAgent::start(NodeAgentConfig {
-        lab: lab.clone(),
-        spec: Arc::new(spec(&node, ContainerRuntime::Docker)),
-        node: node.clone(),
-        ns_pid: None,
-        timings: timings(),
-        apiserver: Arc::new(FakeLauncher {
-            launches: launches.clone(),
-            fail_first: 2,
-            count: AtomicUsize::new(0),
-        }),
-        faults: Default::default(),
-    });
+    let agent = start_agent(
+        lab.clone(),
+        &node,
+        ContainerRuntime::Docker,
+        launches.clone(),
+        2,
+    );
     let crashed = wait_for("a failed launch", Duration::from_secs(5), async || {
         agent
             .report()
@@ -379,19 +391,13 @@ async fn docker_is_not_installed_on_containerd_nodes() {
         address: "127.0.0.69".parse().expect("ip"),
         control_plane: false,
     };
-    let agent = NodeAgent::start(NodeAgentConfig {
-        lab: LabDir::new(&dir),
-        spec: Arc::new(spec(&node, ContainerRuntime::Containerd)),
-        node: node.clone(),
-        ns_pid: None,
-        timings: timings(),
-        apiserver: Arc::new(FakeLauncher {
-            launches: Arc::new(Mutex::new(Vec::new())),
-            fail_first: 0,
-            count: AtomicUsize::new(0),
-        }),
-        faults: Default::default(),
-    });
+    let agent = start_agent(
+        LabDir::new(&dir),
+        &node,
+        ContainerRuntime::Containerd,
+        Default::default(),
+        0,
+    );
     let out = agent.exec(argv("docker ps")).await;
     assert_eq!(
         (out.code, out.stderr.as_str()),
@@ -426,19 +432,13 @@ async fn systemctl_show_says_when_the_kubelet_last_became_active() {
         control_plane: false,
     };
     let before_boot = monotonic_us();
-    let agent = NodeAgent::start(NodeAgentConfig {
-        lab: LabDir::new(&dir),
-        spec: Arc::new(spec(&node, ContainerRuntime::Containerd)),
-        node: node.clone(),
-        ns_pid: None,
-        timings: timings(),
-        apiserver: Arc::new(FakeLauncher {
-            launches: Arc::new(Mutex::new(Vec::new())),
-            fail_first: 0,
-            count: AtomicUsize::new(0),
-        }),
-        faults: Default::default(),
-    });
+    let agent = start_agent(
+        LabDir::new(&dir),
+        &node,
+        ContainerRuntime::Containerd,
+        Default::default(),
+        0,
+    );
     let value = async |agent: &NodeAgent, cmd: &str| -> u64 {
         let out = agent.exec(argv(cmd)).await;
         assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{cmd}");
