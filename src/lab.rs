@@ -36,17 +36,21 @@ use crate::spec::{DesiredState, Role};
 /// Node paths that are each node's own: bind-mounted from `DIR/nodes/<name>/<path>`.
 /// `/etc/passwd` gives root the node's own home (`DIR/nodes/<name>/root`): every command over
 /// ssh runs root's login shell, which must not source this machine's `~/.bashrc`.
+/// `/etc/shadow` and `/etc/sudoers.d` let a node have its own users with sudo (this
+/// machine's `/etc/sudoers` includes the directory) without touching this machine's.
 pub const NODE_MOUNTS: &[&str] = &[
     "/etc/kubernetes",
     "/var/lib/kubelet",
     "/var/lib/etcd",
     "/etc/hosts",
     "/etc/passwd",
+    "/etc/shadow",
+    "/etc/sudoers.d",
     "/usr/local/sbin",
 ];
 
 /// The node mounts that are files (the others are directories).
-pub const NODE_FILE_MOUNTS: &[&str] = &["/etc/hosts", "/etc/passwd"];
+pub const NODE_FILE_MOUNTS: &[&str] = &["/etc/hosts", "/etc/passwd", "/etc/shadow"];
 
 /// The lab's directory and every path in it.
 #[derive(Clone, Debug)]

@@ -153,15 +153,18 @@ pub enum SshFailure {
     Sudo,
     /// Logged in, but the node script did not finish within `--command-timeout`.
     CommandTimeout,
+    /// Logged in, but kubeadm's files could not be read (not root, no sudo; or SELinux).
+    Unreadable,
 }
 
 impl SshFailure {
-    const ALL: [SshFailure; 5] = [
+    const ALL: [SshFailure; 6] = [
         SshFailure::HostKeyMismatch,
         SshFailure::HostKeyUnknown,
         SshFailure::PermissionDenied,
         SshFailure::Sudo,
         SshFailure::CommandTimeout,
+        SshFailure::Unreadable,
     ];
 
     fn prefix(self) -> &'static str {
@@ -171,6 +174,7 @@ impl SshFailure {
             SshFailure::PermissionDenied => "permission denied",
             SshFailure::Sudo => "sudo -n failed",
             SshFailure::CommandTimeout => "command timed out",
+            SshFailure::Unreadable => "cannot read",
         }
     }
 

@@ -166,8 +166,20 @@ fn change(
 }
 
 /// What to do about a node ssh could not reach, by the kind of failure observation recorded.
-fn ssh_fix(name: &str, address: &str, reason: &str) -> String {
+/// How to fix what kept hactl from observing a node; `as_root` is whether the desired state
+/// has hactl read as root there (root login or sudo), `None` when ssh_config's `User` decides.
+fn ssh_fix(name: &str, address: &str, reason: &str, as_root: Option<bool>) -> String {
+    let permissions =
+        format!("check the files' owners, modes and SELinux/AppArmor labels on {name} (ls -lZ)");
+    let sudo = format!(
+        "set ssh.sudo = true (or sudo = true under {name}'s [node.ssh]) so hactl reads them as root through sudo -n, or log in as root"
+    );
     match SshFailure::of(reason) {
+        Some(SshFailure::Unreadable) => match as_root {
+            Some(true) => format!("hactl reads as root there: {permissions}"),
+            Some(false) => sudo,
+            None => format!("{sudo}; if hactl already reads as root there, {permissions}"),
+        },
         Some(SshFailure::HostKeyMismatch) => format!(
             "if {name} was reinstalled, verify its new host key out of band and remove the old one with `ssh-keygen -R {address}` (in the known_hosts file ssh uses), then plan again; otherwise treat this as an attack"
         ),
@@ -235,6 +247,21 @@ impl<'a> Planner<'a> {
         self.desired.nodes.iter().find(|n| n.name == name)
     }
 
+    /// Whether hactl logs in to `name` as root or uses sudo there; `None` when neither is set
+    /// and ssh_config's `User` decides.
+    fn reads_as_root(&self, name: &str) -> Option<bool> {
+        let over = self.node(name).and_then(|n| n.ssh.as_ref());
+        let sudo = over.and_then(|o| o.sudo).unwrap_or(self.desired.ssh.sudo);
+        let user = over
+            .and_then(|o| o.user.as_ref())
+            .or(self.desired.ssh.user.as_ref());
+        match (sudo, user) {
+            (true, _) => Some(true),
+            (false, Some(user)) => Some(user == "root"),
+            (false, None) => None,
+        }
+    }
+
     /// The node's observation, or a problem and the reason it is missing.
     fn reachable(&mut self, name: &str) -> Result<&'a NodeObservation, String> {
         let address = self
@@ -266,14 +293,14 @@ impl<'a> Planner<'a> {
                     Severity::Error,
                     name,
                     match SshFailure::of(&reason) {
-                        Some(SshFailure::CommandTimeout) => {
+                        Some(SshFailure::CommandTimeout | SshFailure::Unreadable) => {
                             format!("{name} ({address}) could not be read over SSH: {reason}")
                         }
                         _ => format!("{name} ({address}) could not be reached over SSH: {reason}"),
                     },
                     format!(
                         "{}; nothing on {name} is decided until it is observed",
-                        ssh_fix(name, &address, &reason)
+                        ssh_fix(name, &address, &reason, self.reads_as_root(name))
                     ),
                 );
                 Err(format!("{name} could not be observed: {reason}"))

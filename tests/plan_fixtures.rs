@@ -369,6 +369,36 @@ fn an_unreachable_worker_is_named_and_left_undecided() {
         p.message
     );
     assert!(p.help.starts_with("raise --command-timeout"), "{}", p.help);
+
+    // Logged in, but kubeadm's files could not be read: sudo is the fix for a user hactl does
+    // not read as root with; the files' modes and labels when it already does.
+    obs.nodes.get_mut("w2").unwrap().ssh = Probe::Failed {
+        reason: SshFailure::Unreadable
+            .reason("/etc/kubernetes/kubelet.conf (Permission denied) as user ops"),
+    };
+    let help = |plan_text: &str| {
+        let desired = spec::parse("lab.toml", plan_text).unwrap();
+        let plan = planner::plan(&desired, &obs).unwrap();
+        let p = plan.problems.iter().find(|p| p.subject == "w2").unwrap();
+        assert!(
+            p.message.contains("could not be read over SSH"),
+            "{}",
+            p.message
+        );
+        p.help.clone()
+    };
+    let lab = std::fs::read_to_string(root().join("plans/lab.toml")).unwrap();
+    assert!(lab.contains("user = \"root\""), "{lab}");
+    let as_ops = lab.replace("user = \"root\"", "user = \"ops\"");
+    assert!(help(&as_ops).starts_with("set ssh.sudo = true"));
+    let as_root = help(&lab);
+    assert!(
+        as_root.starts_with("hactl reads as root there"),
+        "{as_root}"
+    );
+    assert!(as_root.contains("ls -lZ"), "{as_root}");
+    let with_sudo = as_ops.replace("user = \"ops\"", "user = \"ops\"\nsudo = true");
+    assert!(help(&with_sudo).starts_with("hactl reads as root there"));
     assert_eq!(
         change(&plan, "kubeconfig.w2.kubelet").actions,
         [Action::Unknown]

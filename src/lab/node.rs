@@ -212,6 +212,11 @@ pub fn write_node_tree(lab: &LabDir, node: &LabNode, files: &[NodeFile]) -> Resu
         node_passwd(&passwd, &home).as_bytes(),
         0o644,
     )?;
+    write_file(
+        &lab.node_path(&node.name, "/etc/shadow"),
+        node_shadow(&passwd).as_bytes(),
+        0o600,
+    )?;
     let hosts = lab.node_path(&node.name, "/etc/hosts");
     if !hosts.exists() {
         write_file(
@@ -238,6 +243,17 @@ fn node_passwd(passwd: &str, home: &Path) -> String {
             }
         })
         .map(|l| l + "\n")
+        .collect()
+}
+
+/// A shadow file for the node's users, none with a password (`*`: key login only). The node's
+/// own, so that PAM's account check (sudo's) knows its users, and this machine's password
+/// hashes stay where they are.
+fn node_shadow(passwd: &str) -> String {
+    passwd
+        .lines()
+        .filter_map(|line| line.split(':').next().filter(|n| !n.is_empty()))
+        .map(|name| format!("{name}:*:20000:0:99999:7:::\n"))
         .collect()
 }
 
@@ -306,7 +322,8 @@ pub fn sshd_config(lab: &LabDir, node: &LabNode, port: u16) -> String {
          ListenAddress {listen}\n\
          HostKey {hostkey}\n\
          PidFile none\n\
-         AuthorizedKeysFile {auth}\n\
+         # The lab's key for root; other users' own, as on any machine.\n\
+         AuthorizedKeysFile {auth} .ssh/authorized_keys\n\
          PubkeyAuthentication yes\n\
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n\
@@ -656,6 +673,11 @@ mod namespace_and_passwd_tests {
         assert_eq!(
             node_passwd(passwd, Path::new("/tmp/lab/nodes/cp1/root")),
             "root:x:0:0:root:/tmp/lab/nodes/cp1/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        );
+        // Every user in the node's shadow, none with a password (nor this machine's hash).
+        assert_eq!(
+            node_shadow(passwd),
+            "root:*:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n"
         );
     }
 }

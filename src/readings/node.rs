@@ -7,7 +7,7 @@ use base64::Engine;
 
 use super::cert::{ca_pin, certificate};
 use super::redact::redact_kubeconfig;
-use crate::observed::{ApiserverEndpoint, ContainerRuntime, NodeObservation, Probe};
+use crate::observed::{ApiserverEndpoint, ContainerRuntime, NodeObservation, Probe, SshFailure};
 use crate::yaml::{self, Node};
 
 /// The line that starts each section of the node script's output: `@@hactl NAME STATUS`.
@@ -374,22 +374,14 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
             .and_then(Section::ok_text)
             .map(|u| u.trim().to_string())
             .unwrap_or_default();
-        let fix = if user == "root" {
-            format!(
-                "hactl reads as root there; check the files' permissions and SELinux/AppArmor labels on {node} (ls -lZ)"
-            )
-        } else {
-            format!(
-                "set ssh.sudo = true (or sudo = true under {node}'s [node.ssh]) so hactl reads them as root through sudo -n, or log in as root"
-            )
-        };
         let who = if user.is_empty() {
             String::new()
         } else {
             format!(" as user {user}")
         };
+        // The plan says the fix: it knows whether hactl was meant to read as root.
         obs.ssh = Probe::Failed {
-            reason: format!("{node}: cannot read {}{who}; {fix}", unreadable.join(", ")),
+            reason: SshFailure::Unreadable.reason(&format!("{}{who}", unreadable.join(", "))),
         };
         return NodeRead {
             observation: obs,

@@ -7,7 +7,9 @@ use base64::Engine;
 
 use super::node::{self, SectionStatus};
 use super::*;
-use crate::observed::{ContainerRuntime, EtcdMember, KeyType, ObservedState, Probe, REDACTED, San};
+use crate::observed::{
+    ContainerRuntime, EtcdMember, KeyType, ObservedState, Probe, REDACTED, San, SshFailure,
+};
 
 const FIXTURES: &[(&str, &str)] = &[
     (
@@ -490,8 +492,10 @@ fn a_file_root_could_not_read_fails_the_node_with_the_fix() {
     let reason = read.observation.ssh.failure().unwrap();
     assert_eq!(
         reason,
-        "cp1: cannot read /etc/kubernetes/admin.conf (Permission denied) as user ubuntu; set ssh.sudo = true (or sudo = true under cp1's [node.ssh]) so hactl reads them as root through sudo -n, or log in as root"
+        "cannot read: /etc/kubernetes/admin.conf (Permission denied) as user ubuntu"
     );
+    // The plan says the fix, from whether hactl was meant to read as root.
+    assert_eq!(SshFailure::of(reason), Some(SshFailure::Unreadable));
     // Nothing else is reported for a node that could not be read whole.
     assert_eq!(read.observation.kubeadm_version, None);
     assert!(read.admin_conf.is_none());

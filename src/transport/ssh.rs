@@ -224,23 +224,36 @@ async fn read_all<R: tokio::io::AsyncRead + Unpin>(
     Ok(buf)
 }
 
-/// `sudo -n` itself refusing (not the script failing): sudo's own message, or the login
-/// shell's "sudo: not found".
+/// `sudo -n` itself refusing (not the script failing): sudo's own lines (PAM's account check
+/// comes before the password it then asks for), or the login shell's "sudo: not found".
 fn sudo_refusal(out: &CommandOutput) -> Option<String> {
     let text = out.stderr_text();
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let first = *lines.first()?;
     let refused = match out.status {
         Some(1) => {
-            first.starts_with("sudo: ")
-                && [
+            let sudo: Vec<&str> = lines
+                .iter()
+                .copied()
+                .take_while(|l| l.starts_with("sudo: "))
+                .collect();
+            let says = |l: &&str| {
+                [
                     "a password is required",
                     "not in the sudoers",
                     "is not allowed to",
                     "may not run sudo",
                     "a terminal is required",
+                    "account validation failure",
                 ]
                 .iter()
-                .any(|m| first.contains(m))
+                .any(|m| l.contains(m))
+            };
+            return sudo.iter().any(says).then(|| sudo.join("; "));
         }
         Some(127) => first.contains("sudo: not found") || first.contains("sudo: command not found"),
         _ => false,
@@ -507,5 +520,14 @@ mod tests {
         assert!(sudo_refusal(&out(1, "cat: /x: No such file or directory\n")).is_none());
         assert!(sudo_refusal(&out(127, "sh: 1: kubeadm: not found\n")).is_none());
         assert!(sudo_refusal(&out(0, "sudo: a password is required\n")).is_none());
+        // PAM refusing the account (no shadow entry, expired) comes first; both lines are kept.
+        assert_eq!(
+            sudo_refusal(&out(
+                1,
+                "sudo: account validation failure, is your account locked?\nsudo: a password is required\n"
+            ))
+            .as_deref(),
+            Some("sudo: account validation failure, is your account locked?; sudo: a password is required")
+        );
     }
 }
