@@ -165,7 +165,6 @@ fn change(
     }
 }
 
-/// What to do about a node ssh could not reach, by the kind of failure observation recorded.
 /// How to fix what kept hactl from observing a node; `as_root` is whether the desired state
 /// has hactl read as root there (root login or sudo), `None` when ssh_config's `User` decides.
 fn ssh_fix(name: &str, address: &str, reason: &str, as_root: Option<bool>) -> String {
@@ -831,7 +830,7 @@ impl<'a> Planner<'a> {
         let (new_text, reason) = match outcome {
             Ok(Some(done)) => done,
             Ok(None) => {
-                let reason = match name {
+                let mut reason = match name {
                     "kubeadm-config" => format!(
                         "controlPlaneEndpoint is {} and certSANs include {}",
                         self.desired.control_plane_endpoint(),
@@ -839,7 +838,6 @@ impl<'a> Planner<'a> {
                     ),
                     _ => format!("server is already {}", self.desired.endpoint_url()),
                 };
-                let mut reason = reason;
                 if name == "kube-proxy" {
                     let stale = self.kube_proxy_pods_older_than(obs);
                     if !stale.is_empty() {

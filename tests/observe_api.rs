@@ -232,6 +232,22 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
         !reason.contains("0123456789abcdef"),
         "the token leaked: {reason}"
     );
+
+    // A credential the API server accepts whose rights do not cover what hactl reads: a
+    // bootstrap token (system:bootstrappers read kubeadm's ConfigMaps and Nodes, not Pods).
+    let token = lab.ssh_ok("cp1", "kubeadm token create").trim().to_string();
+    let (_, secret) = token.split_once('.').expect("a bootstrap token");
+    let bootstrapper = token_kubeconfig(&admin, &token);
+    let obs = rt.block_on(read_api(&bootstrapper, &origin, TIMEOUT));
+    let reason = obs.reachable.failure().expect("403");
+    assert_eq!(
+        reason,
+        format!(
+            "the API server https://127.0.24.11:6443 (from {origin}) forbids user \"kubernetes-admin\" to read what hactl needs (403 Forbidden): pods is forbidden: User \"system:bootstrap:{}\" cannot list resource \"pods\" in API group \"\" in the namespace \"kube-system\"; use a kubeconfig with cluster-admin rights such as /etc/kubernetes/admin.conf",
+            token.split('.').next().unwrap()
+        )
+    );
+    assert!(!reason.contains(secret), "the token leaked: {reason}");
 }
 
 #[test]
