@@ -53,7 +53,8 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
 ///
 /// The reason is ssh's words without the node prefix (the planner names the node), after a
 /// prefix naming the kind of failure (`host key mismatch:`, `host key unknown:`, `permission
-/// denied:`, `sudo -n failed:`, `command timed out:`) from which the planner tells the fix.
+/// denied:`, `sudo -n failed:`, `command timed out:`; `cannot read:` comes from the node script
+/// itself) from which the planner tells the fix.
 pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
     let reason = match error {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
