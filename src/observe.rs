@@ -289,14 +289,7 @@ async fn read_api_file(path: &Path, timeout: Duration) -> ApiObservation {
 }
 
 fn api_failed(reason: String) -> ApiObservation {
-    ApiObservation {
-        reachable: Probe::Failed { reason },
-        server: None,
-        configmaps: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-        kube_proxy_pods: BTreeMap::new(),
-        leases: BTreeMap::new(),
-    }
+    ApiObservation::new(Probe::Failed { reason })
 }
 
 fn bracket(address: &str) -> String {

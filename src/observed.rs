@@ -112,16 +112,6 @@ impl NodeObservation {
             kubeconfigs_modified_at: BTreeMap::new(),
         }
     }
-
-    /// True when `file` changed more than `margin_secs` after the kubelet started, so the
-    /// kubelet still runs with what the file said before; `None` when either time is unknown.
-    pub fn kubelet_predates(&self, file: &str, margin_secs: i64) -> Option<bool> {
-        later_by(
-            self.kubeconfigs_modified_at.get(file)?,
-            self.kubelet_started_at.as_deref()?,
-            margin_secs,
-        )
-    }
 }
 
 /// True when RFC 3339 time `a` is at least a whole second after `b` (both come in whole
@@ -344,6 +334,33 @@ pub struct ApiObservation {
     /// keyed by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<String, LeaseObservation>,
+    /// The mirror Pods of kubeadm's static pods (kube-system, `tier=control-plane`), keyed by
+    /// name: `<component>-<node>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub static_pods: BTreeMap<String, PodObservation>,
+}
+
+impl ApiObservation {
+    /// The API as `reachable` says, with nothing read yet.
+    pub fn new(reachable: Probe) -> ApiObservation {
+        ApiObservation {
+            reachable,
+            server: None,
+            configmaps: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            kube_proxy_pods: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            static_pods: BTreeMap::new(),
+        }
+    }
+
+    /// When the static pod of `component` on `node` started its running container.
+    pub fn static_pod_started(&self, component: &str, node: &str) -> Option<&str> {
+        self.static_pods
+            .get(&format!("{component}-{node}"))?
+            .started_at
+            .as_deref()
+    }
 }
 
 /// A leader-election Lease: who holds it and when they last renewed it.
@@ -386,6 +403,11 @@ pub struct PodObservation {
     /// changed runs with the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// When its running container started (`state.running.startedAt`, the node's clock, as the
+    /// kubelet reports it): a static pod started before its kubeconfig changed runs with the
+    /// old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 /// The etcd cluster, from `etcdctl member list` and `endpoint health` on a control-plane node.

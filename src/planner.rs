@@ -15,7 +15,7 @@ use crate::kubeadm::{Component, KubeVersion, KubeconfigFile, Target};
 use crate::kubeconfig;
 use crate::observed::{
     ConfigMapObservation, ContainerRuntime, EtcdMember, NodeObservation, ObservedState, Probe, San,
-    SshFailure, later, url_host,
+    SshFailure, later, later_by, url_host,
 };
 use crate::plan::{
     Action, Handler, HandlerAction, PLAN_FORMAT_VERSION, Plan, Problem, ResourceChange,
@@ -632,10 +632,10 @@ impl<'a> Planner<'a> {
         };
         let text = obs.kubeconfigs.get(file.file);
         // Whether the reader still runs with an older file decides a restart: it is observed.
-        let stale = match file.reader {
-            Some(Component::Kubelet) => {
-                obs.kubelet_predates(file.file, KUBELET_BOOTSTRAP_WINDOW_SECS)
-            }
+        let reader_started = self.reader_started(name, obs, file.reader);
+        let modified = obs.kubeconfigs_modified_at.get(file.file);
+        let stale = match (&reader_started, modified) {
+            (Some(r), Some(m)) => later_by(m, r.at, r.margin_secs),
             _ => None,
         };
         let fp = match stale {
@@ -700,18 +700,19 @@ impl<'a> Planner<'a> {
         };
         if current.server == wanted {
             let mut reason = format!("server is already {wanted}: {}", file.why);
-            if stale == Some(true) {
+            if let (Some(true), Some(r), Some(m), Some(component)) =
+                (stale, &reader_started, modified, file.reader)
+            {
                 // Changed by hand without the restart: the restart is what is left.
+                let before = match r.margin_secs {
+                    0 => "before".to_string(),
+                    secs => format!("more than {} minutes before", secs / 60),
+                };
                 reason.push_str(&format!(
-                    "; but the kubelet on {name} started at {}, more than {} minutes before {path} changed at {}, so it still uses the old server: it is restarted",
-                    obs.kubelet_started_at.as_deref().unwrap_or_default(),
-                    KUBELET_BOOTSTRAP_WINDOW_SECS / 60,
-                    obs.kubeconfigs_modified_at
-                        .get(file.file)
-                        .map(String::as_str)
-                        .unwrap_or_default(),
+                    "; but {} on {name} started at {}, {before} {path} changed at {m}, so it still uses the old server: it is restarted",
+                    r.who, r.at
                 ));
-                self.trigger(restart_kubelet(name));
+                self.trigger(self.restart(name, component));
             }
             return unchanged(resource, reason, before, fp);
         }
@@ -739,37 +740,12 @@ impl<'a> Planner<'a> {
             server: Some(wanted.clone()),
             content: new_text,
         };
-        match file.reader {
-            Some(Component::Kubelet) => {
-                self.trigger(restart_kubelet(name));
-                if role == Role::Worker {
-                    // Rolling, node by node: the worker's kube-proxy restarts with its kubelet.
-                    self.trigger(restart_kube_proxy(name));
-                }
+        if let Some(component) = file.reader {
+            self.trigger(self.restart(name, component));
+            if component == Component::Kubelet && role == Role::Worker {
+                // Rolling, node by node: the worker's kube-proxy restarts with its kubelet.
+                self.trigger(restart_kube_proxy(name));
             }
-            Some(component) => {
-                let runtime = self.facts.runtime;
-                self.trigger(Handler {
-                    id: format!("handler.{name}.{}", component.as_str()),
-                    node: Some(name.to_string()),
-                    action: HandlerAction::RestartStaticPod {
-                        component,
-                        runtime: runtime.as_str().into(),
-                    },
-                    description: format!(
-                        "restart {} on {name} ({}; the kubelet recreates it)",
-                        component.as_str(),
-                        match runtime {
-                            ContainerRuntime::Docker => "docker kill of its container",
-                            _ => "crictl stopp and rmp of its pod",
-                        }
-                    ),
-                    verify: format!("{}'s leader Lease is renewed", component.as_str()),
-                    triggered_by: Vec::new(),
-                    runs_after: String::new(),
-                });
-            }
-            None => {}
         }
         let reason = format!("server is {}; {}", current.server, file.why);
         change(
@@ -952,6 +928,59 @@ impl<'a> Planner<'a> {
             ));
         }
         Ok(Some((new_text, why.join("; "))))
+    }
+
+    /// The restart of `component` on `name`, after a change of a file it reads.
+    fn restart(&self, name: &str, component: Component) -> Handler {
+        if component == Component::Kubelet {
+            return restart_kubelet(name);
+        }
+        let runtime = self.facts.runtime;
+        Handler {
+            id: format!("handler.{name}.{}", component.as_str()),
+            node: Some(name.to_string()),
+            action: HandlerAction::RestartStaticPod {
+                component,
+                runtime: runtime.as_str().into(),
+            },
+            description: format!(
+                "restart {} on {name} ({}; the kubelet recreates it)",
+                component.as_str(),
+                match runtime {
+                    ContainerRuntime::Docker => "docker kill of its container",
+                    _ => "crictl stopp and rmp of its pod",
+                }
+            ),
+            verify: format!("{}'s leader Lease is renewed", component.as_str()),
+            triggered_by: Vec::new(),
+            runs_after: String::new(),
+        }
+    }
+
+    /// When the reader of a kubeconfig on `name` started, on the node's clock as the file's
+    /// modification time: the kubelet's service, or the static pod's running container.
+    fn reader_started(
+        &self,
+        name: &str,
+        obs: &'a NodeObservation,
+        reader: Option<Component>,
+    ) -> Option<ReaderStart<'a>> {
+        match reader? {
+            Component::Kubelet => Some(ReaderStart {
+                who: "the kubelet",
+                at: obs.kubelet_started_at.as_deref()?,
+                margin_secs: KUBELET_BOOTSTRAP_WINDOW_SECS,
+            }),
+            // kubeadm writes their kubeconfigs before their manifests: no window.
+            c @ (Component::KubeControllerManager | Component::KubeScheduler) => {
+                Some(ReaderStart {
+                    who: c.as_str(),
+                    at: self.observed.api.static_pod_started(c.as_str(), name)?,
+                    margin_secs: 0,
+                })
+            }
+            Component::KubeApiserver | Component::KubeProxy => None,
+        }
     }
 
     /// The nodes of [`Self::kube_proxy_nodes`] whose kube-proxy Pod was created before the
@@ -1238,6 +1267,14 @@ fn runtime_tool(runtime: ContainerRuntime) -> &'static str {
         ContainerRuntime::Docker => "docker",
         _ => "crictl",
     }
+}
+
+/// When a file's reader started: a file changed more than `margin_secs` later is not what it
+/// runs with.
+struct ReaderStart<'a> {
+    who: &'static str,
+    at: &'a str,
+    margin_secs: i64,
 }
 
 fn restart_kubelet(node: &str) -> Handler {

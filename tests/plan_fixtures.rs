@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hactl::observed::{ObservedState, Probe, SshFailure};
+use hactl::observed::{ObservedState, PodObservation, Probe, SshFailure};
 use hactl::plan::{Action, Plan, ResourceValue, Severity};
 use hactl::spec::{ComponentEndpoint, DesiredState};
 use hactl::{planner, render, spec};
@@ -218,6 +218,30 @@ fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
     pods.get_mut("w1").unwrap().created_at = Some(t("09:00:00"));
     pods.get_mut("cp2").unwrap().created_at = Some(t("10:00:00"));
     // w2's and cp3's Pods have no creation time: unknown, left alone.
+    // cp1's controller-manager.conf changed after its static pod's container started (the
+    // node's clock, both); the scheduler's container started after its file changed.
+    let cp1 = obs.nodes.get_mut("cp1").unwrap();
+    for (file, at) in [
+        ("controller-manager.conf", "09:30:00"),
+        ("scheduler.conf", "09:30:00"),
+    ] {
+        cp1.kubeconfigs_modified_at.insert(file.into(), t(at));
+    }
+    for (pod, started) in [
+        ("kube-controller-manager-cp1", "09:00:00"),
+        ("kube-scheduler-cp1", "09:30:01"),
+    ] {
+        obs.api.static_pods.insert(
+            pod.into(),
+            PodObservation {
+                name: pod.into(),
+                ready: true,
+                restarts: 0,
+                created_at: Some(t("08:00:00")),
+                started_at: Some(t(started)),
+            },
+        );
+    }
     let plan = planner::plan(&desired("plans/lab.toml"), &obs).unwrap();
 
     assert!(
@@ -235,6 +259,10 @@ fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
     assert_eq!(
         handlers,
         [
+            (
+                "handler.cp1.kube-controller-manager",
+                &["kubeconfig.cp1.controller-manager".to_string()][..]
+            ),
             (
                 "handler.cp1.kube-proxy",
                 &["configmap.kube-system.kube-proxy".to_string()][..]
@@ -255,13 +283,25 @@ fn restarts_left_undone_after_changes_by_hand_are_all_that_is_planned() {
     );
     let text = render::text(&plan, false);
     assert!(!text.contains("No changes."), "{text}");
-    assert!(text.contains("2 handlers left to run"), "{text}");
+    assert!(text.contains("3 handlers left to run"), "{text}");
+    assert!(
+        change(&plan, "kubeconfig.cp1.controller-manager")
+            .reason
+            .contains("but kube-controller-manager on cp1 started at 2026-11-24T09:00:00Z, before /etc/kubernetes/controller-manager.conf changed at 2026-11-24T09:30:00Z"),
+        "{}",
+        change(&plan, "kubeconfig.cp1.controller-manager").reason
+    );
     snapshot_all("lab_converted-1.31_restarts-left", &plan);
 
     // Once restarted (the kubelet after its file, new Pods after the ConfigMap): nothing left.
     let mut done = obs.clone();
     done.nodes.get_mut("w1").unwrap().kubelet_started_at = Some(t("09:00:01"));
     done.api.kube_proxy_pods.get_mut("cp1").unwrap().created_at = Some(t("09:00:01"));
+    done.api
+        .static_pods
+        .get_mut("kube-controller-manager-cp1")
+        .unwrap()
+        .started_at = Some(t("09:30:05"));
     let plan = planner::plan(&desired("plans/lab.toml"), &done).unwrap();
     assert!(plan.handlers.is_empty(), "{:#?}", plan.handlers);
     assert!(!plan.has_changes());

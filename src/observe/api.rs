@@ -32,14 +32,7 @@ pub const LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
 /// messages. Failures are data (`reachable: failed`), never an early return.
 pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiObservation {
     install_crypto_provider();
-    let mut obs = ApiObservation {
-        reachable: Probe::Ok,
-        server: None,
-        configmaps: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-        kube_proxy_pods: BTreeMap::new(),
-        leases: BTreeMap::new(),
-    };
+    let mut obs = ApiObservation::new(Probe::Ok);
     let kc = match Kubeconfig::from_yaml(kubeconfig) {
         Ok(kc) => kc,
         Err(e) => {
@@ -115,6 +108,7 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
             obs.nodes = read.nodes;
             obs.kube_proxy_pods = read.kube_proxy_pods;
             obs.leases = read.leases;
+            obs.static_pods = read.static_pods;
         }
     }
     obs
@@ -160,6 +154,7 @@ struct Read {
     nodes: BTreeMap<String, KubeNode>,
     kube_proxy_pods: BTreeMap<String, PodObservation>,
     leases: BTreeMap<String, LeaseObservation>,
+    static_pods: BTreeMap<String, PodObservation>,
 }
 
 /// Every read at once; the first failure (in a fixed order) stands for all.
@@ -178,11 +173,13 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
     let proxy_pods = ListParams::default().labels("k8s-app=kube-proxy");
+    let control_plane_pods = ListParams::default().labels("tier=control-plane");
     let all_nodes = ListParams::default();
-    let (cms, node_list, pod_list, leases) = tokio::join!(
+    let (cms, node_list, pod_list, static_list, leases) = tokio::join!(
         futures_util::future::join_all(CONFIGMAPS.map(cm)),
         nodes.list(&all_nodes),
         pods.list(&proxy_pods),
+        pods.list(&control_plane_pods),
         futures_util::future::join_all(LEASES.map(lease)),
     );
     let mut read = Read {
@@ -190,6 +187,7 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
         nodes: BTreeMap::new(),
         kube_proxy_pods: BTreeMap::new(),
         leases: BTreeMap::new(),
+        static_pods: BTreeMap::new(),
     };
     for (key, got) in cms {
         if let Some(cm) = got.map_err(|e| Failure::of(e, &format!("get configmap {key}")))? {
@@ -202,7 +200,7 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
         }
     }
     for pod in pod_list.map_err(|e| Failure::of(e, "list pods -l k8s-app=kube-proxy"))? {
-        let Some((node, seen)) = proxy_pod(&pod) else {
+        let Some((node, seen)) = scheduled_pod(&pod) else {
             continue;
         };
         // During a rollout two pods share a node: the ready one tells the node's state.
@@ -212,6 +210,11 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
             .is_none_or(|old| !old.ready && seen.ready);
         if keep {
             read.kube_proxy_pods.insert(node, seen);
+        }
+    }
+    for pod in static_list.map_err(|e| Failure::of(e, "list pods -l tier=control-plane"))? {
+        if let Some((_, seen)) = scheduled_pod(&pod) {
+            read.static_pods.insert(seen.name.clone(), seen);
         }
     }
     for (name, got) in leases {
@@ -278,8 +281,8 @@ fn kube_node(node: &Node) -> KubeNode {
     }
 }
 
-/// `(node, pod)` for a scheduled kube-proxy pod.
-fn proxy_pod(pod: &Pod) -> Option<(String, PodObservation)> {
+/// `(node, pod)` for a scheduled pod (kube-proxy, or a static pod's mirror).
+fn scheduled_pod(pod: &Pod) -> Option<(String, PodObservation)> {
     let node = pod.spec.as_ref()?.node_name.clone()?;
     let status = pod.status.as_ref();
     let ready = status
@@ -301,6 +304,15 @@ fn proxy_pod(pod: &Pod) -> Option<(String, PodObservation)> {
             ready,
             restarts,
             created_at: pod.metadata.creation_timestamp.as_ref().and_then(rfc3339),
+            // The running container's start (a static pod's mirror keeps its creation time
+            // across restarts; the container's start is what moves).
+            started_at: status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                .filter_map(rfc3339)
+                .reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a }),
         },
     ))
 }
@@ -570,13 +582,15 @@ mod tests {
             "status": {
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "containerStatuses": [
-                    {"name": "a", "image": "", "imageID": "", "ready": true, "restartCount": 2},
-                    {"name": "b", "image": "", "imageID": "", "ready": true, "restartCount": 3}
+                    {"name": "a", "image": "", "imageID": "", "ready": true, "restartCount": 2,
+                     "state": {"running": {"startedAt": "2026-11-24T08:15:20Z"}}},
+                    {"name": "b", "image": "", "imageID": "", "ready": true, "restartCount": 3,
+                     "state": {"running": {"startedAt": "2026-11-24T08:16:00Z"}}}
                 ]
             }
         }))
         .expect("pod");
-        let (node, seen) = proxy_pod(&pod).expect("scheduled");
+        let (node, seen) = scheduled_pod(&pod).expect("scheduled");
         assert_eq!(node, "cp1");
         assert_eq!(
             seen,
@@ -585,13 +599,15 @@ mod tests {
                 ready: true,
                 restarts: 5,
                 created_at: Some("2026-11-24T08:15:17Z".into()),
+                // The latest container start.
+                started_at: Some("2026-11-24T08:16:00Z".into()),
             }
         );
         let pending: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "kube-proxy-x"}, "spec": {"containers": []}
         }))
         .expect("pod");
-        assert!(proxy_pod(&pending).is_none());
+        assert!(scheduled_pod(&pending).is_none());
     }
 
     #[test]
