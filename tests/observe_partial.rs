@@ -281,6 +281,36 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
         Some(&vec!["kubeconfig.w1.kubelet".to_string()]),
         "{handlers:?}"
     );
+
+    // (e) cp1's scheduler.conf rewritten by hand (same content, a second after the scheduler's
+    // container started): its restart is left, until the operator stops the pod and the
+    // kubelet recreates it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    lab.ssh_ok("cp1", "touch /etc/kubernetes/scheduler.conf");
+    let handlers = handlers_of(&plan_actions(file).0);
+    assert_eq!(
+        handlers.get("handler.cp1.kube-scheduler"),
+        Some(&vec!["kubeconfig.cp1.scheduler".to_string()]),
+        "{handlers:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let id = lab.ssh_ok("cp1", "crictl pods --name kube-scheduler -q");
+    lab.ssh_ok(
+        "cp1",
+        &format!("crictl stopp {0} && crictl rmp {0}", id.trim()),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let handlers = handlers_of(&plan_actions(file).0);
+        if !handlers.contains_key("handler.cp1.kube-scheduler") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted scheduler still reads as older than its file: {handlers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// The plan's handlers: id → the addresses that trigger it.
