@@ -334,8 +334,8 @@ pub struct ApiObservation {
     /// keyed by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<String, LeaseObservation>,
-    /// The mirror Pods of kubeadm's static pods (kube-system, `tier=control-plane`), keyed by
-    /// name: `<component>-<node>`.
+    /// The mirror Pods of kubeadm's kube-controller-manager and kube-scheduler static pods
+    /// (kube-system, `tier=control-plane`), keyed by name: `<component>-<node>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub static_pods: BTreeMap<String, PodObservation>,
 }

@@ -213,6 +213,20 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
         }
     }
     for pod in static_list.map_err(|e| Failure::of(e, "list pods -l tier=control-plane"))? {
+        // Only the static pods whose kubeconfigs hactl plans (etcd's and kube-apiserver's
+        // restarts are decided otherwise).
+        let component = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("component"))
+            .map(String::as_str);
+        if !matches!(
+            component,
+            Some("kube-controller-manager" | "kube-scheduler")
+        ) {
+            continue;
+        }
         if let Some((_, seen)) = scheduled_pod(&pod) {
             read.static_pods.insert(seen.name.clone(), seen);
         }
