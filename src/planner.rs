@@ -784,6 +784,15 @@ impl<'a> Planner<'a> {
                 fp,
             );
         };
+        // kube-proxy Pods older than the ConfigMap decide restarts: they are observed too.
+        let stale = match name {
+            "kube-proxy" => self.kube_proxy_pods_older_than(obs),
+            _ => Vec::new(),
+        };
+        let fp = match stale.is_empty() {
+            true => fp,
+            false => fingerprint(&(&fp, &stale)),
+        };
         let Some(text) = obs.data.get(key) else {
             self.problem(
                 Severity::Error,
@@ -814,18 +823,15 @@ impl<'a> Planner<'a> {
                     ),
                     _ => format!("server is already {}", self.desired.endpoint_url()),
                 };
-                if name == "kube-proxy" {
-                    let stale = self.kube_proxy_pods_older_than(obs);
-                    if !stale.is_empty() {
-                        // Edited by hand without the restart: the restarts are what is left.
-                        reason.push_str(&format!(
-                            "; but the ConfigMap changed at {} and the kube-proxy Pods on {} are older, so they still use the old server: they are restarted",
-                            obs.changed_at.as_deref().unwrap_or_default(),
-                            stale.join(", ")
-                        ));
-                        for node in stale {
-                            self.trigger(restart_kube_proxy(&node));
-                        }
+                if !stale.is_empty() {
+                    // Edited by hand without the restart: the restarts are what is left.
+                    reason.push_str(&format!(
+                        "; but the ConfigMap changed at {} and the kube-proxy Pods on {} are older, so they still use the old server: they are restarted",
+                        obs.changed_at.as_deref().unwrap_or_default(),
+                        stale.join(", ")
+                    ));
+                    for node in stale {
+                        self.trigger(restart_kube_proxy(&node));
                     }
                 }
                 return unchanged(resource, reason, before, fp);

@@ -9,12 +9,13 @@
 
 mod lab_support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use lab_support::Lab;
 use lab_support::joining::join_failing_after_member_add;
-use lab_support::observing::{check_fixture, hactl, lab_plan, observe, text};
+use lab_support::observing::{self, check_fixture, hactl, lab_plan, observe, text};
 
 /// `hactl plan --no-color FILE [--format F]`: (exit code, stdout, stderr).
 fn plan(file: &Path, format: &str) -> (Option<i32>, String, String) {
@@ -28,51 +29,22 @@ fn plan(file: &Path, format: &str) -> (Option<i32>, String, String) {
     (o.status.code(), text(&o.stdout), text(&o.stderr))
 }
 
-/// The plan's problems (json format) about `subject`, as "message / help".
-fn problems_about(json: &str, subject: &str) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
-    v["problems"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no problems in {json}"))
-        .iter()
-        .filter(|p| p["subject"] == subject)
-        .map(|p| {
-            assert_eq!(p["severity"], "error", "{p}");
-            format!(
-                "{} / {}",
-                p["message"].as_str().unwrap(),
-                p["help"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-/// The one problem about `subject`; panics with every problem otherwise.
+/// The plan's one problem about `subject` (a json plan's text), an error, as "message / help".
 fn problem(json: &str, subject: &str) -> String {
-    let found = problems_about(json, subject);
-    assert_eq!(
-        found.len(),
-        1,
-        "problems about {subject}: {found:#?}\n{json}"
-    );
-    found[0].clone()
+    let plan: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    let p = observing::problem(&plan, subject);
+    assert_eq!(p["severity"], "error", "{p}");
+    format!(
+        "{} / {}",
+        p["message"].as_str().unwrap(),
+        p["help"].as_str().unwrap()
+    )
 }
 
-/// Each resource's (address, actions) in the json plan.
-fn actions(json: &str) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    v["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["address"].as_str().unwrap().to_string(),
-                c["actions"].to_string(),
-            )
-        })
-        .collect()
+/// Each resource's actions by address, in a json plan's text.
+fn actions(json: &str) -> BTreeMap<String, String> {
+    observing::actions(&serde_json::from_str(json).unwrap())
 }
 
 fn assert_has(haystack: &str, needles: &[&str]) {
@@ -159,15 +131,9 @@ fn a_1_31_lab_names_each_failure_with_its_node_its_cause_and_its_fix() {
         ],
     );
     let acts = actions(&out);
-    let of = |a: &str| {
-        acts.iter()
-            .find(|(addr, _)| addr == a)
-            .map(|(_, act)| act.clone())
-            .unwrap_or_else(|| panic!("no {a} in {acts:?}"))
-    };
-    assert_eq!(of("kubeconfig.w2.kubelet"), r#"["unknown"]"#);
-    assert_eq!(of("kubeconfig.w1.kubelet"), r#"["update"]"#);
-    assert_eq!(of("control_plane.cp2"), r#"["create"]"#);
+    assert_eq!(acts["kubeconfig.w2.kubelet"], "unknown", "{acts:?}");
+    assert_eq!(acts["kubeconfig.w1.kubelet"], "update", "{acts:?}");
+    assert_eq!(acts["control_plane.cp2"], "create", "{acts:?}");
     for (a, act) in &acts {
         assert!(
             !act.contains("unknown") || a.contains(".w2."),
@@ -281,10 +247,9 @@ fn a_1_31_lab_names_each_failure_with_its_node_its_cause_and_its_fix() {
     );
     assert_eq!(
         actions(&out)
-            .iter()
-            .find(|(a, _)| a == "configmap.kube-system.kubeadm-config")
-            .map(|(_, act)| act.as_str()),
-        Some(r#"["unknown"]"#)
+            .get("configmap.kube-system.kubeadm-config")
+            .map(String::as_str),
+        Some("unknown")
     );
 
     // cluster.kubeconfig naming a file that does not exist.

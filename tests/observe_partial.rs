@@ -7,10 +7,12 @@
 mod lab_support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use lab_support::Lab;
 use lab_support::observing::{
-    check_fixture, configmap_versions, fixture_plan, hactl, lab_plan, node_files, observe, text,
+    actions, check_fixture, configmap_versions, fixture_plan, hactl, handlers as handlers_of,
+    lab_plan, node_files, observe, plan_json, text,
 };
 use serde_json::Value;
 
@@ -26,25 +28,11 @@ fn summary(plan_text: &str) -> (u32, u32, u32) {
     (n(1), n(2), n(3))
 }
 
-/// `hactl plan FILE --format json`: every resource's address and its actions joined by `,`.
+/// `hactl plan FILE --format json`, which must succeed: the plan, and its actions by address.
 fn plan_actions(file: &str) -> (Value, BTreeMap<String, String>) {
-    let o = hactl(&["plan", file, "--format", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let actions = plan["resource_changes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no resource_changes: {plan}"))
-        .iter()
-        .map(|c| {
-            let acts: Vec<&str> = c["actions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            (c["address"].as_str().unwrap().to_string(), acts.join(","))
-        })
-        .collect();
+    let (code, plan, err) = plan_json(Path::new(file));
+    assert_eq!(code, Some(0), "{err}");
+    let actions = actions(&plan);
     (plan, actions)
 }
 
@@ -311,24 +299,6 @@ fn a_lab_converted_partly_by_hand_plans_only_what_is_left() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-}
-
-/// The plan's handlers: id → the addresses that trigger it.
-fn handlers_of(plan: &Value) -> BTreeMap<String, Vec<String>> {
-    plan["handlers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let by = h["triggered_by"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_string())
-                .collect();
-            (h["id"].as_str().unwrap().to_string(), by)
-        })
-        .collect()
 }
 
 /// cp1's apiserver certificate reissued the way hactl plans it: every existing SAN kept in its

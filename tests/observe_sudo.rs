@@ -4,10 +4,9 @@
 
 mod lab_support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use lab_support::observing::{hactl, text};
+use lab_support::observing::{actions, plan_json, problem};
 use lab_support::{Lab, plan};
 use serde_json::Value;
 
@@ -35,7 +34,7 @@ fn add_user(lab: &Lab, node: &str) {
 }
 
 /// The lab's hactl.toml logging in as `USER`, with `sudo` as given, written as `name`.
-fn plan_as_user(lab: &Lab, name: &str, sudo: bool) -> String {
+fn plan_as_user(lab: &Lab, name: &str, sudo: bool) -> PathBuf {
     let original = std::fs::read_to_string(lab.dir.join("hactl.toml")).unwrap();
     let edited = original.replace(
         "user = \"root\"",
@@ -44,56 +43,24 @@ fn plan_as_user(lab: &Lab, name: &str, sudo: bool) -> String {
     assert_ne!(edited, original, "the lab's hactl.toml names no root user");
     let path = lab.dir.join(name);
     std::fs::write(&path, edited).unwrap();
-    path.to_str().unwrap().to_string()
+    path
 }
 
-/// `hactl plan --format json FILE`: (exit code, plan, stderr).
-fn plan_json(file: &str) -> (Option<i32>, Value, String) {
-    let o = hactl(&["plan", "--format", "json", file]);
-    let plan = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&o.stdout), text(&o.stderr)));
-    (o.status.code(), plan, text(&o.stderr))
-}
-
-/// The plan's problem about `subject`: (message, help).
-fn problem(plan: &Value, subject: &str) -> (String, String) {
-    let found: Vec<&Value> = plan["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["subject"] == subject)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "problems about {subject}: {}",
-        plan["problems"]
-    );
+/// The plan's one problem about `subject`: (message, help).
+fn message_and_help(plan: &Value, subject: &str) -> (String, String) {
+    let p = problem(plan, subject);
+    assert_eq!(p["severity"], "error", "{p}");
     (
-        found[0]["message"].as_str().unwrap().to_string(),
-        found[0]["help"].as_str().unwrap().to_string(),
+        p["message"].as_str().unwrap().to_string(),
+        p["help"].as_str().unwrap().to_string(),
     )
-}
-
-fn actions(plan: &Value) -> BTreeMap<String, Value> {
-    plan["resource_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["address"].as_str().unwrap().to_string(),
-                c["actions"].clone(),
-            )
-        })
-        .collect()
 }
 
 #[test]
 fn a_login_user_reads_the_cluster_through_sudo_and_each_failure_says_its_fix() {
     let net = 34;
     let lab = Lab::up("sudo34", &plan(net, 1, 1), &[]);
-    let (code, as_root, err) = plan_json(lab.dir.join("hactl.toml").to_str().unwrap());
+    let (code, as_root, err) = plan_json(&lab.dir.join("hactl.toml"));
     assert_eq!(code, Some(0), "{err}");
     for node in ["cp1", "w1"] {
         add_user(&lab, node);
@@ -104,7 +71,7 @@ fn a_login_user_reads_the_cluster_through_sudo_and_each_failure_says_its_fix() {
     let (code, plan, err) = plan_json(&plan_as_user(&lab, "no-sudo.toml", false));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("Could not observe: cp1, w1"), "{err}");
-    let (message, help) = problem(&plan, "cp1");
+    let (message, help) = message_and_help(&plan, "cp1");
     for words in [
         "could not be read over SSH: cannot read: /etc/kubernetes/admin.conf (Permission denied)",
         &format!("as user {USER}"),
@@ -112,7 +79,7 @@ fn a_login_user_reads_the_cluster_through_sudo_and_each_failure_says_its_fix() {
         assert!(message.contains(words), "{message}");
     }
     assert!(help.starts_with("set ssh.sudo = true"), "{help}");
-    let (message, _) = problem(&plan, "w1");
+    let (message, _) = message_and_help(&plan, "w1");
     assert!(
         message.contains("cannot read: /etc/kubernetes/kubelet.conf (Permission denied)"),
         "{message}"
@@ -122,7 +89,7 @@ fn a_login_user_reads_the_cluster_through_sudo_and_each_failure_says_its_fix() {
     let with_sudo = plan_as_user(&lab, "sudo.toml", true);
     let (code, plan, err) = plan_json(&with_sudo);
     assert_eq!(code, Some(1), "{err}");
-    let (message, help) = problem(&plan, "cp1");
+    let (message, help) = message_and_help(&plan, "cp1");
     assert!(message.contains("sudo -n failed"), "{message}");
     assert!(message.contains("a password is required"), "{message}");
     assert!(help.contains("NOPASSWD"), "{help}");

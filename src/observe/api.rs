@@ -242,23 +242,28 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
 fn configmap(cm: ConfigMap) -> ConfigMapObservation {
     // Every writer's entry carries the time of its last change; the latest of those that own
     // data is when what the readers read changed (a label or annotation is not read).
-    let changed_at = cm
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|f| {
-            f.fields_v1
-                .as_ref()
-                .is_some_and(|v| v.0.get("f:data").is_some())
-        })
-        .filter_map(|f| rfc3339(f.time.as_ref()?))
-        .reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a });
+    let changed_at = latest(
+        cm.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|f| {
+                f.fields_v1
+                    .as_ref()
+                    .is_some_and(|v| v.0.get("f:data").is_some())
+            })
+            .filter_map(|f| rfc3339(f.time.as_ref()?)),
+    );
     ConfigMapObservation {
         resource_version: cm.metadata.resource_version.unwrap_or_default(),
         data: cm.data.unwrap_or_default(),
         changed_at,
     }
+}
+
+/// The latest of RFC 3339 times.
+fn latest(times: impl Iterator<Item = String>) -> Option<String> {
+    times.reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a })
 }
 
 /// A metav1.Time as the API writes it (RFC 3339, UTC).
@@ -320,13 +325,14 @@ fn scheduled_pod(pod: &Pod) -> Option<(String, PodObservation)> {
             created_at: pod.metadata.creation_timestamp.as_ref().and_then(rfc3339),
             // The running container's start (a static pod's mirror keeps its creation time
             // across restarts; the container's start is what moves).
-            started_at: status
-                .and_then(|s| s.container_statuses.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
-                .filter_map(rfc3339)
-                .reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a }),
+            started_at: latest(
+                status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
+                    .filter_map(rfc3339),
+            ),
         },
     ))
 }

@@ -28,6 +28,72 @@ pub fn hactl(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `hactl plan --format json FILE`: (exit code, the plan, stderr).
+pub fn plan_json(file: &Path) -> (Option<i32>, serde_json::Value, String) {
+    let o = hactl(&["plan", "--format", "json", file.to_str().unwrap()]);
+    let plan = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON plan ({e}): {}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        )
+    });
+    (o.status.code(), plan, text(&o.stderr))
+}
+
+/// The plan's one problem about `subject`; panics with every problem otherwise.
+pub fn problem<'a>(plan: &'a serde_json::Value, subject: &str) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = plan["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems in {plan}"))
+        .iter()
+        .filter(|p| p["subject"] == subject)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "problems about {subject}: {}",
+        plan["problems"]
+    );
+    found[0]
+}
+
+/// Each resource's actions, comma-joined (`update`, `delete,create`), by address.
+pub fn actions(plan: &serde_json::Value) -> BTreeMap<String, String> {
+    plan["resource_changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resource_changes: {plan}"))
+        .iter()
+        .map(|c| {
+            let acts: Vec<&str> = c["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            (c["address"].as_str().unwrap().to_string(), acts.join(","))
+        })
+        .collect()
+}
+
+/// The plan's handlers: id → the addresses that trigger it.
+pub fn handlers(plan: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    plan["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let by = h["triggered_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            (h["id"].as_str().unwrap().to_string(), by)
+        })
+        .collect()
+}
+
 pub fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
