@@ -4,7 +4,7 @@
 //! schemars turns them into `schemas/hactl.schema.json`. Parsing keeps the TOML spans so that
 //! validation can point into the file.
 
-mod dns;
+pub(crate) mod dns;
 mod error;
 mod parse;
 mod semantic;

@@ -58,6 +58,27 @@ impl GoVerifier {
         Ok(GoVerifier { inner, roots: ders })
     }
 
+    /// Go's `Certificate.Verify` with `KeyUsages: Any` and no host name, as kubeadm's
+    /// `VerifyCertChain` checks a certificate on disk against `ca.crt`: the validity period at
+    /// `now` (Unix seconds), then a trusted CA that issued and signed it.
+    pub fn verify_signed(&self, leaf_der: &[u8], now: i64) -> Result<(), String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
+            .map_err(|e| format!("x509: malformed certificate: {e}"))?;
+        validity(&cert, now)?;
+        let signed = self.roots.iter().any(|der| {
+            x509_parser::parse_x509_certificate(der).is_ok_and(|(_, ca)| {
+                ca.subject().as_raw() == cert.issuer().as_raw()
+                    && validity(&ca, now).is_ok()
+                    && cert.verify_signature(Some(ca.public_key())).is_ok()
+            })
+        });
+        if signed {
+            Ok(())
+        } else {
+            Err(self.unknown_authority(&cert))
+        }
+    }
+
     /// Go adds a hint when a trusted CA has the issuer's name but did not sign the
     /// certificate (a regenerated CA with the same name: the classic mistake).
     fn unknown_authority(&self, leaf: &x509_parser::certificate::X509Certificate<'_>) -> String {
@@ -169,6 +190,27 @@ fn rfc3339(secs: i64) -> String {
     .unwrap_or_default()
 }
 
+/// Go's validity check of one certificate at `now` (Unix seconds), in its words.
+fn validity(cert: &x509_parser::certificate::X509Certificate<'_>, now: i64) -> Result<(), String> {
+    let nb = cert.validity().not_before.timestamp();
+    let na = cert.validity().not_after.timestamp();
+    if now < nb {
+        return Err(format!(
+            "x509: certificate has expired or is not yet valid: current time {} is before {}",
+            rfc3339(now),
+            rfc3339(nb)
+        ));
+    }
+    if now > na {
+        return Err(format!(
+            "x509: certificate has expired or is not yet valid: current time {} is after {}",
+            rfc3339(now),
+            rfc3339(na)
+        ));
+    }
+    Ok(())
+}
+
 impl ServerCertVerifier for GoVerifier {
     fn verify_server_cert(
         &self,
@@ -180,23 +222,7 @@ impl ServerCertVerifier for GoVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
             .map_err(|e| go_err(format!("x509: malformed certificate: {e}")))?;
-        let now_s = now.as_secs() as i64;
-        let nb = cert.validity().not_before.timestamp();
-        let na = cert.validity().not_after.timestamp();
-        if now_s < nb {
-            return Err(go_err(format!(
-                "x509: certificate has expired or is not yet valid: current time {} is before {}",
-                rfc3339(now_s),
-                rfc3339(nb)
-            )));
-        }
-        if now_s > na {
-            return Err(go_err(format!(
-                "x509: certificate has expired or is not yet valid: current time {} is after {}",
-                rfc3339(now_s),
-                rfc3339(na)
-            )));
-        }
+        validity(&cert, now.as_secs() as i64).map_err(go_err)?;
         let host = match server_name {
             ServerName::DnsName(d) => d.as_ref().to_string(),
             ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),

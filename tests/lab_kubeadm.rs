@@ -1,5 +1,6 @@
-//! The lab's `kubeadm token`, `init phase upload-certs` and `init phase upload-config`, run
-//! on the nodes over real `ssh` and checked with the real `kubectl` (issue 4).
+//! The lab's `kubeadm token`, `init phase upload-certs`, `init phase upload-config` and
+//! `init phase certs apiserver`, run on the nodes over real `ssh` and checked with the real
+//! `kubectl` and `openssl`.
 
 mod lab_support;
 
@@ -325,4 +326,172 @@ fn upload_certs_encrypts_the_shared_pki_for_two_hours() {
         secret(&lab, "kubeadm-certs").is_none()
     });
     assert!(secret(&lab, &proxy_name).is_none());
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The published procedure's SAN step: with the certificate on disk kubeadm keeps it (and
+/// says so); moved away, kubeadm makes a new key and a certificate for the config's SANs.
+#[test]
+fn init_phase_certs_apiserver_keeps_a_valid_certificate_and_makes_one_from_the_config() {
+    let net = 43;
+    let lab = Lab::up("kubeadm-phase-certs", &plan(net, 1, 0), &[]);
+    let pki = lab.dir.join("nodes/cp1/etc/kubernetes/pki");
+    let read = |f: &str| std::fs::read(pki.join(f)).unwrap();
+    let (crt, key) = (read("apiserver.crt"), read("apiserver.key"));
+    // The operator's ~/kubeadm.yaml (the node's root home): the stored ClusterConfiguration
+    // with the LB's names added.
+    let cm = lab.kubectl_json(&["get", "configmap", "-n", "kube-system", "kubeadm-config"]);
+    let cluster = cm["data"]["ClusterConfiguration"].as_str().unwrap();
+    let config = hactl::cluster_config::converge(
+        cluster,
+        "k8s-api.lab.internal:6443",
+        &["k8s-api.lab.internal".into(), format!("127.0.{net}.100")],
+    )
+    .unwrap();
+    std::fs::write(lab.dir.join("nodes/cp1/root/kubeadm.yaml"), &config).unwrap();
+    let phase = "kubeadm init phase certs apiserver --config ~/kubeadm.yaml";
+
+    // A valid certificate on disk is kept, whatever its SANs: not a byte changes.
+    let out = lab.ssh("cp1", phase);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[certs] Using existing apiserver certificate and key on disk\n"
+    );
+    assert_eq!(
+        (read("apiserver.crt"), read("apiserver.key")),
+        (crt.clone(), key.clone())
+    );
+
+    // Moved away: a new key, and a certificate for the config's SANs, signed by the CA.
+    lab.ssh_ok("cp1", "mkdir -p ~/old && mv /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key ~/old/");
+    let out = lab.ssh("cp1", phase);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "[certs] Generating \"apiserver\" certificate and key\n\
+             [certs] apiserver serving cert is signed for DNS names [cp1 k8s-api.lab.internal kubernetes kubernetes.default kubernetes.default.svc kubernetes.default.svc.cluster.local] and IPs [10.96.0.1 127.0.{net}.11 127.0.{net}.100]\n"
+        )
+    );
+    assert_ne!(read("apiserver.key"), key, "a new key");
+    let (crt_path, key_path, ca_path) = (
+        pki.join("apiserver.crt"),
+        pki.join("apiserver.key"),
+        pki.join("ca.crt"),
+    );
+    let (crt_path, key_path, ca_path) = (
+        crt_path.to_str().unwrap(),
+        key_path.to_str().unwrap(),
+        ca_path.to_str().unwrap(),
+    );
+    assert_eq!(
+        openssl(&["verify", "-CAfile", ca_path, crt_path]),
+        format!("{crt_path}: OK\n")
+    );
+    let x509 = openssl(&[
+        "x509",
+        "-in",
+        crt_path,
+        "-noout",
+        "-subject",
+        "-ext",
+        "subjectAltName,keyUsage,extendedKeyUsage,basicConstraints",
+    ]);
+    for want in [
+        "subject=CN = kube-apiserver",
+        &format!(
+            "DNS:cp1, DNS:k8s-api.lab.internal, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local, IP Address:10.96.0.1, IP Address:127.0.{net}.11, IP Address:127.0.{net}.100"
+        ),
+        "Digital Signature, Key Encipherment",
+        "TLS Web Server Authentication",
+        "CA:FALSE",
+    ] {
+        assert!(x509.contains(want), "no {want:?} in\n{x509}");
+    }
+    assert!(
+        String::from_utf8_lossy(&read("apiserver.key"))
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----\n")
+    );
+    assert_eq!(
+        openssl(&["rsa", "-in", key_path, "-check", "-noout"]),
+        "RSA key ok\n"
+    );
+    assert_eq!(
+        openssl(&["x509", "-in", crt_path, "-noout", "-modulus"]),
+        openssl(&["rsa", "-in", key_path, "-noout", "-modulus"]),
+        "the certificate is for the new key"
+    );
+    assert_eq!(
+        lab.ssh_ok(
+            "cp1",
+            "stat -c %a /etc/kubernetes/pki/apiserver.key /etc/kubernetes/pki/apiserver.crt"
+        ),
+        "600\n644\n"
+    );
+
+    // A certificate another CA (of the same name) signed is refused, in Go's words.
+    let other_ca = hactl::lab::pki::new_ca("kubernetes").unwrap();
+    let mut spec = hactl::lab::pki::CertSpec::new("kube-apiserver", hactl::lab::pki::Usage::Server);
+    spec.dns_names = vec!["cp1".into()];
+    let foreign = hactl::lab::pki::issue(&other_ca, &spec).unwrap();
+    std::fs::write(pki.join("apiserver.crt"), &foreign.cert_pem).unwrap();
+    let out = lab.ssh("cp1", phase);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error execution phase certs/apiserver: [certs] certificate apiserver not signed by CA certificate ca: x509: certificate signed by unknown authority (possibly because of \"crypto/rsa: verification error\" while trying to verify candidate authority certificate \"kubernetes\")\n\
+         To see the stack trace of this error execute with --v=5 or higher\n"
+    );
+
+    // A key left without its certificate: kubeadm will not write over it.
+    lab.ssh_ok("cp1", "rm /etc/kubernetes/pki/apiserver.crt");
+    let out = lab.ssh("cp1", phase);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("error execution phase certs/apiserver: failed to write or validate certificate \"apiserver\": failure loading apiserver certificate: couldn't load the certificate file /etc/kubernetes/pki/apiserver.crt: open /etc/kubernetes/pki/apiserver.crt: no such file or directory"),
+        "{}",
+        text(&out)
+    );
+
+    // What kubeadm refuses before any phase runs.
+    let out = lab.ssh(
+        "cp1",
+        "kubeadm init phase certs apiserver --config ~/kubeadm.yaml --cert-dir /tmp",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).starts_with("can not mix '--config' with arguments [cert-dir]\n"),
+        "{}",
+        text(&out)
+    );
+    let out = lab.ssh(
+        "cp1",
+        "kubeadm init phase certs apiserver --config /etc/kubernetes/nope.yaml",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).starts_with("unable to read config from \"/etc/kubernetes/nope.yaml\" : open /etc/kubernetes/nope.yaml: no such file or directory\n"),
+        "{}",
+        text(&out)
+    );
+
+    // The original pair back: kubeadm keeps it again.
+    lab.ssh_ok(
+        "cp1",
+        "mv ~/old/apiserver.crt ~/old/apiserver.key /etc/kubernetes/pki/",
+    );
+    assert_eq!((read("apiserver.crt"), read("apiserver.key")), (crt, key));
+    assert!(
+        lab.ssh_ok("cp1", phase)
+            .contains("Using existing apiserver certificate")
+    );
 }

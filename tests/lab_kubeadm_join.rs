@@ -1,13 +1,15 @@
 //! The lab's `kubeadm join` and `kubeadm reset`, run over real SSH on the nodes and checked
 //! with the real `kubectl` and `etcdctl`: a control-plane join through the load balancer and
 //! each way kubeadm refuses one, a worker join, reset, and what a join that fails after its
-//! etcd member was added leaves behind on each side of 1.29 (quorum loss, a stuck learner).
+//! etcd member was added leaves behind on each side of 1.29 (quorum loss, a stuck learner);
+//! back-to-back joins that wait, as kubeadm's etcd retries do, and a member that can never be
+//! added failing once kubeadm's retries end.
 //! These tests need root (CI has it).
 
 mod lab_support;
 
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lab_support::joining::{
     Creds, LB, join_failing_after_member_add, point_cluster_info_at_lb, ready_to_join,
@@ -416,10 +418,16 @@ fn assert_unstarted_learner(lab: &Lab, net: u8) {
 #[test]
 fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() {
     let net = 12;
+    // kubeadm 1.33 polls a refused member add for 2 minutes; the lab is told 6 s.
     let lab = Lab::up(
         "join-learner",
         &plan(net, 3, 0),
-        &["--kubernetes-version", "1.33"],
+        &[
+            "--kubernetes-version",
+            "1.33",
+            "--kubeadm-etcd-timeout",
+            "6",
+        ],
     );
     let (creds, out) = join_failing_after_member_add(&lab, net);
     assert!(
@@ -429,9 +437,16 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
     );
     assert_unstarted_learner(&lab, net);
 
-    // The next join wants a learner too; etcd allows one at a time.
+    // The next join wants a learner too; etcd allows one at a time. kubeadm retries the
+    // add until its window closes, then says etcd's last refusal.
+    let started = Instant::now();
     let out = lab.ssh("cp3", &creds.join_control_plane(LB));
+    let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(60),
+        "gave up after {took:?}"
+    );
     assert!(
         text(&out).contains("error execution phase etcd-join: error creating local etcd static pod manifest file: etcdserver: too many learner members in cluster"),
         "{}",
@@ -467,10 +482,16 @@ fn from_1_29_a_failed_learner_join_leaves_a_learner_that_blocks_the_next_join() 
 #[test]
 fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
     let net = 19;
+    // kubeadm 1.31 retries the promotion for 2 minutes; the lab is told 5 s.
     let lab = Lab::up(
         "join-peer-port",
         &plan(net, 2, 0),
-        &["--kubernetes-version", "1.31"],
+        &[
+            "--kubernetes-version",
+            "1.31",
+            "--kubeadm-etcd-timeout",
+            "5",
+        ],
     );
     let creds = ready_to_join(&lab, net);
     // cp2 cannot reach 2380 on cp1: its etcd cannot fetch the cluster from its peer.
@@ -484,4 +505,75 @@ fn a_join_that_cannot_reach_the_peer_port_leaves_its_learner_behind() {
         text(&out)
     );
     assert_unstarted_learner(&lab, net);
+}
+
+/// Joins cp2, then at once cp3, with kubeadm's own retry windows: etcd refuses cp3's member
+/// (`etcdserver: unhealthy cluster`) until cp2 has been connected for its 5 s health
+/// interval, and kubeadm retries until it may.
+fn back_to_back_joins(net: u8, version: &str) {
+    let lab = Lab::up(
+        &format!("join-b2b{net}"),
+        &plan(net, 3, 0),
+        &["--kubernetes-version", version],
+    );
+    let creds = ready_to_join(&lab, net);
+    for cp in ["cp2", "cp3"] {
+        let out = lab.ssh(cp, &creds.join_control_plane(LB));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cp} ({version}): {}\n{}",
+            text(&out),
+            lab.logs()
+        );
+    }
+    let ms = members(&lab, "cp1", &format!("127.0.{net}.11"));
+    assert_eq!(ms.len(), 3, "{ms:?}");
+    assert!(ms.iter().all(|m| m.0 == "started" && !m.3), "{ms:?}");
+}
+
+#[test]
+fn back_to_back_control_plane_joins_succeed_as_kubeadm_1_31_polls_etcd() {
+    back_to_back_joins(40, "1.31");
+}
+
+#[test]
+fn back_to_back_control_plane_joins_succeed_as_kubeadm_1_28_backs_off() {
+    back_to_back_joins(41, "1.28");
+}
+
+#[test]
+fn a_member_that_can_never_be_added_fails_when_kubeadm_1_29_stops_backing_off() {
+    let net = 42;
+    // kubeadm 1.29 backs off for about 200 s; the lab is told 6 s: pauses of 0.1, 0.15, …
+    // 1.7 s (4.9 s in all, 5.4 s with the most jitter) fit, the next (2.6 s) would not.
+    let lab = Lab::up(
+        "join-never",
+        &plan(net, 3, 0),
+        &[
+            "--kubernetes-version",
+            "1.29",
+            "--kubeadm-etcd-timeout",
+            "6",
+        ],
+    );
+    let (creds, _) = join_failing_after_member_add(&lab, net);
+    assert_unstarted_learner(&lab, net);
+    let started = Instant::now();
+    let out = lab.ssh("cp3", &creds.join_control_plane(LB));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: too many learner members in cluster\nTo see the stack trace of this error execute with --v=5 or higher"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        took >= Duration::from_millis(4_900) && took < Duration::from_secs(60),
+        "gave up after {took:?}"
+    );
+    // Nothing of cp3's is left in etcd: the add never went through.
+    assert_eq!(members(&lab, "cp1", &format!("127.0.{net}.11")).len(), 2);
 }

@@ -29,6 +29,11 @@ pub enum LabCommand {
         /// The container runtime; docker only below 1.24 (dockershim).
         #[arg(long, value_enum, default_value_t = Runtime::Containerd)]
         runtime: Runtime,
+        /// How long the nodes' kubeadm retries an etcd member call that etcd refuses before
+        /// it gives up (default: kubeadm's own, about 200 s up to 1.29 and 2 min from 1.30);
+        /// shorter, to see a join fail sooner.
+        #[arg(long, value_name = "SECONDS")]
+        kubeadm_etcd_timeout: Option<u64>,
     },
     /// Report the lab's ground truth; exit 0 when healthy, 1 when not.
     Status {
@@ -127,6 +132,7 @@ pub fn run(
             dir,
             kubernetes_version,
             runtime,
+            kubeadm_etcd_timeout,
         } => {
             let version = super::lab_version(&kubernetes_version)
                 .map_err(|e| LabError::msg(format!("--kubernetes-version: {e}")))?;
@@ -144,6 +150,7 @@ pub fn run(
                 spec,
                 ssh_port: desired.ssh.port.unwrap_or(22),
                 ready_timeout: Duration::from_secs(60),
+                kubeadm_etcd_timeout: kubeadm_etcd_timeout.map(Duration::from_secs),
             };
             let summary = runtime_block_on(up::up(&lab, opts))??;
             print!("{summary}");
@@ -194,10 +201,12 @@ pub fn run(
         }
         LabCommand::Exec { dir, node, argv } => {
             let lab = LabDir::new(dir);
+            // Long enough for kubeadm's own windows (a join may retry etcd for ~200 s twice
+            // and wait 40 s for it), which bound every command the supervisor runs.
             match daemon::call(
                 &lab,
                 &Request::Exec { node, argv },
-                Duration::from_secs(120),
+                Duration::from_secs(900),
             )? {
                 Response::Exec(out) => {
                     let _ = std::io::stdout().write_all(out.stdout.as_bytes());

@@ -170,6 +170,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
             .collect(),
     });
 
+    let kubeadm_etcd_timeout = state.kubeadm_etcd_timeout_secs.map(Duration::from_secs);
     let sock = lab.control_socket();
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(|e| LabError::io(&sock, "listen on", e))?;
@@ -182,7 +183,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let stop_tx = stop_tx.clone();
-                let ctx = ServeCtx { lab: lab.clone(), spec: spec.clone(), agents: agents.clone(), faults: faults.clone(), env: env.clone() };
+                let ctx = ServeCtx { lab: lab.clone(), spec: spec.clone(), agents: agents.clone(), faults: faults.clone(), env: env.clone(), kubeadm_etcd_timeout };
                 connections.spawn(async move { serve(stream, ctx, stop_tx).await });
             }
             // Reap finished connections so the set does not grow for the lab's lifetime.
@@ -221,6 +222,8 @@ struct ServeCtx {
     agents: Arc<BTreeMap<String, NodeAgent>>,
     faults: FaultSet,
     env: Arc<FaultEnv>,
+    /// `lab up --kubeadm-etcd-timeout`.
+    kubeadm_etcd_timeout: Option<Duration>,
 }
 
 /// What making faults real needs besides the agents: the lab's cgroups and nftables table,
@@ -237,6 +240,7 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
         spec,
         agents,
         faults,
+        kubeadm_etcd_timeout,
         ..
     } = &ctx;
     let (read, mut write) = stream.into_split();
@@ -291,6 +295,7 @@ async fn serve(stream: tokio::net::UnixStream, ctx: ServeCtx, stop: watch::Sende
                             node: lab_node,
                             agent,
                             faults,
+                            etcd_timeout: *kubeadm_etcd_timeout,
                         };
                         kubeadm::run(&kctx, &argv[1..]).await
                     }

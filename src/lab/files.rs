@@ -70,7 +70,7 @@ pub struct NodeFile {
 }
 
 impl NodeFile {
-    fn data(path: impl Into<String>, mode: u32, data: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn data(path: impl Into<String>, mode: u32, data: impl Into<Vec<u8>>) -> Self {
         NodeFile {
             path: path.into(),
             mode,

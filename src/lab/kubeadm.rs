@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod init_certs;
 pub mod join;
 pub mod reset;
 pub mod token;
@@ -21,6 +22,15 @@ pub struct KubeadmCtx<'a> {
     pub node: &'a LabNode,
     pub agent: &'a NodeAgent,
     pub faults: &'a FaultSet,
+    /// `lab up --kubeadm-etcd-timeout`: shortens kubeadm's etcd retries.
+    pub etcd_timeout: Option<std::time::Duration>,
+}
+
+impl KubeadmCtx<'_> {
+    /// How this version of kubeadm retries etcd member calls, as the lab was told.
+    pub fn etcd_retry(&self) -> join::etcd::EtcdRetry {
+        join::etcd::EtcdRetry::for_version(self.spec.version.minor, self.etcd_timeout)
+    }
 }
 
 /// Runs `kubeadm ARGS` on the context's node.
@@ -30,13 +40,14 @@ pub async fn run(ctx: &KubeadmCtx<'_>, args: &[String]) -> ExecOutput {
         ["version", rest @ ..] => version(ctx.spec, rest),
         ["token", rest @ ..] => token::run(ctx, rest).await,
         ["init", "phase", "upload-certs", rest @ ..] => certs::upload_certs(ctx, rest).await,
+        ["init", "phase", "certs", "apiserver", rest @ ..] => init_certs::apiserver(ctx, rest),
         ["init", "phase", "upload-config", "kubeadm", rest @ ..] => {
             config::upload_config(ctx, rest).await
         }
         ["join", rest @ ..] => join::run(ctx, rest).await,
         ["reset", rest @ ..] => reset::run(ctx, rest).await,
         _ => failure(format!(
-            "hactl lab: `kubeadm {}` is not simulated on lab nodes (version, token, init phase upload-certs|upload-config, join and reset are)\n",
+            "hactl lab: `kubeadm {}` is not simulated on lab nodes (version, token, init phase upload-certs|upload-config|certs apiserver, join and reset are)\n",
             words.join(" ")
         )),
     }

@@ -27,6 +27,10 @@ pub struct LabState {
     /// The cgroups and nftables table the lab made for its faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// `lab up --kubeadm-etcd-timeout`: the nodes' kubeadm gives up on etcd sooner than its
+    /// own schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeadm_etcd_timeout_secs: Option<u64>,
 }
 
 impl LabState {
@@ -64,6 +68,8 @@ pub struct UpOptions {
     pub ssh_port: u16,
     /// How long to wait for every joined node to be Ready.
     pub ready_timeout: Duration,
+    /// See `LabState::kubeadm_etcd_timeout_secs`.
+    pub kubeadm_etcd_timeout: Option<Duration>,
 }
 
 /// Builds and starts the lab; on failure, stops what it started and says where the logs are.
@@ -80,6 +86,7 @@ pub async fn up(lab: &LabDir, opts: UpOptions) -> Result<String, LabError> {
         exe: exe.clone(),
         processes: vec![],
         isolation: None,
+        kubeadm_etcd_timeout_secs: opts.kubeadm_etcd_timeout.map(|d| d.as_secs()),
     };
     let result = build(lab, &opts, &mut state).await;
     match result {

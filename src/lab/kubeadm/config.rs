@@ -51,7 +51,7 @@ fn document_text(text: &str) -> Option<String> {
 }
 
 /// The API versions of kubeadm's config this Kubernetes version reads.
-fn supported(api_version: &str, minor: u32) -> bool {
+pub(super) fn supported(api_version: &str, minor: u32) -> bool {
     match api_version {
         "kubeadm.k8s.io/v1beta2" => minor < 26,
         "kubeadm.k8s.io/v1beta3" => minor >= 22,

@@ -38,19 +38,19 @@ const PREFLIGHT_EXIT: i32 = 2;
 const VALIDATION_EXIT: i32 = 3;
 
 /// A failed join: the error kubeadm prints and its exit code.
-struct Failure {
+pub(crate) struct Failure {
     message: String,
     code: i32,
 }
 
 impl Failure {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             code: 1,
         }
     }
-    fn phase(phase: &str, err: impl std::fmt::Display) -> Self {
+    pub(crate) fn phase(phase: &str, err: impl std::fmt::Display) -> Self {
         Failure::new(format!("error execution phase {phase}: {err}"))
     }
 }
@@ -80,7 +80,7 @@ impl Out {
         ));
     }
 
-    fn finish(self, result: Result<(), Failure>) -> ExecOutput {
+    pub(crate) fn finish(self, result: Result<(), Failure>) -> ExecOutput {
         match result {
             Ok(()) => ExecOutput {
                 stdout: self.stdout,
@@ -849,7 +849,7 @@ async fn join_etcd(
     let addr = node.address.to_string();
     let peer = etcd::peer_url(&addr);
     let learner = facts.at_least(29);
-    let members = etcd::add_member(&client, &node.name, &peer, learner, etcd::ADD_BUDGET)
+    let members = etcd::add_member(&client, &node.name, &peer, learner, &ctx.etcd_retry())
         .await
         .map_err(wrap)?;
     out.line("[etcd] Announced new etcd member joining to the existing etcd cluster");
@@ -865,14 +865,19 @@ async fn join_etcd(
     let manifest = files::etcd_join_manifest(facts, node, &members);
     write_files(ctx, &[manifest]).map_err(wrap)?;
     if learner {
-        etcd::promote(&client, &peer, etcd::JOIN_WAIT)
+        etcd::promote(&client, &peer, &ctx.etcd_retry())
             .await
             .map_err(wrap)?;
     }
     out.line("[etcd] Waiting for the new etcd member to join the cluster. This can take up to 40s");
-    etcd::wait_available(&client, &etcd::client_url(&addr), etcd::JOIN_WAIT)
-        .await
-        .map_err(wrap)
+    etcd::wait_available(
+        &client,
+        &etcd::client_url(&addr),
+        etcd::AVAILABLE_TRIES,
+        etcd::AVAILABLE_INTERVAL,
+    )
+    .await
+    .map_err(wrap)
 }
 
 /// kubeadm's control-plane labels and NoSchedule taint keys: "master" until 1.24 (label)

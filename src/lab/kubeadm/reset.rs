@@ -180,7 +180,7 @@ async fn remove_member(
     let addr = advertise_address(ctx).unwrap_or_else(|| ctx.node.address.to_string());
     let blocked = ctx.faults.blocks_port(&ctx.node.name, 2379);
     let etcd = etcd::client_from_cluster(ctx.lab, ctx.node, client, cert_dir, blocked).await?;
-    etcd::remove_own_member(&etcd, &addr, etcd::REMOVE_BUDGET).await
+    etcd::remove_own_member(&etcd, &addr, &ctx.etcd_retry()).await
 }
 
 /// The address kubeadm recorded in the local kube-apiserver manifest's annotation.

@@ -22,7 +22,11 @@ pub struct ClusterConfig {
 pub fn parse(text: &str) -> Result<ClusterConfig, String> {
     let docs = YamlLoader::load_from_str(text)
         .map_err(|e| format!("failed to decode cluster configuration data: {e}"))?;
-    let doc = docs.first().cloned().unwrap_or(Yaml::Null);
+    Ok(from_doc(&docs.first().cloned().unwrap_or(Yaml::Null)))
+}
+
+/// The fields of a parsed ClusterConfiguration document, with kubeadm's defaults.
+pub fn from_doc(doc: &Yaml) -> ClusterConfig {
     let s = |y: &Yaml, default: &str| y.as_str().unwrap_or(default).to_string();
     let cert_sans = doc["apiServer"]["certSANs"]
         .as_vec()
@@ -38,14 +42,14 @@ pub fn parse(text: &str) -> Result<ClusterConfig, String> {
         } else {
             None
         };
-    Ok(ClusterConfig {
+    ClusterConfig {
         control_plane_endpoint: s(&doc["controlPlaneEndpoint"], ""),
         cert_sans,
         dns_domain: s(&doc["networking"]["dnsDomain"], "cluster.local"),
         service_subnet: s(&doc["networking"]["serviceSubnet"], "10.96.0.0/12"),
         cluster_name: s(&doc["clusterName"], "kubernetes"),
         etcd_data_dir,
-    })
+    }
 }
 
 /// The first address of a service subnet (the `kubernetes` Service's ClusterIP), as

@@ -1,9 +1,10 @@
 //! kubeadm's etcd membership steps (`etcdutil`) against the cluster's real etcd: a client
 //! from the etcd static pods, the health check, member add (as a learner from 1.29) with
 //! kubeadm's retries, promotion once the learner has synced, the wait for the cluster, and
-//! member remove for `kubeadm reset`. Retry windows are the lab's: seconds, not minutes.
+//! member remove for `kubeadm reset`, each retried as that version of kubeadm retries it
+//! (`EtcdRetry`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::lab::components::client::ApiClient;
 use crate::lab::etcd::{EtcdClient, Member};
@@ -15,10 +16,123 @@ const ETCD_PODS: &str =
     "/api/v1/namespaces/kube-system/pods?labelSelector=component%3Detcd%2Ctier%3Dcontrol-plane";
 const ADVERTISE_ANNOTATION: &str = "kubeadm.kubernetes.io/etcd.advertise-client-urls";
 
-/// How long member add retries (kubeadm: exponential backoff over about a minute).
-pub const ADD_BUDGET: Duration = Duration::from_secs(2);
-/// How long the lab waits for a new member to start, sync and be promoted (kubeadm: 40 s).
-pub const JOIN_WAIT: Duration = Duration::from_secs(20);
+/// The join's wait for the cluster (`etcdHealthyCheckRetries` and `etcdHealthyCheckInterval`
+/// in kubeadm's `phases/etcd/local.go`): 8 tries, 5 s apart ("This can take up to 40s").
+pub const AVAILABLE_TRIES: u32 = 8;
+pub const AVAILABLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How kubeadm's etcd client (`cmd/kubeadm/app/util/etcd/etcd.go`) retries a member call
+/// (add, promote, remove) that etcd refuses. Whatever the schedule, giving up returns the
+/// last error etcd gave (`lastError`), not the wait's own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EtcdRetry {
+    /// Up to 1.29: `wait.ExponentialBackoff(etcdBackoff)` with `Steps: 18, Duration: 100ms,
+    /// Factor: 1.5, Jitter: 0.1` ("up to ~200 seconds"): 18 tries, 17 pauses. `deadline` is
+    /// the lab's shortening (`lab up --kubeadm-etcd-timeout`): no pause that would end past
+    /// it is taken.
+    Backoff {
+        steps: u32,
+        first: Duration,
+        factor: f64,
+        jitter: f64,
+        deadline: Option<Duration>,
+    },
+    /// From 1.30: `wait.PollUntilContextTimeout(EtcdAPICallRetryInterval (500ms), the
+    /// EtcdAPICall timeout (2m; v1beta4's `timeouts.etcdAPICall`), immediate)`.
+    Poll {
+        interval: Duration,
+        timeout: Duration,
+    },
+}
+
+impl EtcdRetry {
+    /// kubeadm's retry for `minor`, or the lab's shorter window when it was given one.
+    pub fn for_version(minor: u32, lab_timeout: Option<Duration>) -> EtcdRetry {
+        if minor <= 29 {
+            EtcdRetry::Backoff {
+                steps: 18,
+                first: Duration::from_millis(100),
+                factor: 1.5,
+                jitter: 0.1,
+                deadline: lab_timeout,
+            }
+        } else {
+            EtcdRetry::Poll {
+                interval: Duration::from_millis(500),
+                timeout: lab_timeout.unwrap_or(Duration::from_secs(120)),
+            }
+        }
+    }
+
+    /// The pause after failed try `n` (from 0) before the next one, given how long the
+    /// tries so far took and a jitter draw in [0, 1); `None` once kubeadm gives up.
+    pub fn pause(&self, n: u32, elapsed: Duration, draw: f64) -> Option<Duration> {
+        match *self {
+            EtcdRetry::Backoff {
+                steps,
+                first,
+                factor,
+                jitter,
+                deadline,
+            } => {
+                if n + 1 >= steps {
+                    return None;
+                }
+                // wait.Backoff.Step: the current duration, jittered; the next is multiplied.
+                let base = first.mul_f64(factor.powi(n as i32));
+                let pause = base + base.mul_f64(jitter * draw);
+                match deadline {
+                    Some(d) if elapsed + pause > d => None,
+                    _ => Some(pause),
+                }
+            }
+            EtcdRetry::Poll { interval, timeout } => {
+                (elapsed + interval <= timeout).then_some(interval)
+            }
+        }
+    }
+
+    /// How long kubeadm pauses between tries in all (no jitter, no time in the tries).
+    pub fn total_pauses(&self) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut n = 0;
+        while let Some(p) = self.pause(n, total, 0.0) {
+            total += p;
+            n += 1;
+        }
+        total
+    }
+
+    /// Runs `attempt` until it succeeds or kubeadm would give up; the error is the last one.
+    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut n = 0;
+        loop {
+            let err = match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let Some(pause) = self.pause(n, start.elapsed(), jitter_draw()) else {
+                return Err(err);
+            };
+            tokio::time::sleep(pause).await;
+            n += 1;
+        }
+    }
+}
+
+/// A draw in [0, 1) for the backoff's jitter.
+fn jitter_draw() -> f64 {
+    let mut b = [0u8; 4];
+    if crate::lab::pki::random_bytes(&mut b).is_err() {
+        return 0.0;
+    }
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
 
 /// `https://ADDR:2380`.
 pub fn peer_url(addr: &str) -> String {
@@ -138,19 +252,18 @@ pub async fn check_health(client: &EtcdClient) -> Result<(), String> {
 }
 
 /// kubeadm's `addMember`: skipped when a member with this peer URL exists already (a retried
-/// join), retried on errors; the members for `--initial-cluster`, unnamed ones by their id.
+/// join), every refusal retried as `retry` says; the members for `--initial-cluster`,
+/// unnamed ones by their id.
 pub async fn add_member(
     client: &EtcdClient,
     name: &str,
     peer: &str,
     learner: bool,
-    budget: Duration,
+    retry: &EtcdRetry,
 ) -> Result<Vec<EtcdMember>, String> {
-    let deadline = Instant::now() + budget;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let members = client.member_list().await?;
+    let members = retry
+        .run(|| async {
+            let members = client.member_list().await.map_err(|e| e.to_string())?;
             if members
                 .iter()
                 .any(|m| m.peer_urls.first().map(String::as_str) == Some(peer))
@@ -161,16 +274,10 @@ pub async fn add_member(
                 .member_add(&[peer.to_string()], learner)
                 .await
                 .map(|(_, all)| all)
-        };
-        match attempt.await {
-            Ok(members) => return Ok(initial_cluster(&members, name, peer)),
-            Err(e) if Instant::now() + delay > deadline => return Err(e.to_string()),
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = delay.mul_f32(1.5);
-            }
-        }
-    }
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+    Ok(initial_cluster(&members, name, peer))
 }
 
 /// The `--initial-cluster` members: this node by its name, the others by theirs (or their
@@ -205,10 +312,9 @@ pub async fn member_by_peer(client: &EtcdClient, peer: &str) -> Result<Member, S
 }
 
 /// kubeadm's `MemberPromote`, retried while etcd says the learner is not in sync yet.
-pub async fn promote(client: &EtcdClient, peer: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let result = async {
+pub async fn promote(client: &EtcdClient, peer: &str, retry: &EtcdRetry) -> Result<(), String> {
+    retry
+        .run(|| async {
             let m = member_by_peer(client, peer).await?;
             if !m.is_learner {
                 return Ok(());
@@ -218,22 +324,18 @@ pub async fn promote(client: &EtcdClient, peer: &str, timeout: Duration) -> Resu
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
-        };
-        match result.await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+        })
+        .await
 }
 
-/// kubeadm's `WaitForClusterAvailable`: every endpoint (the new member's included) answers.
+/// kubeadm's `WaitForClusterAvailable`: every endpoint (the new member's included) answers,
+/// tried `tries` times `interval` apart.
 pub async fn wait_available(
     client: &EtcdClient,
     extra_endpoint: &str,
-    timeout: Duration,
+    tries: u32,
+    interval: Duration,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
     let mut endpoints = client.endpoints();
     if !endpoints.iter().any(|e| e == extra_endpoint) {
         endpoints.push(extra_endpoint.to_string());
@@ -241,7 +343,10 @@ pub async fn wait_available(
     let all = client
         .with_endpoints(endpoints.clone())
         .map_err(|e| e.to_string())?;
-    loop {
+    for i in 0..tries {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
         let mut ok = true;
         for ep in &endpoints {
             ok &= all.status(ep).await.is_ok_and(|s| s.errors.is_empty());
@@ -249,39 +354,34 @@ pub async fn wait_available(
         if ok {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            return Err("timeout waiting for etcd cluster to be available".into());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    Err("timeout waiting for etcd cluster to be available".into())
 }
 
-/// How long member remove retries: etcd refuses it (`etcdserver: unhealthy cluster`) until
-/// every member has been connected for its 5 s health interval.
-pub const REMOVE_BUDGET: Duration = Duration::from_secs(8);
-
 /// kubeadm's `RemoveStackedEtcdMemberFromCluster`: nothing when this is the last member,
-/// else remove the member with this node's peer URL, retried as kubeadm's `RemoveMember`.
+/// else remove the member with this node's peer URL, retried as kubeadm's `RemoveMember`
+/// (etcd refuses it, `etcdserver: unhealthy cluster`, until every member has been connected
+/// for its 5 s health interval).
 pub async fn remove_own_member(
     client: &EtcdClient,
     addr: &str,
-    budget: Duration,
+    retry: &EtcdRetry,
 ) -> Result<(), String> {
     let members = client.member_list().await.map_err(|e| e.to_string())?;
     if members.len() == 1 && client.endpoints().iter().any(|e| *e == client_url(addr)) {
         return Ok(());
     }
     let m = member_by_peer(client, &peer_url(addr)).await?;
-    let deadline = Instant::now() + budget;
-    loop {
-        match client.member_remove(&m.id).await {
-            Ok(_) => return Ok(()),
-            // Gone already (a retry that raced): what was wanted.
-            Err(e) if e.to_string().contains("member not found") => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e.to_string()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    retry
+        .run(|| async {
+            match client.member_remove(&m.id).await {
+                Ok(_) => Ok(()),
+                // Gone already (a retry that raced): what was wanted.
+                Err(e) if e.to_string().contains("member not found") => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -321,5 +421,76 @@ mod tests {
         );
         assert_eq!(peer_url("fd00::1"), "https://[fd00::1]:2380");
         assert_eq!(client_url("127.0.9.12"), "https://127.0.9.12:2379");
+    }
+
+    #[test]
+    fn kubeadm_backs_off_about_200_seconds_until_1_29_and_polls_2_minutes_from_1_30() {
+        for minor in 23..=29 {
+            let r = EtcdRetry::for_version(minor, None);
+            // 100 ms × (1.5^17 − 1) / 0.5: 17 pauses, the last 65.7 s.
+            let total = r.total_pauses().as_secs_f64();
+            assert!((196.0..197.5).contains(&total), "{minor}: {total}");
+            let ms = |n, draw| r.pause(n, Duration::ZERO, draw).map(|d| d.as_millis());
+            assert_eq!(ms(0, 0.0), Some(100));
+            assert_eq!(ms(1, 0.0), Some(150));
+            // The jitter adds up to 10 %.
+            assert_eq!(ms(0, 0.999), Some(109));
+            assert!(ms(16, 0.0).is_some());
+            assert_eq!(ms(17, 0.0), None, "18 tries");
+        }
+        for minor in 30..=33 {
+            let r = EtcdRetry::for_version(minor, None);
+            let half = Some(Duration::from_millis(500));
+            assert_eq!(r.pause(0, Duration::ZERO, 0.5), half);
+            assert_eq!(r.pause(238, Duration::from_millis(119_500), 0.5), half);
+            assert_eq!(r.pause(239, Duration::from_millis(119_600), 0.5), None);
+            assert_eq!(r.total_pauses(), Duration::from_secs(120));
+        }
+    }
+
+    #[test]
+    fn the_labs_timeout_shortens_either_schedule() {
+        let short = Some(Duration::from_secs(5));
+        let backoff = EtcdRetry::for_version(28, short);
+        let total = backoff.total_pauses();
+        assert!(
+            total <= Duration::from_secs(5) && total > Duration::from_secs(3),
+            "{total:?}"
+        );
+        assert_eq!(backoff.pause(0, Duration::from_millis(4950), 0.0), None);
+        let poll = EtcdRetry::for_version(31, short);
+        assert_eq!(poll.total_pauses(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn giving_up_returns_the_last_error_etcd_gave() {
+        let retry = EtcdRetry::for_version(31, Some(Duration::from_secs(2)));
+        let start = tokio::time::Instant::now();
+        let tries = std::cell::Cell::new(0);
+        let out: Result<(), String> = retry
+            .run(|| {
+                tries.set(tries.get() + 1);
+                let n = tries.get();
+                async move { Err(format!("etcdserver: unhealthy cluster ({n})")) }
+            })
+            .await;
+        assert_eq!(tries.get(), 5, "at 0, 0.5, 1, 1.5 and 2 s");
+        assert_eq!(out.unwrap_err(), "etcdserver: unhealthy cluster (5)");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        tries.set(0);
+        let out = retry
+            .run(|| {
+                tries.set(tries.get() + 1);
+                let n = tries.get();
+                async move {
+                    if n < 3 {
+                        Err("refused".to_string())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(out, Ok(3));
     }
 }
