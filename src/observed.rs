@@ -92,6 +92,10 @@ pub struct NodeObservation {
     /// a file changed after its reader started is not what the reader runs with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kubeconfigs_modified_at: BTreeMap<String, String>,
+    /// `sha256:<hex>` of each file of `kubeconfigs` as it is on the node (before redaction):
+    /// apply refuses to rewrite a file that changed since.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kubeconfigs_sha256: BTreeMap<String, String>,
 }
 
 impl NodeObservation {
@@ -110,6 +114,7 @@ impl NodeObservation {
             control_plane_reachability: BTreeMap::new(),
             kubelet_started_at: None,
             kubeconfigs_modified_at: BTreeMap::new(),
+            kubeconfigs_sha256: BTreeMap::new(),
         }
     }
 }
@@ -236,6 +241,13 @@ pub struct CertificateObservation {
     pub not_after: String,
     /// The certificate verifies against `pki/ca.crt`.
     pub issuer_matches_ca: bool,
+    /// `sha256:<hex>` of the certificate file as it is on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `sha256:<hex>` of the certificate's SubjectPublicKeyInfo (DER): the key pair it is for,
+    /// which a reissued certificate keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_sha256: Option<String>,
 }
 
 /// The key algorithms kubeadm writes.

@@ -13,7 +13,7 @@ use crate::kubeadm::Component;
 use crate::observed::{KeyType, San};
 
 /// The version of the plan format; a minor bump adds fields, a major bump breaks readers.
-pub const PLAN_FORMAT_VERSION: &str = "1.0";
+pub const PLAN_FORMAT_VERSION: &str = "1.1";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +88,10 @@ pub struct ResourceChange {
     pub depends_on: Vec<String>,
     /// `sha256:<hex>` of what was observed for this resource.
     pub fingerprint: String,
+    /// What apply does, for a change: complete, so that apply executes it as it is, without
+    /// working the edit out again from the address or the diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
 }
 
 impl ResourceChange {
@@ -96,6 +100,62 @@ impl ResourceChange {
         self.actions
             .iter()
             .any(|a| matches!(a, Action::Create | Action::Update | Action::Delete))
+    }
+}
+
+/// The typed operation of a change. Free of secrets: hashes, names and public values only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Operation {
+    /// Set the `server:` of one cluster entry of a kubeconfig file; every other byte stays.
+    SetKubeconfigServer {
+        node: String,
+        path: String,
+        /// The `clusters[].name` whose `cluster.server` changes (the current context's).
+        cluster: String,
+        from: String,
+        to: String,
+        /// `sha256:<hex>` of the file as observed: apply refuses a file that changed since.
+        observed_sha256: String,
+    },
+    /// Reissue the API server certificate for the key it has (the key file is never read or
+    /// written), with `sans` (every existing SAN kept), signed by the cluster CA.
+    ReissueApiserverCertificate {
+        node: String,
+        cert_path: String,
+        key_path: String,
+        ca_cert_path: String,
+        ca_key_path: String,
+        /// `sha256:<hex>` of the observed certificate's SubjectPublicKeyInfo (DER).
+        public_key_sha256: String,
+        key_type: KeyType,
+        sans: Vec<San>,
+        /// `sha256:<hex>` of the certificate file as observed.
+        observed_sha256: String,
+    },
+    /// Replace one key of a ConfigMap, with the resourceVersion observed (on a conflict apply
+    /// re-reads and goes on only if the key still holds what was planned from).
+    #[serde(rename = "replace-configmap-key")]
+    ReplaceConfigMapKey {
+        namespace: String,
+        name: String,
+        key: String,
+        resource_version: String,
+        /// `sha256:<hex>` of the key's content as observed.
+        observed_sha256: String,
+        /// The key's new content.
+        content: String,
+    },
+}
+
+impl Operation {
+    /// The node an operation acts on, for node operations.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Operation::SetKubeconfigServer { node, .. }
+            | Operation::ReissueApiserverCertificate { node, .. } => Some(node),
+            Operation::ReplaceConfigMapKey { .. } => None,
+        }
     }
 }
 
@@ -154,8 +214,11 @@ pub struct Handler {
     pub action: HandlerAction,
     /// What it does, for people: `restart kubelet on cp1 (systemctl restart kubelet)`.
     pub description: String,
-    /// How apply verifies it worked.
+    /// How apply verifies it worked, for people.
     pub verify: String,
+    /// How apply verifies it worked, checked against the cluster (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<HandlerCheck>,
     /// The addresses whose changes trigger it.
     pub triggered_by: Vec<String>,
     /// It runs right after this resource.
@@ -179,6 +242,26 @@ pub enum HandlerAction {
     RestartKubeProxy,
     /// Wait until the bootstrapsigner has re-signed cluster-info.
     AwaitBootstrapSigner,
+}
+
+/// What apply checks after a handler, against the cluster (never against what it wrote).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum HandlerCheck {
+    /// The Node is Ready and its Lease in kube-node-lease is renewed after the restart.
+    NodeReady { node: String },
+    /// The component's leader Lease in kube-system is renewed after the restart.
+    LeaderLeaseRenewed { lease: String },
+    /// A new kube-proxy Pod on the node (created after the old one was deleted) is Ready.
+    KubeProxyReady { node: String },
+    /// `address` serves a certificate that verifies as `server_name` against the cluster CA.
+    ServedCertificate {
+        address: String,
+        server_name: String,
+    },
+    /// Every `jws-kubeconfig-<token-id>` key of kube-public/cluster-info verifies against its
+    /// new `kubeconfig`.
+    ClusterInfoSigned,
 }
 
 #[derive(

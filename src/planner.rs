@@ -18,12 +18,15 @@ use crate::observed::{
     SshFailure, later, later_by, url_host,
 };
 use crate::plan::{
-    Action, Handler, HandlerAction, PLAN_FORMAT_VERSION, Plan, Problem, ResourceChange,
-    ResourceValue, Severity, Summary,
+    Action, Handler, HandlerAction, HandlerCheck, Operation, PLAN_FORMAT_VERSION, Plan, Problem,
+    ResourceChange, ResourceValue, Severity, Summary,
 };
 use crate::spec::{DesiredState, Node, Role};
 
 const APISERVER_CERT: &str = "/etc/kubernetes/pki/apiserver.crt";
+const APISERVER_KEY: &str = "/etc/kubernetes/pki/apiserver.key";
+const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
+const CA_KEY: &str = "/etc/kubernetes/pki/ca.key";
 
 /// A kubelet that joins writes its own kubelet.conf after it starts, when its TLS bootstrap
 /// ends (kubeadm waits up to 5 minutes for that): a change within this window of the start
@@ -162,6 +165,29 @@ fn change(
         handlers: Vec::new(),
         depends_on: Vec::new(),
         fingerprint,
+        operation: None,
+    }
+}
+
+/// An update with the operation apply carries out.
+fn update(
+    resource: &Resource,
+    reason: String,
+    before: ResourceValue,
+    after: ResourceValue,
+    fingerprint: String,
+    operation: Operation,
+) -> ResourceChange {
+    ResourceChange {
+        operation: Some(operation),
+        ..change(
+            resource,
+            Action::Update,
+            reason,
+            Some(before),
+            Some(after),
+            fingerprint,
+        )
     }
 }
 
@@ -558,8 +584,24 @@ impl<'a> Planner<'a> {
             );
             return unchanged(resource, reason, before, fp);
         }
+        let (Some(observed_sha256), Some(public_key_sha256)) =
+            (cert.sha256.clone(), cert.public_key_sha256.clone())
+        else {
+            return self.unhashed(resource, name, APISERVER_CERT, fp);
+        };
         let mut sans = cert.sans.clone();
         sans.extend(missing.iter().cloned());
+        let operation = Operation::ReissueApiserverCertificate {
+            node: name.to_string(),
+            cert_path: APISERVER_CERT.into(),
+            key_path: APISERVER_KEY.into(),
+            ca_cert_path: CA_CERT.into(),
+            ca_key_path: CA_KEY.into(),
+            public_key_sha256,
+            key_type: cert.key_type,
+            sans: sans.clone(),
+            observed_sha256,
+        };
         let after = ResourceValue::Certificate {
             path: APISERVER_CERT.into(),
             subject: cert.subject.clone(),
@@ -580,6 +622,10 @@ impl<'a> Planner<'a> {
                 "{}:6443 serves a certificate that verifies as {} against the cluster CA",
                 advertise, self.desired.endpoint.host
             ),
+            check: Some(HandlerCheck::ServedCertificate {
+                address: format!("{advertise}:6443"),
+                server_name: self.desired.endpoint.host.clone(),
+            }),
             triggered_by: Vec::new(),
             runs_after: String::new(),
         });
@@ -591,14 +637,26 @@ impl<'a> Planner<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        change(
-            resource,
-            Action::Update,
-            reason,
-            Some(before),
-            Some(after),
-            fp,
-        )
+        update(resource, reason, before, after, fp, operation)
+    }
+
+    /// A change that cannot be planned as an operation: the observation has no hash of the
+    /// file (a snapshot from an older hactl), so apply could not tell whether it changed since.
+    fn unhashed(
+        &mut self,
+        resource: &Resource,
+        name: &str,
+        path: &str,
+        fp: String,
+    ) -> ResourceChange {
+        let message = format!("the observation of {path} on {name} has no hash of the file");
+        self.problem(
+            Severity::Error,
+            &resource.address(),
+            message.clone(),
+            "observe the cluster again with this hactl (hactl plan without --observed, or hactl observe)".into(),
+        );
+        unknown(resource, message, fp)
     }
 
     /// `k8s-api.lab.internal and 127.0.0.100`, for reasons.
@@ -735,6 +793,17 @@ impl<'a> Planner<'a> {
                 );
             }
         };
+        let Some(observed_sha256) = obs.kubeconfigs_sha256.get(file.file).cloned() else {
+            return self.unhashed(resource, name, &path, fp);
+        };
+        let operation = Operation::SetKubeconfigServer {
+            node: name.to_string(),
+            path: path.clone(),
+            cluster: current.cluster.clone(),
+            from: current.server.clone(),
+            to: wanted.clone(),
+            observed_sha256,
+        };
         let after = ResourceValue::File {
             path: path.clone(),
             server: Some(wanted.clone()),
@@ -748,14 +817,7 @@ impl<'a> Planner<'a> {
             }
         }
         let reason = format!("server is {}; {}", current.server, file.why);
-        change(
-            resource,
-            Action::Update,
-            reason,
-            Some(before),
-            Some(after),
-            fp,
-        )
+        update(resource, reason, before, after, fp, operation)
     }
 
     fn configmap(
@@ -848,6 +910,14 @@ impl<'a> Planner<'a> {
                 return change(resource, Action::Unknown, message, Some(before), None, fp);
             }
         };
+        let operation = Operation::ReplaceConfigMapKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            key: key.to_string(),
+            resource_version: obs.resource_version.clone(),
+            observed_sha256: digest(text.as_bytes()),
+            content: new_text.clone(),
+        };
         let after = configmap_value(namespace, name, obs, Some((key, new_text)));
         match name {
             "kube-proxy" => {
@@ -861,19 +931,13 @@ impl<'a> Planner<'a> {
                 action: HandlerAction::AwaitBootstrapSigner,
                 description: "wait for kube-controller-manager's bootstrapsigner to re-sign cluster-info for every bootstrap token".into(),
                 verify: "every jws-kubeconfig-<token-id> key of cluster-info verifies against the new kubeconfig".into(),
+                check: Some(HandlerCheck::ClusterInfoSigned),
                 triggered_by: Vec::new(),
                 runs_after: String::new(),
             }),
             _ => {}
         }
-        change(
-            resource,
-            Action::Update,
-            reason,
-            Some(before),
-            Some(after),
-            fp,
-        )
+        update(resource, reason, before, after, fp, operation)
     }
 
     /// kube-proxy's and cluster-info's kubeconfig text, pointed at the LB; `None` when it is.
@@ -958,6 +1022,9 @@ impl<'a> Planner<'a> {
                 }
             ),
             verify: format!("{}'s leader Lease is renewed", component.as_str()),
+            check: Some(HandlerCheck::LeaderLeaseRenewed {
+                lease: component.as_str().to_string(),
+            }),
             triggered_by: Vec::new(),
             runs_after: String::new(),
         }
@@ -1290,6 +1357,9 @@ fn restart_kubelet(node: &str) -> Handler {
         action: HandlerAction::RestartKubelet,
         description: format!("restart kubelet on {node} (systemctl restart kubelet)"),
         verify: format!("Node {node} stays Ready and its Lease is renewed"),
+        check: Some(HandlerCheck::NodeReady {
+            node: node.to_string(),
+        }),
         triggered_by: Vec::new(),
         runs_after: String::new(),
     }
@@ -1304,6 +1374,9 @@ fn restart_kube_proxy(node: &str) -> Handler {
             "restart kube-proxy on {node} (delete its Pod; the DaemonSet recreates it)"
         ),
         verify: format!("the new kube-proxy Pod on {node} becomes Ready"),
+        check: Some(HandlerCheck::KubeProxyReady {
+            node: node.to_string(),
+        }),
         triggered_by: Vec::new(),
         runs_after: String::new(),
     }

@@ -584,3 +584,49 @@ fn an_unhealthy_etcd_member_blocks_the_joins() {
             .has_errors()
     );
 }
+
+/// Every change a plan makes carries its operation, and every plan file of the fixtures, the
+/// operations included, validates against `schemas/plan.schema.json`; one with an operation
+/// of an unknown kind, or without a field apply needs, does not.
+#[test]
+fn every_change_has_an_operation_and_saved_plans_validate_against_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut operations = 0;
+    for entry in std::fs::read_dir(root().join("tests/fixtures/observed")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let plan = lab_plan(&name);
+        for c in &plan.resource_changes {
+            let update = c.actions == [Action::Update];
+            assert_eq!(update, c.operation.is_some(), "{name}: {}", c.address);
+            if let Some(op) = &c.operation {
+                assert_eq!(op.node(), c.node.as_deref(), "{name}: {}", c.address);
+                operations += 1;
+            }
+        }
+        let json: serde_json::Value = serde_json::from_str(&render::json(&plan)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+    }
+    assert!(operations >= 40, "only {operations} operations in all");
+
+    let plan = render::json(&lab_plan("fresh-1.31"));
+    let wrong_kind = plan.replacen("\"set-kubeconfig-server\"", "\"rewrite-file\"", 1);
+    let no_hash = plan.replacen("\"observed_sha256\"", "\"sha256\"", 1);
+    for bad in [wrong_kind, no_hash] {
+        assert_ne!(bad, plan);
+        let json: serde_json::Value = serde_json::from_str(&bad).unwrap();
+        assert!(!validator.is_valid(&json));
+        assert!(render::parse_plan(&bad).is_err(), "hactl refuses it too");
+    }
+}

@@ -94,7 +94,14 @@ pub fn certificate(
         not_before: rfc3339(cert.validity().not_before.timestamp())?,
         not_after: rfc3339(cert.validity().not_after.timestamp())?,
         issuer_matches_ca,
+        sha256: Some(sha256(cert_pem.as_bytes())),
+        public_key_sha256: Some(sha256(cert.public_key().raw)),
     })
+}
+
+/// `sha256:<hex>`, as the plan writes every hash.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn ip(bytes: &[u8]) -> Result<std::net::IpAddr, CertError> {

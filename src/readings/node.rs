@@ -410,6 +410,10 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
         if let Some(text) = ok(name) {
             obs.kubeconfigs
                 .insert((*name).to_string(), redact_kubeconfig(&text));
+            if let Some(s) = sections.get(*name) {
+                obs.kubeconfigs_sha256
+                    .insert((*name).to_string(), super::cert::sha256(&s.body));
+            }
         }
     }
     obs.kubelet_started_at = ok("kubelet-unit").as_deref().and_then(unit_started_at);

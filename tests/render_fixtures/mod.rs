@@ -180,6 +180,7 @@ pub fn change(
         handlers: Vec::new(),
         depends_on: Vec::new(),
         fingerprint: format!("sha256:{}", sha256(address)),
+        operation: None,
     }
 }
 
@@ -243,6 +244,7 @@ fn handler(
         action,
         description: description.to_string(),
         verify: verify.to_string(),
+        check: None,
         triggered_by: vec![trigger.to_string()],
         runs_after: trigger.to_string(),
     }
