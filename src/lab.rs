@@ -47,6 +47,8 @@ pub const NODE_MOUNTS: &[&str] = &[
     "/etc/shadow",
     "/etc/sudoers.d",
     "/usr/local/sbin",
+    // apply's node-side backups (`seams::BACKUP_ROOT`): each node's own.
+    "/var/lib/hactl",
 ];
 
 /// The node mounts that are files (the others are directories).

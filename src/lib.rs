@@ -18,6 +18,7 @@ pub mod planner;
 pub mod readings;
 pub mod render;
 pub mod schema;
+pub mod seams;
 pub mod spec;
 pub mod tls_verify;
 pub mod transport;

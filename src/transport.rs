@@ -4,6 +4,9 @@
 //! [`ssh::SshSession`] (the `openssh` crate, one multiplexed master connection per node, reused
 //! for every command of a run).
 
+pub mod clock;
+pub mod cluster;
+pub mod files;
 pub mod ssh;
 
 use std::future::Future;
@@ -229,6 +232,14 @@ pub trait NodeTransport: Send + Sync {
     fn run(
         &self,
         script: &str,
+    ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
+
+    /// `run` with `input` on the script's stdin: how file contents reach a node, never on a
+    /// command line where `ps` would show them.
+    fn run_with_input(
+        &self,
+        script: &str,
+        input: &[u8],
     ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
 }
 

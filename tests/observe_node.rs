@@ -73,6 +73,21 @@ impl NodeTransport for LabSsh {
             })
         }
     }
+
+    /// Observation never writes: only apply's seam gives a script input.
+    fn run_with_input(
+        &self,
+        _script: &str,
+        _input: &[u8],
+    ) -> impl std::future::Future<Output = Result<CommandOutput, TransportError>> + Send {
+        let node = self.node.clone();
+        async move {
+            Err(TransportError::Other {
+                node,
+                detail: "observation gives no script input".into(),
+            })
+        }
+    }
 }
 
 fn node(name: &str, address: &str, role: Role) -> Node {

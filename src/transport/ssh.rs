@@ -127,10 +127,28 @@ impl NodeTransport for SshSession {
     }
 
     async fn run(&self, script: &str) -> Result<CommandOutput, TransportError> {
+        self.run_bounded(script, None).await
+    }
+
+    async fn run_with_input(
+        &self,
+        script: &str,
+        input: &[u8],
+    ) -> Result<CommandOutput, TransportError> {
+        self.run_bounded(script, Some(input)).await
+    }
+}
+
+impl SshSession {
+    async fn run_bounded(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<CommandOutput, TransportError> {
         let after = self.target.command_timeout;
         // On the deadline the unfinished future is dropped, and with it the command's channel
         // (its mux socket and pipes): hactl returns at once, the master stays usable.
-        match tokio::time::timeout(after, self.run_unbounded(script)).await {
+        match tokio::time::timeout(after, self.run_unbounded(script, input)).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
                 node: self.target.node.clone(),
@@ -144,7 +162,11 @@ impl NodeTransport for SshSession {
 
 impl SshSession {
     /// `run` without the deadline.
-    async fn run_unbounded(&self, script: &str) -> Result<CommandOutput, TransportError> {
+    async fn run_unbounded(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<CommandOutput, TransportError> {
         // `arg` shell-quotes each word for the remote login shell, which unquotes them once:
         // `sh` gets the script byte for byte (as `$1` of the reaper, which runs it with
         // `sh -c "$1"`).
@@ -164,7 +186,11 @@ impl SshSession {
             .arg(script)
             .arg(remote_secs.to_string())
             .arg(REMOTE_GRACE.as_secs().to_string())
-            .stdin(openssh::Stdio::null())
+            .stdin(if input.is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
         let mut child = match cmd.spawn().await {
@@ -178,8 +204,21 @@ impl SshSession {
             Err(e) => return Err(self.lost(&e)),
         };
         let (out, err) = (child.stdout().take(), child.stderr().take());
-        // Both at once: a full stderr pipe must not block the remote command's stdout.
-        let (stdout, stderr) = tokio::join!(read_all(out), read_all(err));
+        let stdin = child.stdin().take();
+        // All at once: a full stdout or stderr pipe must not block the input, nor the input
+        // the output. The input ends (EOF) when it is written.
+        let feed = async move {
+            if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
+                use tokio::io::AsyncWriteExt;
+                pipe.write_all(bytes)
+                    .await
+                    .map_err(openssh::Error::ChildIo)?;
+                pipe.shutdown().await.map_err(openssh::Error::ChildIo)?;
+            }
+            Ok::<(), openssh::Error>(())
+        };
+        let (fed, stdout, stderr) = tokio::join!(feed, read_all(out), read_all(err));
+        fed.map_err(|e| self.lost(&e))?;
         let status = match child.wait().await {
             Ok(s) => s.code(),
             // The crate reports exit 127 as an error ("command not found"); here `sh` always

@@ -1,0 +1,274 @@
+//! The cluster-API seam ([`ClusterApi`]) over `kube`: a client from kubeconfig text held in
+//! memory, `User-Agent: hactl/<version>` on every request, `fieldManager=hactl` on every
+//! write, every call bounded; the API's refusals sorted into the seam's kinds (409, 404).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease as KubeLease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap as KubeConfigMap, Node, Pod as KubePod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::seams::{ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
+
+/// The User-Agent of every request: the lab's API server, like kube-apiserver, names the
+/// manager of what it writes after it.
+pub fn user_agent() -> String {
+    format!("hactl/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The cluster's API through one client.
+pub struct KubeCluster {
+    client: Client,
+    timeout: Duration,
+}
+
+impl KubeCluster {
+    /// A client for the current context of `kubeconfig` (text, held in memory only).
+    pub async fn from_kubeconfig(kubeconfig: &str, timeout: Duration) -> Result<Self, SeamError> {
+        crate::tls_verify::install_crypto_provider();
+        let bad = |e: String| SeamError::Api {
+            what: "the kubeconfig".into(),
+            detail: e,
+        };
+        let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| bad(e.to_string()))?;
+        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        config.headers.push((
+            hyper::header::USER_AGENT,
+            hyper::header::HeaderValue::from_str(&user_agent()).map_err(|e| bad(e.to_string()))?,
+        ));
+        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        Ok(KubeCluster { client, timeout })
+    }
+
+    /// Runs one API call within the timeout, its error sorted.
+    async fn call<T>(
+        &self,
+        what: String,
+        f: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, SeamError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Err(_) => Err(SeamError::Timeout {
+                what,
+                after: self.timeout,
+            }),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(sort(what, e)),
+        }
+    }
+}
+
+/// 409 and 404 are kinds apply decides on; other refusals keep the API's message.
+fn sort(what: String, e: kube::Error) -> SeamError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => SeamError::Conflict { what },
+        kube::Error::Api(s) if s.code == 404 => SeamError::NotFound { what },
+        kube::Error::Api(s) => SeamError::Api {
+            what,
+            detail: format!("{} ({})", s.message, s.code),
+        },
+        e => SeamError::Transport(format!("{what}: {e}")),
+    }
+}
+
+fn writes() -> PostParams {
+    PostParams {
+        field_manager: Some("hactl".into()),
+        ..PostParams::default()
+    }
+}
+
+fn configmap(namespace: &str, name: &str, cm: KubeConfigMap) -> ConfigMap {
+    ConfigMap {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        resource_version: cm.metadata.resource_version.unwrap_or_default(),
+        data: cm.data.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// A time as the API writes it (RFC 3339): through serde, the form the API uses.
+fn text<T: serde::Serialize>(t: &T) -> Option<String> {
+    serde_json::to_value(t).ok()?.as_str().map(String::from)
+}
+
+fn lease(l: KubeLease) -> Lease {
+    let spec = l.spec.unwrap_or_default();
+    Lease {
+        namespace: l.metadata.namespace.unwrap_or_default(),
+        name: l.metadata.name.unwrap_or_default(),
+        holder: spec.holder_identity,
+        renew_time: spec.renew_time.as_ref().and_then(text),
+        duration_secs: spec.lease_duration_seconds.map(|d| d.max(0) as u32),
+        resource_version: l.metadata.resource_version.unwrap_or_default(),
+    }
+}
+
+fn kube_lease(l: &Lease) -> Result<KubeLease, SeamError> {
+    let renew_time = match &l.renew_time {
+        None => None,
+        Some(t) => Some(
+            serde_json::from_value::<MicroTime>(serde_json::Value::String(t.clone())).map_err(
+                |e| SeamError::Api {
+                    what: format!("leases {}/{}", l.namespace, l.name),
+                    detail: format!("renewTime {t:?}: {e}"),
+                },
+            )?,
+        ),
+    };
+    Ok(KubeLease {
+        metadata: ObjectMeta {
+            name: Some(l.name.clone()),
+            namespace: Some(l.namespace.clone()),
+            resource_version: (!l.resource_version.is_empty()).then(|| l.resource_version.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: l.holder.clone(),
+            renew_time,
+            lease_duration_seconds: l.duration_secs.map(|d| d as i32),
+            ..LeaseSpec::default()
+        }),
+    })
+}
+
+impl ClusterApi for KubeCluster {
+    async fn get_configmap(&self, namespace: &str, name: &str) -> Result<ConfigMap, SeamError> {
+        let api: Api<KubeConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let cm = self
+            .call(format!("configmaps {namespace}/{name}"), api.get(name))
+            .await?;
+        Ok(configmap(namespace, name, cm))
+    }
+
+    async fn replace_configmap(&self, cm: &ConfigMap) -> Result<ConfigMap, SeamError> {
+        let api: Api<KubeConfigMap> = Api::namespaced(self.client.clone(), &cm.namespace);
+        let what = format!("configmaps {}/{}", cm.namespace, cm.name);
+        // Everything else of the object as it is; the write goes through only at the
+        // resourceVersion apply planned from.
+        let mut obj = self.call(what.clone(), api.get(&cm.name)).await?;
+        obj.metadata.resource_version = Some(cm.resource_version.clone());
+        obj.metadata.managed_fields = None;
+        obj.data = Some(cm.data.clone().into_iter().collect());
+        let stored = self
+            .call(what, api.replace(&cm.name, &writes(), &obj))
+            .await?;
+        Ok(configmap(&cm.namespace, &cm.name, stored))
+    }
+
+    async fn list_pods(
+        &self,
+        namespace: &str,
+        selector: &str,
+        node: Option<&str>,
+    ) -> Result<Vec<Pod>, SeamError> {
+        let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
+        let list = self
+            .call(
+                format!("pods -n {namespace} -l {selector}"),
+                api.list(&ListParams::default().labels(selector)),
+            )
+            .await?;
+        let mut pods: Vec<Pod> = list
+            .items
+            .into_iter()
+            .map(|p| {
+                let status = p.status.unwrap_or_default();
+                Pod {
+                    namespace: namespace.to_string(),
+                    name: p.metadata.name.unwrap_or_default(),
+                    node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
+                    uid: p.metadata.uid.unwrap_or_default(),
+                    ready: status
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True"),
+                    created_at: p
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .and_then(text)
+                        .unwrap_or_default(),
+                }
+            })
+            .filter(|p| node.is_none_or(|n| p.node == n))
+            .collect();
+        pods.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+        Ok(pods)
+    }
+
+    async fn delete_pod(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
+        let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
+        self.call(
+            format!("pods {namespace}/{name}"),
+            api.delete(name, &DeleteParams::default()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_node(&self, name: &str) -> Result<NodeStatus, SeamError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node = self.call(format!("nodes {name}"), api.get(name)).await?;
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        Ok(NodeStatus {
+            name: name.to_string(),
+            ready,
+        })
+    }
+
+    async fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, SeamError> {
+        let api: Api<KubeLease> = Api::namespaced(self.client.clone(), namespace);
+        let l = self
+            .call(format!("leases {namespace}/{name}"), api.get(name))
+            .await?;
+        Ok(lease(l))
+    }
+
+    async fn create_lease(&self, l: &Lease) -> Result<Lease, SeamError> {
+        let api: Api<KubeLease> = Api::namespaced(self.client.clone(), &l.namespace);
+        let mut obj = kube_lease(l)?;
+        obj.metadata.resource_version = None;
+        let stored = self
+            .call(
+                format!("leases {}/{}", l.namespace, l.name),
+                api.create(&writes(), &obj),
+            )
+            .await?;
+        Ok(lease(stored))
+    }
+
+    async fn renew_lease(&self, l: &Lease) -> Result<Lease, SeamError> {
+        let api: Api<KubeLease> = Api::namespaced(self.client.clone(), &l.namespace);
+        let stored = self
+            .call(
+                format!("leases {}/{}", l.namespace, l.name),
+                api.replace(&l.name, &writes(), &kube_lease(l)?),
+            )
+            .await?;
+        Ok(lease(stored))
+    }
+
+    async fn delete_lease(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
+        let api: Api<KubeLease> = Api::namespaced(self.client.clone(), namespace);
+        self.call(
+            format!("leases {namespace}/{name}"),
+            api.delete(name, &DeleteParams::default()),
+        )
+        .await
+        .map(|_| ())
+    }
+}
