@@ -5,6 +5,7 @@
 //! does no I/O; `cli` is the edge that reads files and prints, `observe` and `transport` reach the
 //! cluster, and `lab` builds one to rehearse on.
 
+pub mod apply;
 pub mod cli;
 pub mod cluster_config;
 pub mod graph;

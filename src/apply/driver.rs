@@ -1,0 +1,410 @@
+//! Runs the steps through the seams, one at a time in plan order, journaling before each
+//! action; on a failed step it starts nothing new and undoes every step it began, in reverse
+//! (files and ConfigMap keys first, then the handlers of the undone changes again, so the
+//! components re-read what they had). `rollback` does the same from a journal alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::journal::{Journal, Record, StepState};
+use super::steps::{Step, StepAction};
+use super::{certificate, configmap, handlers, kubeconfig};
+use crate::plan::{Handler, Operation, Plan};
+use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
+
+/// Where apply writes its journal, each record durable before `append` returns.
+pub trait Sink {
+    fn append(&mut self, record: &Record) -> Result<(), String>;
+}
+
+/// A journal in memory (tests; the real one is a file at the edge).
+#[derive(Default)]
+pub struct MemorySink {
+    pub records: Vec<Record>,
+    /// `Some(n)`: the machine dies after n records (every later append fails).
+    pub crash_after: Option<usize>,
+}
+
+impl Sink for MemorySink {
+    fn append(&mut self, record: &Record) -> Result<(), String> {
+        if self.crash_after.is_some_and(|n| self.records.len() >= n) {
+            return Err("crashed".into());
+        }
+        self.records.push(record.clone());
+        Ok(())
+    }
+}
+
+/// The seams a run acts through.
+pub struct Seams<'a, N, C, K, S> {
+    pub node: &'a N,
+    pub api: &'a C,
+    pub clock: &'a K,
+    pub signer: &'a S,
+}
+
+impl<N, C, K, S> Clone for Seams<'_, N, C, K, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<N, C, K, S> Copy for Seams<'_, N, C, K, S> {}
+
+/// How long a handler's check may take before the step fails.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many times a ConfigMap replace that conflicts is tried again.
+pub const CONFLICT_RETRIES: u32 = 5;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied {
+        steps: usize,
+    },
+    /// A step failed; every step begun was undone.
+    RolledBack {
+        failed: String,
+        error: String,
+        undone: Vec<String>,
+    },
+    /// A step failed and some steps could not be undone: what and why.
+    Incomplete {
+        failed: String,
+        error: String,
+        undone: Vec<String>,
+        not_undone: Vec<(String, String)>,
+    },
+}
+
+impl Outcome {
+    fn word(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::RolledBack { .. } => "rolled-back",
+            Outcome::Incomplete { .. } => "rollback-incomplete",
+        }
+    }
+}
+
+/// The journal stopped taking records: the run must stop where it is (as after a crash).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the journal could not be written ({0}); the run stopped: roll it back with `hactl rollback`"
+)]
+pub struct SinkError(pub String);
+
+pub(super) struct Ctx<'a, N, C, K, S, J> {
+    pub seams: Seams<'a, N, C, K, S>,
+    pub sink: &'a mut J,
+    pub run: String,
+    /// cluster-info's signatures before it was replaced, for the bootstrapsigner check.
+    pub jws_before: BTreeMap<String, String>,
+    /// What this run journaled, for its own undo.
+    pub log: Vec<Record>,
+}
+
+impl<N, C, K, S, J> Ctx<'_, N, C, K, S, J>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    pub fn record(&mut self, r: Record) -> Result<(), SinkError> {
+        self.sink.append(&r).map_err(SinkError)?;
+        self.log.push(r);
+        Ok(())
+    }
+}
+
+/// A step's failure: the seam's error, or what apply found (drift, a check that never held).
+pub(super) enum StepError {
+    Failed(String),
+    Sink(SinkError),
+}
+
+impl From<SeamError> for StepError {
+    fn from(e: SeamError) -> Self {
+        StepError::Failed(e.to_string())
+    }
+}
+
+impl From<SinkError> for StepError {
+    fn from(e: SinkError) -> Self {
+        StepError::Sink(e)
+    }
+}
+
+/// Applies `steps` of `plan` as run `run`.
+pub async fn apply<N, C, K, S, J>(
+    plan: &Plan,
+    steps: &[Step],
+    seams: Seams<'_, N, C, K, S>,
+    sink: &mut J,
+    run: &str,
+) -> Result<Outcome, SinkError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    let mut ctx = Ctx {
+        seams,
+        sink,
+        run: run.to_string(),
+        jws_before: BTreeMap::new(),
+        log: Vec::new(),
+    };
+    ctx.record(Record::Started {
+        run: run.to_string(),
+        cluster: plan.cluster.clone(),
+        plan_fingerprint: plan.observed_fingerprint.clone(),
+        steps: steps.iter().map(|s| s.id.clone()).collect(),
+    })?;
+    for step in steps {
+        ctx.record(Record::StepStarted {
+            step: step.id.clone(),
+        })?;
+        let result = match &step.action {
+            StepAction::Change(op) => change(&mut ctx, &step.id, op).await,
+            StepAction::Handler(h) => handlers::run(&mut ctx, h).await,
+        };
+        match result {
+            Ok(()) => ctx.record(Record::StepDone {
+                step: step.id.clone(),
+            })?,
+            Err(StepError::Sink(e)) => return Err(e),
+            Err(StepError::Failed(error)) => {
+                ctx.record(Record::StepFailed {
+                    step: step.id.clone(),
+                    error: error.clone(),
+                })?;
+                let (undone, not_undone) = undo_all(&mut ctx, steps, None).await?;
+                let outcome = if not_undone.is_empty() {
+                    Outcome::RolledBack {
+                        failed: step.id.clone(),
+                        error,
+                        undone,
+                    }
+                } else {
+                    Outcome::Incomplete {
+                        failed: step.id.clone(),
+                        error,
+                        undone,
+                        not_undone,
+                    }
+                };
+                ctx.record(Record::Finished {
+                    outcome: outcome.word().into(),
+                })?;
+                return Ok(outcome);
+            }
+        }
+    }
+    let outcome = Outcome::Applied { steps: steps.len() };
+    ctx.record(Record::Finished {
+        outcome: outcome.word().into(),
+    })?;
+    Ok(outcome)
+}
+
+async fn change<N, C, K, S, J>(
+    ctx: &mut Ctx<'_, N, C, K, S, J>,
+    step: &str,
+    op: &Operation,
+) -> Result<(), StepError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    match op {
+        Operation::SetKubeconfigServer { .. } => kubeconfig::apply(ctx, step, op).await,
+        Operation::ReissueApiserverCertificate { .. } => certificate::apply(ctx, step, op).await,
+        Operation::ReplaceConfigMapKey { .. } => configmap::apply(ctx, step, op).await,
+    }
+}
+
+/// Rolls back the run a journal records: every step it began, in reverse, from the journal
+/// alone; `steps` gives the handlers to run again (from the plan beside the journal).
+pub async fn rollback<N, C, K, S, J>(
+    journal: &Journal,
+    steps: &[Step],
+    seams: Seams<'_, N, C, K, S>,
+    sink: &mut J,
+) -> Result<Outcome, SinkError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    let run = journal
+        .started()
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_default();
+    let failed = journal
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::StepFailed { step, error } => Some((step.clone(), error.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            (
+                "(interrupted)".into(),
+                "the run stopped before it ended".into(),
+            )
+        });
+    let mut ctx = Ctx {
+        seams,
+        sink,
+        run,
+        jws_before: BTreeMap::new(),
+        log: Vec::new(),
+    };
+    let (undone, not_undone) = undo_all(&mut ctx, steps, Some(journal)).await?;
+    let outcome = if not_undone.is_empty() {
+        Outcome::RolledBack {
+            failed: failed.0,
+            error: failed.1,
+            undone,
+        }
+    } else {
+        Outcome::Incomplete {
+            failed: failed.0,
+            error: failed.1,
+            undone,
+            not_undone,
+        }
+    };
+    ctx.record(Record::Finished {
+        outcome: outcome.word().into(),
+    })?;
+    Ok(outcome)
+}
+
+/// Undoes every change step begun (per the journal: `from`, or the run's own records), in
+/// reverse, then runs again the handlers that had begun, in order; returns what was undone
+/// and what could not be.
+async fn undo_all<N, C, K, S, J>(
+    ctx: &mut Ctx<'_, N, C, K, S, J>,
+    steps: &[Step],
+    from: Option<&Journal>,
+) -> Result<(Vec<String>, Vec<(String, String)>), SinkError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    let states: BTreeMap<String, StepState> = match from {
+        Some(j) => j.steps(),
+        None => Journal {
+            records: ctx.log.clone(),
+            truncated: false,
+        }
+        .steps(),
+    };
+    let mut undone = Vec::new();
+    let mut not_undone = Vec::new();
+    let mut rerun: Vec<&Handler> = Vec::new();
+    let mut handled = BTreeSet::new();
+    for step in steps.iter().rev() {
+        let Some(state) = states.get(&step.id).filter(|s| s.started) else {
+            continue;
+        };
+        if state.undone {
+            undone.push(step.id.clone());
+            continue;
+        }
+        match &step.action {
+            StepAction::Handler(h) => {
+                handled.insert(h.id.clone());
+            }
+            StepAction::Change(op) => {
+                ctx.record(Record::UndoStarted {
+                    step: step.id.clone(),
+                })?;
+                // An undo looks before it acts, so trying it twice is safe: once more after a
+                // failure the node or the API may have had only for a moment.
+                let mut result = undo_change(ctx, op, state).await;
+                if matches!(result, Err(StepError::Failed(_))) {
+                    result = undo_change(ctx, op, state).await;
+                }
+                match result {
+                    Ok(()) => {
+                        ctx.record(Record::Undone {
+                            step: step.id.clone(),
+                        })?;
+                        undone.push(step.id.clone());
+                    }
+                    Err(StepError::Sink(e)) => return Err(e),
+                    Err(StepError::Failed(error)) => {
+                        ctx.record(Record::UndoFailed {
+                            step: step.id.clone(),
+                            error: error.clone(),
+                        })?;
+                        not_undone.push((step.id.clone(), error));
+                    }
+                }
+            }
+        }
+    }
+    // The handlers of what was undone run again: their components re-read the old files.
+    for step in steps {
+        if let StepAction::Handler(h) = &step.action
+            && handled.contains(&h.id)
+        {
+            rerun.push(h);
+        }
+    }
+    for h in rerun {
+        let id = format!("{}.undo", h.id);
+        ctx.record(Record::UndoStarted { step: id.clone() })?;
+        let mut result = handlers::run(ctx, h).await;
+        if matches!(result, Err(StepError::Failed(_))) {
+            result = handlers::run(ctx, h).await;
+        }
+        match result {
+            Ok(()) => {
+                ctx.record(Record::Undone { step: id.clone() })?;
+                undone.push(h.id.clone());
+            }
+            Err(StepError::Sink(e)) => return Err(e),
+            Err(StepError::Failed(error)) => {
+                ctx.record(Record::UndoFailed {
+                    step: id,
+                    error: error.clone(),
+                })?;
+                not_undone.push((h.id.clone(), error));
+            }
+        }
+    }
+    Ok((undone, not_undone))
+}
+
+async fn undo_change<N, C, K, S, J>(
+    ctx: &mut Ctx<'_, N, C, K, S, J>,
+    op: &Operation,
+    state: &StepState,
+) -> Result<(), StepError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    match op {
+        Operation::ReplaceConfigMapKey { .. } => configmap::undo(ctx, state).await,
+        _ => kubeconfig::undo_file(ctx, state).await,
+    }
+}

@@ -1,0 +1,451 @@
+//! Apply's engine on the in-memory fake cluster, exhaustively: the lab's conversion plan
+//! without the joins (from the lab-made fresh-1.31 fixture), with every failure the fake can
+//! inject at every call of every kind the run makes, and a crash after every journal write
+//! followed by a rollback from the journal. Every run ends applied or rolled back, and a
+//! rolled-back cluster equals its start byte for byte (files with mode and owner, ConfigMap
+//! data); no journal holds a secret.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hactl::apply::driver::{self, MemorySink, Outcome, Seams};
+use hactl::apply::journal::{self, Record};
+use hactl::apply::steps::{self, Step};
+use hactl::observed::ObservedState;
+use hactl::plan::Plan;
+use hactl::seams::fake::{FakeCluster, Injected, World};
+use hactl::seams::{ConfigMap, FileState, Lease, NodeStatus, Pod, sha256};
+use hactl::{planner, spec};
+
+/// Bytes no journal may hold: the CA's key and the kubeconfigs' private keys.
+const CA_KEY: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nCA-KEY-SECRET-BYTES\n-----END RSA PRIVATE KEY-----\n";
+const CLIENT_KEY: &str = "CLIENT-KEY-SECRET-BYTES";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What cluster-info's bootstrapsigner writes, as the fake signs it.
+fn jws(key: &str, kubeconfig: &str) -> String {
+    sha256(format!("{key}{kubeconfig}").as_bytes())
+}
+
+/// The fixture's cluster as a fake world, and the observation of that world (the fixture with
+/// the hashes of the fake's files) from which the plan is made.
+fn fixture_world(name: &str) -> (World, ObservedState) {
+    let path = root().join(format!("tests/fixtures/observed/{name}.json"));
+    let mut observed: ObservedState =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut w = World::default();
+    let file = |text: &str, mode| FileState {
+        content: text.as_bytes().to_vec(),
+        mode,
+        uid: 0,
+        gid: 0,
+    };
+    for (node, obs) in observed.nodes.iter_mut() {
+        let names: Vec<String> = obs.kubeconfigs.keys().cloned().collect();
+        for n in names {
+            // The file on the node holds its key; the observation holds it redacted.
+            let text = obs.kubeconfigs[&n].replace("REDACTED", CLIENT_KEY);
+            obs.kubeconfigs_sha256
+                .insert(n.clone(), sha256(text.as_bytes()));
+            w.files.insert(
+                (node.clone(), format!("/etc/kubernetes/{n}")),
+                file(&text, 0o600),
+            );
+        }
+        if let Some(cert) = obs.apiserver_cert.as_mut() {
+            let text = format!(
+                "-----BEGIN CERTIFICATE-----\napiserver of {node}\n-----END CERTIFICATE-----\n"
+            );
+            cert.sha256 = Some(sha256(text.as_bytes()));
+            w.files.insert(
+                (node.clone(), "/etc/kubernetes/pki/apiserver.crt".into()),
+                file(&text, 0o644),
+            );
+            w.files.insert(
+                (node.clone(), "/etc/kubernetes/pki/ca.crt".into()),
+                file(
+                    "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+                    0o644,
+                ),
+            );
+            w.files.insert(
+                (node.clone(), "/etc/kubernetes/pki/ca.key".into()),
+                file(CA_KEY, 0o600),
+            );
+        }
+    }
+    for (key, cm) in observed.api.configmaps.iter_mut() {
+        let (ns, name) = key.split_once('/').unwrap();
+        if key == "kube-public/cluster-info" {
+            let kc = cm.data["kubeconfig"].clone();
+            for (k, v) in cm.data.iter_mut() {
+                if k.starts_with("jws-kubeconfig-") {
+                    *v = jws(k, &kc);
+                }
+            }
+        }
+        w.configmaps.insert(
+            (ns.into(), name.into()),
+            ConfigMap {
+                namespace: ns.into(),
+                name: name.into(),
+                resource_version: cm.resource_version.clone(),
+                data: cm.data.clone(),
+            },
+        );
+    }
+    for (name, n) in &observed.api.nodes {
+        w.nodes.insert(
+            name.clone(),
+            NodeStatus {
+                name: name.clone(),
+                ready: n.ready,
+            },
+        );
+        w.leases.insert(
+            ("kube-node-lease".into(), name.clone()),
+            lease("kube-node-lease", name),
+        );
+    }
+    for c in ["kube-controller-manager", "kube-scheduler"] {
+        w.leases
+            .insert(("kube-system".into(), c.into()), lease("kube-system", c));
+    }
+    for (node, p) in &observed.api.kube_proxy_pods {
+        w.pods.push(Pod {
+            namespace: "kube-system".into(),
+            name: p.name.clone(),
+            node: node.clone(),
+            uid: format!("uid-{}", p.name),
+            ready: true,
+            created_at: "2026-12-01T00:00:00Z".into(),
+        });
+    }
+    (w, observed)
+}
+
+fn lease(ns: &str, name: &str) -> Lease {
+    Lease {
+        namespace: ns.into(),
+        name: name.into(),
+        holder: Some(name.into()),
+        renew_time: Some("2026-12-01T00:00:00.000000Z".into()),
+        duration_secs: Some(40),
+        resource_version: "1".into(),
+    }
+}
+
+/// Files by (node, path) and ConfigMap data by (namespace, name).
+type Essence = (
+    BTreeMap<(String, String), FileState>,
+    BTreeMap<(String, String), BTreeMap<String, String>>,
+);
+
+/// What a rollback must give back: every file but apply's backups, every ConfigMap's data.
+fn essence(w: &World) -> Essence {
+    let files = w
+        .files
+        .iter()
+        .filter(|((_, p), _)| !p.starts_with("/var/lib/hactl/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let cms = w
+        .configmaps
+        .iter()
+        .map(|(k, v)| (k.clone(), v.data.clone()))
+        .collect();
+    (files, cms)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+struct Case {
+    world: World,
+    plan: Plan,
+    steps: Vec<Step>,
+}
+
+/// The lab-made fixtures of fresh clusters: the conversion plans the matrix runs.
+const FIXTURES: [&str; 3] = ["fresh-1.31", "fresh-1.33", "fresh-1.23-docker"];
+
+fn case(fixture: &str) -> Case {
+    let (world, observed) = fixture_world(fixture);
+    let text = std::fs::read_to_string(root().join("plans/lab.toml")).unwrap();
+    let desired = spec::parse("plans/lab.toml", &text).unwrap();
+    let plan = planner::plan(&desired, &observed).unwrap();
+    let (steps, joins) = steps::steps(&plan).unwrap();
+    assert_eq!(joins, ["control_plane.cp2", "control_plane.cp3"]);
+    Case { world, plan, steps }
+}
+
+fn run(c: &Case, fake: &FakeCluster, sink: &mut MemorySink) -> Result<Outcome, driver::SinkError> {
+    let seams = Seams {
+        node: fake,
+        api: fake,
+        clock: fake,
+        signer: fake,
+    };
+    block_on(driver::apply(&c.plan, &c.steps, seams, sink, "run-1"))
+}
+
+fn journal_text(records: &[Record]) -> String {
+    records.iter().map(Record::line).collect()
+}
+
+fn assert_no_secret(text: &str, what: &str) {
+    assert!(
+        !text.contains("CA-KEY-SECRET-BYTES"),
+        "{what}: the CA key is in the journal"
+    );
+    assert!(
+        !text.contains(CLIENT_KEY),
+        "{what}: a client key is in the journal"
+    );
+}
+
+#[test]
+fn the_conversion_applies_and_every_change_is_verified() {
+    let c = case("fresh-1.31");
+    let fake = FakeCluster::new(c.world.clone());
+    let mut sink = MemorySink::default();
+    let outcome = run(&c, &fake, &mut sink).unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            steps: c.steps.len()
+        }
+    );
+    let after = fake.world();
+    // Every kubeconfig the plan changes now points where the plan says, nothing else moved.
+    for step in &c.steps {
+        if let steps::StepAction::Change(hactl::plan::Operation::SetKubeconfigServer {
+            node,
+            path,
+            to,
+            ..
+        }) = &step.action
+        {
+            let f = &after.files[&(node.clone(), path.clone())];
+            let text = String::from_utf8(f.content.clone()).unwrap();
+            assert!(text.contains(&format!("server: {to}")), "{path} on {node}");
+            assert_eq!(f.mode, 0o600);
+        }
+    }
+    let cm = &after.configmaps[&("kube-system".to_string(), "kube-proxy".to_string())];
+    assert!(cm.data["kubeconfig.conf"].contains("https://k8s-api.lab.internal:6443"));
+    let text = journal_text(&sink.records);
+    assert_no_secret(&text, "applied");
+    let j = journal::parse("journal", &text).unwrap();
+    assert_eq!(j.finished(), Some("applied"));
+    assert!(c.steps.len() >= 15, "{} steps", c.steps.len());
+}
+
+#[test]
+fn a_failure_at_every_call_ends_applied_or_rolled_back_to_the_start() {
+    for fixture in FIXTURES {
+        failure_matrix(fixture);
+    }
+}
+
+fn failure_matrix(fixture: &str) {
+    let c = case(fixture);
+    let start = essence(&c.world);
+    // How many calls of each kind a clean run makes: each is a place to fail.
+    let clean = FakeCluster::new(c.world.clone());
+    run(&c, &clean, &mut MemorySink::default()).unwrap();
+    let counts = clean.counts();
+    let (mut runs, mut applied, mut rolled_back) = (0, 0, 0);
+    for (&call, &n) in &counts {
+        for what in Injected::ALL.into_iter().filter(|f| f.applies_to(call)) {
+            for nth in 1..=n {
+                let fake = FakeCluster::new(c.world.clone());
+                fake.fail(call, nth, what);
+                let mut sink = MemorySink::default();
+                let outcome = run(&c, &fake, &mut sink).unwrap();
+                let label = format!("{fixture}: {what:?} at {call:?} #{nth}");
+                runs += 1;
+                match &outcome {
+                    Outcome::Applied { .. } => applied += 1,
+                    Outcome::RolledBack { .. } => {
+                        rolled_back += 1;
+                        assert_eq!(essence(&fake.world()), start, "{label}: not as it was");
+                    }
+                    Outcome::Incomplete { .. } => panic!("{label}: {outcome:?}"),
+                }
+                assert_no_secret(&journal_text(&sink.records), &label);
+            }
+        }
+    }
+    println!(
+        "failure matrix, {fixture}: {runs} runs ({applied} applied, {rolled_back} rolled back) over {} steps, {} call kinds, {} failure kinds",
+        c.steps.len(),
+        counts.len(),
+        Injected::ALL.len()
+    );
+    assert!(rolled_back > 0 && applied > 0);
+}
+
+#[test]
+fn a_check_that_never_holds_rolls_the_files_back_and_says_what_stays_broken() {
+    let c = case("fresh-1.31");
+    let start = essence(&c.world);
+    for who in ["w1", "cp1", "w2"] {
+        let fake = FakeCluster::new(c.world.clone());
+        fake.never_renews(who);
+        let mut sink = MemorySink::default();
+        let outcome = run(&c, &fake, &mut sink).unwrap();
+        // Every file and ConfigMap is back; the component that never came back is named.
+        assert_eq!(essence(&fake.world()), start, "{who}");
+        match outcome {
+            Outcome::Incomplete {
+                failed, not_undone, ..
+            } => {
+                assert_eq!(failed, format!("handler.{who}.kubelet"));
+                assert!(!not_undone.is_empty());
+                assert!(
+                    not_undone.iter().all(|(s, _)| s.starts_with("handler.")),
+                    "{not_undone:?}"
+                );
+            }
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_every_journal_write_is_rolled_back_from_the_journal() {
+    for fixture in FIXTURES {
+        crash_matrix(fixture);
+    }
+}
+
+fn crash_matrix(fixture: &str) {
+    let c = case(fixture);
+    let start = essence(&c.world);
+    let mut clean = MemorySink::default();
+    run(&c, &FakeCluster::new(c.world.clone()), &mut clean).unwrap();
+    let writes = clean.records.len();
+    for n in 1..writes {
+        let fake = FakeCluster::new(c.world.clone());
+        let mut sink = MemorySink {
+            crash_after: Some(n),
+            ..MemorySink::default()
+        };
+        assert!(run(&c, &fake, &mut sink).is_err(), "crash after {n}");
+        // What the disk holds: the records written, the last one maybe cut in half.
+        let mut text = journal_text(&sink.records);
+        if n % 2 == 0 {
+            text.push_str("{\"record\":\"step-st");
+        }
+        let j = journal::parse("journal", &text).unwrap();
+        assert_eq!(j.truncated, n % 2 == 0);
+        let seams = Seams {
+            node: &fake,
+            api: &fake,
+            clock: &fake,
+            signer: &fake,
+        };
+        let outcome = block_on(driver::rollback(
+            &j,
+            &c.steps,
+            seams,
+            &mut MemorySink::default(),
+        ))
+        .unwrap();
+        assert!(
+            matches!(outcome, Outcome::RolledBack { .. }),
+            "crash after {n}: {outcome:?}"
+        );
+        assert_eq!(essence(&fake.world()), start, "crash after {n}");
+    }
+    println!(
+        "crash matrix, {fixture}: {} crash points, each rolled back from its journal",
+        writes - 1
+    );
+}
+
+#[test]
+fn a_file_changed_since_the_plan_is_refused_and_one_changed_since_hactl_wrote_it_is_left() {
+    let c = case("fresh-1.31");
+    let start = essence(&c.world);
+    // Changed since the plan: the step fails before it writes, and the run rolls back.
+    let fake = FakeCluster::new(c.world.clone());
+    fake.edit(|w| {
+        let f = w
+            .files
+            .get_mut(&("w1".to_string(), "/etc/kubernetes/kubelet.conf".to_string()))
+            .unwrap();
+        f.content.extend_from_slice(b"# edited by hand\n");
+    });
+    let outcome = run(&c, &fake, &mut MemorySink::default()).unwrap();
+    match outcome {
+        Outcome::RolledBack { failed, error, .. } => {
+            assert_eq!(failed, "kubeconfig.w1.kubelet");
+            assert!(error.contains("changed since the plan"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Changed after hactl wrote it (between the run and a rollback): not undone blindly.
+    let fake = FakeCluster::new(c.world.clone());
+    let mut sink = MemorySink {
+        crash_after: Some(12),
+        ..MemorySink::default()
+    };
+    assert!(run(&c, &fake, &mut sink).is_err());
+    let j = journal::parse("journal", &journal_text(&sink.records)).unwrap();
+    let touched: Vec<(String, String)> = j
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::BackedUp { backup, .. } => Some((backup.node.clone(), backup.path.clone())),
+            _ => None,
+        })
+        .collect();
+    let victim = touched.first().expect("a file was changed").clone();
+    fake.edit(|w| {
+        w.files
+            .get_mut(&victim)
+            .unwrap()
+            .content
+            .extend_from_slice(b"# later\n");
+    });
+    let seams = Seams {
+        node: &fake,
+        api: &fake,
+        clock: &fake,
+        signer: &fake,
+    };
+    let outcome = block_on(driver::rollback(
+        &j,
+        &c.steps,
+        seams,
+        &mut MemorySink::default(),
+    ))
+    .unwrap();
+    match outcome {
+        Outcome::Incomplete { not_undone, .. } => {
+            assert_eq!(not_undone.len(), 1, "{not_undone:?}");
+            assert!(
+                not_undone[0].1.contains("changed since hactl wrote it"),
+                "{not_undone:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (files, cms) = essence(&fake.world());
+    assert_eq!(cms, start.1);
+    for (k, v) in &files {
+        if *k != victim {
+            assert_eq!(Some(v), start.0.get(k), "{k:?}");
+        }
+    }
+}
