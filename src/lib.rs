@@ -18,6 +18,7 @@ pub mod plan;
 pub mod planner;
 pub mod readings;
 pub mod render;
+pub mod runs;
 pub mod schema;
 pub mod seams;
 pub mod spec;

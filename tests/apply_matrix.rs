@@ -449,3 +449,66 @@ fn a_file_changed_since_the_plan_is_refused_and_one_changed_since_hactl_wrote_it
         }
     }
 }
+
+/// The journal as the operator's machine keeps it (`.hactl/runs/<id>/`): a run cut off mid
+/// record is read back up to its last whole one and rolled back from the file alone.
+#[test]
+fn a_run_journaled_to_its_directory_rolls_back_from_the_file() {
+    let c = case("fresh-1.31");
+    let start = essence(&c.world);
+    let base = std::env::temp_dir().join(format!("hactl-apply-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let runs = hactl::runs::runs_dir(&base.join("hactl.toml"));
+    let id = hactl::runs::new_run_id();
+    let dir = hactl::runs::RunDir::create(&runs, &id, &hactl::render::json(&c.plan)).unwrap();
+    let fake = FakeCluster::new(c.world.clone());
+    // The node stops answering at the fourth write: the run rolls back by itself...
+    fake.fail(hactl::seams::fake::Call::WriteFile, 4, Injected::LostBefore);
+    let seams = Seams {
+        node: &fake,
+        api: &fake,
+        clock: &fake,
+        signer: &fake,
+    };
+    let mut sink = dir.sink().unwrap();
+    let outcome = block_on(driver::apply(&c.plan, &c.steps, seams, &mut sink, &id)).unwrap();
+    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    assert_eq!(essence(&fake.world()), start);
+    let text = std::fs::read_to_string(dir.journal_path()).unwrap();
+    assert_no_secret(&text, "the journal file");
+
+    // ...and a run killed mid-record is rolled back from what its file holds.
+    let fake = FakeCluster::new(c.world.clone());
+    let id2 = format!("{id}-2");
+    let dir2 = hactl::runs::RunDir::create(&runs, &id2, &hactl::render::json(&c.plan)).unwrap();
+    let mut memory = MemorySink {
+        crash_after: Some(20),
+        ..MemorySink::default()
+    };
+    assert!(run(&c, &fake, &mut memory).is_err());
+    let mut lines = journal_text(&memory.records);
+    lines.push_str("{\"record\":\"step-done\",\"st");
+    std::fs::write(dir2.journal_path(), lines).unwrap();
+    let reopened = hactl::runs::RunDir::open(&runs, None).unwrap();
+    assert_eq!(reopened.id, id2, "the latest run");
+    let j = reopened.journal().unwrap();
+    assert!(j.truncated && j.finished().is_none());
+    let mut sink = reopened.sink().unwrap();
+    let outcome = block_on(driver::rollback(&j, &c.steps, seams_of(&fake), &mut sink)).unwrap();
+    assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
+    assert_eq!(essence(&fake.world()), start);
+    // The file reads back whole, the rollback's records after the run's.
+    let j = reopened.journal().unwrap();
+    assert!(!j.truncated);
+    assert_eq!(j.finished(), Some("rolled-back"));
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+fn seams_of(fake: &FakeCluster) -> Seams<'_, FakeCluster, FakeCluster, FakeCluster, FakeCluster> {
+    Seams {
+        node: fake,
+        api: fake,
+        clock: fake,
+        signer: fake,
+    }
+}
