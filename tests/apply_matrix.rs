@@ -512,3 +512,29 @@ fn seams_of(fake: &FakeCluster) -> Seams<'_, FakeCluster, FakeCluster, FakeClust
         signer: fake,
     }
 }
+
+/// A run that completed is rolled back from its journal too: every change undone, every
+/// handler run again, the cluster as it was.
+#[test]
+fn a_completed_run_rolls_back_from_its_journal() {
+    let c = case("fresh-1.31");
+    let start = essence(&c.world);
+    let fake = FakeCluster::new(c.world.clone());
+    let mut sink = MemorySink::default();
+    assert!(matches!(
+        run(&c, &fake, &mut sink).unwrap(),
+        Outcome::Applied { .. }
+    ));
+    assert_ne!(essence(&fake.world()), start);
+    let j = journal::parse("journal", &journal_text(&sink.records)).unwrap();
+    let mut undo = MemorySink::default();
+    let outcome = block_on(driver::rollback(&j, &c.steps, seams_of(&fake), &mut undo)).unwrap();
+    match outcome {
+        Outcome::RolledBack { undone, error, .. } => {
+            assert_eq!(undone.len(), c.steps.len());
+            assert_eq!(error, "the run had ended (applied); rolled back on request");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(essence(&fake.world()), start);
+}

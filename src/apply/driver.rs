@@ -256,11 +256,15 @@ where
             Record::StepFailed { step, error } => Some((step.clone(), error.clone())),
             _ => None,
         })
-        .unwrap_or_else(|| {
-            (
+        .unwrap_or_else(|| match journal.finished() {
+            Some(outcome) => (
+                "(none)".into(),
+                format!("the run had ended ({outcome}); rolled back on request"),
+            ),
+            None => (
                 "(interrupted)".into(),
                 "the run stopped before it ended".into(),
-            )
+            ),
         });
     let mut ctx = Ctx {
         seams,
