@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::journal::{Journal, Record, StepState};
 use super::steps::{Step, StepAction};
-use super::{certificate, configmap, handlers, kubeconfig};
 use crate::plan::{Handler, Operation, Plan};
 use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
 
@@ -170,7 +169,7 @@ where
         })?;
         let result = match &step.action {
             StepAction::Change(op) => change(&mut ctx, &step.id, op).await,
-            StepAction::Handler(h) => handlers::run(&mut ctx, h).await,
+            StepAction::Handler(h) => ctx.handler_step(h).await,
         };
         match result {
             Ok(()) => ctx.record(Record::StepDone {
@@ -224,9 +223,9 @@ where
     J: Sink,
 {
     match op {
-        Operation::SetKubeconfigServer { .. } => kubeconfig::apply(ctx, step, op).await,
-        Operation::ReissueApiserverCertificate { .. } => certificate::apply(ctx, step, op).await,
-        Operation::ReplaceConfigMapKey { .. } => configmap::apply(ctx, step, op).await,
+        Operation::SetKubeconfigServer { .. } => ctx.kubeconfig_step(step, op).await,
+        Operation::ReissueApiserverCertificate { .. } => ctx.certificate_step(step, op).await,
+        Operation::ReplaceConfigMapKey { .. } => ctx.configmap_step(step, op).await,
     }
 }
 
@@ -373,9 +372,9 @@ where
     for h in rerun {
         let id = format!("{}.undo", h.id);
         ctx.record(Record::UndoStarted { step: id.clone() })?;
-        let mut result = handlers::run(ctx, h).await;
+        let mut result = ctx.handler_step(h).await;
         if matches!(result, Err(StepError::Failed(_))) {
-            result = handlers::run(ctx, h).await;
+            result = ctx.handler_step(h).await;
         }
         match result {
             Ok(()) => {
@@ -408,7 +407,7 @@ where
     J: Sink,
 {
     match op {
-        Operation::ReplaceConfigMapKey { .. } => configmap::undo(ctx, state).await,
-        _ => kubeconfig::undo_file(ctx, state).await,
+        Operation::ReplaceConfigMapKey { .. } => ctx.configmap_undo(state).await,
+        _ => ctx.file_undo(state).await,
     }
 }

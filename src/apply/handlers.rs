@@ -24,132 +24,126 @@ struct Before {
     pods: BTreeSet<String>,
 }
 
-pub(super) async fn run<N, C, K, S, J>(
-    ctx: &mut Ctx<'_, N, C, K, S, J>,
-    h: &Handler,
-) -> Result<(), StepError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    let node = h.node.clone().unwrap_or_default();
-    let seams = ctx.seams;
-    let mut before = Before::default();
-    match &h.check {
-        Some(HandlerCheck::NodeReady { node }) => {
-            before.lease_version = Some(
-                seams
-                    .api
-                    .get_lease("kube-node-lease", node)
-                    .await?
-                    .resource_version,
-            );
-        }
-        Some(HandlerCheck::LeaderLeaseRenewed { lease }) => {
-            before.lease_version = Some(
-                seams
-                    .api
-                    .get_lease("kube-system", lease)
-                    .await?
-                    .resource_version,
-            );
-        }
-        Some(HandlerCheck::KubeProxyReady { node }) => {
-            before.pods = seams
-                .api
-                .list_pods("kube-system", KUBE_PROXY, Some(node))
-                .await?
-                .into_iter()
-                .map(|p| p.uid)
-                .collect();
-        }
-        _ => {}
-    }
-    match &h.action {
-        HandlerAction::RestartKubelet => {
-            let out = seams
-                .node
-                .run(&node, &words(&["systemctl", "restart", "kubelet"]))
-                .await?;
-            if !out.success() {
-                return Err(StepError::Failed(format!(
-                    "systemctl restart kubelet on {node} failed: {}",
-                    out.stderr.trim()
-                )));
+impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S, J> {
+    pub(super) async fn handler_step(&mut self, h: &Handler) -> Result<(), StepError> {
+        let ctx = self;
+        let node = h.node.clone().unwrap_or_default();
+        let seams = ctx.seams;
+        let mut before = Before::default();
+        match &h.check {
+            Some(HandlerCheck::NodeReady { node }) => {
+                before.lease_version = Some(
+                    seams
+                        .api
+                        .get_lease("kube-node-lease", node)
+                        .await?
+                        .resource_version,
+                );
             }
-        }
-        HandlerAction::RestartStaticPod { component, runtime } => {
-            let name = component.as_str();
-            let docker = runtime == ContainerRuntime::Docker.as_str();
-            let list = if docker {
-                words(&[
-                    "docker",
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("name=k8s_{name}_"),
-                ])
-            } else {
-                words(&["crictl", "pods", "--name", name, "-q"])
-            };
-            let out = seams.node.run(&node, &list).await?;
-            let ids: Vec<String> = out.stdout.split_whitespace().map(String::from).collect();
-            if !out.success() || ids.is_empty() {
-                return Err(StepError::Failed(format!(
-                    "no {name} pod to restart on {node}: {}",
-                    out.stderr.trim()
-                )));
+            Some(HandlerCheck::LeaderLeaseRenewed { lease }) => {
+                before.lease_version = Some(
+                    seams
+                        .api
+                        .get_lease("kube-system", lease)
+                        .await?
+                        .resource_version,
+                );
             }
-            for id in ids {
-                let cmds = if docker {
-                    vec![words(&["docker", "kill", &id])]
+            Some(HandlerCheck::KubeProxyReady { node }) => {
+                before.pods = seams
+                    .api
+                    .list_pods("kube-system", KUBE_PROXY, Some(node))
+                    .await?
+                    .into_iter()
+                    .map(|p| p.uid)
+                    .collect();
+            }
+            _ => {}
+        }
+        match &h.action {
+            HandlerAction::RestartKubelet => {
+                let out = seams
+                    .node
+                    .run(&node, &words(&["systemctl", "restart", "kubelet"]))
+                    .await?;
+                if !out.success() {
+                    return Err(StepError::Failed(format!(
+                        "systemctl restart kubelet on {node} failed: {}",
+                        out.stderr.trim()
+                    )));
+                }
+            }
+            HandlerAction::RestartStaticPod { component, runtime } => {
+                let name = component.as_str();
+                let docker = runtime == ContainerRuntime::Docker.as_str();
+                let list = if docker {
+                    words(&[
+                        "docker",
+                        "ps",
+                        "-q",
+                        "--filter",
+                        &format!("name=k8s_{name}_"),
+                    ])
                 } else {
-                    vec![
-                        words(&["crictl", "stopp", &id]),
-                        words(&["crictl", "rmp", &id]),
-                    ]
+                    words(&["crictl", "pods", "--name", name, "-q"])
                 };
-                for cmd in cmds {
-                    let out = seams.node.run(&node, &cmd).await?;
-                    if !out.success() {
-                        return Err(StepError::Failed(format!(
-                            "{} on {node} failed: {}",
-                            cmd.join(" "),
-                            out.stderr.trim()
-                        )));
+                let out = seams.node.run(&node, &list).await?;
+                let ids: Vec<String> = out.stdout.split_whitespace().map(String::from).collect();
+                if !out.success() || ids.is_empty() {
+                    return Err(StepError::Failed(format!(
+                        "no {name} pod to restart on {node}: {}",
+                        out.stderr.trim()
+                    )));
+                }
+                for id in ids {
+                    let cmds = if docker {
+                        vec![words(&["docker", "kill", &id])]
+                    } else {
+                        vec![
+                            words(&["crictl", "stopp", &id]),
+                            words(&["crictl", "rmp", &id]),
+                        ]
+                    };
+                    for cmd in cmds {
+                        let out = seams.node.run(&node, &cmd).await?;
+                        if !out.success() {
+                            return Err(StepError::Failed(format!(
+                                "{} on {node} failed: {}",
+                                cmd.join(" "),
+                                out.stderr.trim()
+                            )));
+                        }
                     }
                 }
             }
-        }
-        HandlerAction::RestartKubeProxy => {
-            for p in seams
-                .api
-                .list_pods("kube-system", KUBE_PROXY, Some(&node))
-                .await?
-            {
-                seams.api.delete_pod("kube-system", &p.name).await?;
+            HandlerAction::RestartKubeProxy => {
+                for p in seams
+                    .api
+                    .list_pods("kube-system", KUBE_PROXY, Some(&node))
+                    .await?
+                {
+                    seams.api.delete_pod("kube-system", &p.name).await?;
+                }
             }
+            // kube-apiserver rereads its certificate; the bootstrapsigner re-signs by itself.
+            HandlerAction::ReloadServingCertificate { .. }
+            | HandlerAction::AwaitBootstrapSigner => {}
         }
-        // kube-apiserver rereads its certificate; the bootstrapsigner re-signs by itself.
-        HandlerAction::ReloadServingCertificate { .. } | HandlerAction::AwaitBootstrapSigner => {}
-    }
-    let deadline = seams.clock.now() + CHECK_TIMEOUT;
-    loop {
-        if holds(ctx, h, &before).await? {
-            return Ok(());
+        let deadline = seams.clock.now() + CHECK_TIMEOUT;
+        loop {
+            if holds(ctx, h, &before).await? {
+                return Ok(());
+            }
+            if seams.clock.now() >= deadline {
+                return Err(StepError::Failed(format!(
+                    "{}: {} did not hold within {} s",
+                    h.id,
+                    h.verify,
+                    CHECK_TIMEOUT.as_secs()
+                )));
+            }
+            seams.clock.sleep(Duration::from_secs(1)).await;
         }
-        if seams.clock.now() >= deadline {
-            return Err(StepError::Failed(format!(
-                "{}: {} did not hold within {} s",
-                h.id,
-                h.verify,
-                CHECK_TIMEOUT.as_secs()
-            )));
-        }
-        seams.clock.sleep(Duration::from_secs(1)).await;
     }
 }
 
