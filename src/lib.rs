@@ -14,6 +14,7 @@ pub mod kubeconfig;
 pub mod lab;
 pub mod observe;
 pub mod observed;
+pub mod pki;
 pub mod plan;
 pub mod planner;
 pub mod readings;

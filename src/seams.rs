@@ -275,6 +275,8 @@ pub struct CertRequest {
     pub cert_pem: String,
     pub sans: Vec<San>,
     pub key_type: KeyType,
+    /// Now (since the Unix epoch, from the run's clock): the new certificate is valid a year.
+    pub now: Duration,
 }
 
 /// Issues a certificate for an existing public key with the cluster CA. The CA's key is an

@@ -51,6 +51,7 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             cert_pem: text(cert.clone(), cert_path)?,
             sans: sans.clone(),
             key_type: *key_type,
+            now: ctx.seams.clock.now(),
         };
         let pem = ctx.seams.signer.issue(
             &text(ca_cert, ca_cert_path)?,

@@ -170,7 +170,7 @@ fn a_kubeadm_leaf_certificate_reads_as_the_fixtures_say() {
 
 #[test]
 fn sans_keep_the_certificate_order_and_key_types_are_named() {
-    use crate::lab::pki;
+    use crate::pki;
     let expected = fixture("converted-1.31").nodes["cp2"]
         .apiserver_cert
         .clone()

@@ -1,8 +1,10 @@
 //! Certificates and keys as kubeadm writes them: RSA-2048 PKCS#1 (`RSA PRIVATE KEY`) or
-//! ECDSA P-256 SEC1 (`EC PRIVATE KEY`), signed with rcgen (aws-lc-rs).
+//! ECDSA P-256 SEC1 (`EC PRIVATE KEY`), signed with rcgen (aws-lc-rs). One signer for the
+//! lab (which makes a cluster as kubeadm does) and for apply (`KubeadmSigner`, which reissues
+//! the API server certificate for the key it has).
 //!
-//! Interface used by others: `new_ca`, `issue`, `ca_pin`, `rsa_key`, `public_key_pem`,
-//! `CertSpec`, `KeyType`, `CertAndKey`. rcgen serializes keys as PKCS#8; kubeadm (Go's
+//! Interface used by others: `new_ca`, `issue`, `reissue`, `KubeadmSigner`, `ca_pin`,
+//! `rsa_key`, `public_key_pem`, `CertSpec`, `KeyType`, `CertAndKey`. rcgen serializes keys as PKCS#8; kubeadm (Go's
 //! `x509.MarshalPKCS1PrivateKey` / `MarshalECPrivateKey`) writes the inner key, so the
 //! PKCS#8 wrapper is taken off here (`to_kubeadm_pem`).
 
@@ -17,6 +19,8 @@ use rcgen::{
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+
+use crate::observed::San;
 
 /// kubeadm's validity periods (constants.CertificateValidityPeriod, CACertificateValidityPeriod).
 const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -155,12 +159,27 @@ pub fn new_ca(common_name: &str) -> Result<CertAndKey, PkiError> {
 /// NotBefore = the CA's NotBefore, NotAfter = now + 1 year, AKI = the CA's SKI, KeyUsage
 /// DigitalSignature|KeyEncipherment, ExtKeyUsage per `spec.usage`, not a CA.
 pub fn issue(ca: &CertAndKey, spec: &CertSpec) -> Result<CertAndKey, PkiError> {
+    let key = generate_key(spec.key_type)?;
+    let cert = sign(ca, spec, &key, now())?;
+    Ok(CertAndKey {
+        cert_pem: cert,
+        key_pem: to_kubeadm_pem(&key)?,
+    })
+}
+
+/// kubeadm's profile for `spec`, for `public_key`, signed by `ca`, valid from the CA's
+/// NotBefore to `now` + 1 year.
+fn sign(
+    ca: &CertAndKey,
+    spec: &CertSpec,
+    public_key: &impl rcgen::PublicKeyData,
+    now: OffsetDateTime,
+) -> Result<String, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| PkiError::BadCa(e.to_string()))?;
     let ca_not_before =
         cert_not_before(&ca.cert_pem).map_err(|e| PkiError::BadCa(e.to_string()))?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)
         .map_err(|e| PkiError::BadCa(e.to_string()))?;
-    let key = generate_key(spec.key_type)?;
 
     let mut params = CertificateParams::default();
     // Go's pkix.Name puts O before CN.
@@ -172,7 +191,7 @@ pub fn issue(ca: &CertAndKey, spec: &CertSpec) -> Result<CertAndKey, PkiError> {
     params.distinguished_name = dn;
     params.serial_number = Some(random_serial()?);
     params.not_before = ca_not_before;
-    params.not_after = now() + CERT_VALIDITY;
+    params.not_after = now.replace_nanosecond(0).unwrap_or(now) + CERT_VALIDITY;
     params.is_ca = IsCa::ExplicitNoCa;
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![
@@ -198,11 +217,76 @@ pub fn issue(ca: &CertAndKey, spec: &CertSpec) -> Result<CertAndKey, PkiError> {
     for ip in &spec.ip_addresses {
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
-    let cert = params.signed_by(&key, &issuer).map_err(PkiError::Sign)?;
-    Ok(CertAndKey {
-        cert_pem: cert.pem(),
-        key_pem: to_kubeadm_pem(&key)?,
-    })
+    let cert = params
+        .signed_by(public_key, &issuer)
+        .map_err(PkiError::Sign)?;
+    Ok(cert.pem())
+}
+
+/// The API server certificate `cert_pem` issued again, by `ca`, for the public key it has
+/// (no private key is read or made), with `sans` (DNS names before addresses, as Go writes
+/// them) and kubeadm's serving profile; valid until `now` + 1 year.
+pub fn reissue(
+    ca: &CertAndKey,
+    cert_pem: &str,
+    sans: &[San],
+    now: OffsetDateTime,
+) -> Result<String, PkiError> {
+    let der = pem_contents(cert_pem, "CERTIFICATE").map_err(PkiError::BadCert)?;
+    let (_, old) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::BadCert(e.to_string()))?;
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(old.public_key().raw)
+        .map_err(|e| PkiError::BadCert(format!("its public key: {e}")))?;
+    let text = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.filter_map(|a| a.as_str().ok().map(String::from))
+            .collect::<Vec<_>>()
+    };
+    let common_name = text(&mut old.subject().iter_common_name())
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::BadCert("it has no common name".into()))?;
+    let mut spec = CertSpec::new(&common_name, Usage::Server);
+    spec.organizations = text(&mut old.subject().iter_organization());
+    for san in sans {
+        match san {
+            San::Dns(d) => spec.dns_names.push(d.clone()),
+            San::Ip(ip) => spec.ip_addresses.push(*ip),
+        }
+    }
+    sign(ca, &spec, &public_key, now)
+}
+
+/// The signer apply uses: reissues for the existing key with the cluster CA, whose key it is
+/// handed in memory and drops.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KubeadmSigner;
+
+impl crate::seams::Signer for KubeadmSigner {
+    fn issue(
+        &self,
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+        req: &crate::seams::CertRequest,
+    ) -> Result<String, crate::seams::SeamError> {
+        let ca = CertAndKey {
+            cert_pem: ca_cert_pem.to_string(),
+            key_pem: ca_key_pem.to_string(),
+        };
+        let sign_err = |e: String| crate::seams::SeamError::Sign(e);
+        // The plan says which key the certificate is for; a key of another type is another key.
+        let found = crate::readings::cert::certificate(&req.cert_pem, None)
+            .map_err(|e| sign_err(e.to_string()))?
+            .key_type;
+        if found != req.key_type {
+            return Err(sign_err(format!(
+                "the certificate's key is {found:?}, the plan was made for {:?}; run `hactl plan` again",
+                req.key_type
+            )));
+        }
+        let now = OffsetDateTime::from_unix_timestamp(req.now.as_secs() as i64)
+            .map_err(|e| sign_err(e.to_string()))?;
+        reissue(&ca, &req.cert_pem, &req.sans, now).map_err(|e| sign_err(e.to_string()))
+    }
 }
 
 /// A self-signed serving certificate as the kubelet makes `kubelet.crt` when no serving
@@ -406,6 +490,73 @@ mod der {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reissued_certificate_keeps_its_key_and_subject_and_gets_the_sans_asked_for() {
+        use crate::seams::{CertRequest, Signer};
+        let ca = new_ca("kubernetes").unwrap();
+        for key_type in [KeyType::Rsa2048, KeyType::EcdsaP256] {
+            let mut spec = CertSpec::new("kube-apiserver", Usage::Server);
+            spec.dns_names = vec!["cp1".into(), "kubernetes".into()];
+            spec.ip_addresses = vec!["10.96.0.1".parse().unwrap()];
+            spec.key_type = key_type;
+            let old = issue(&ca, &spec).unwrap();
+            let sans: Vec<San> = [
+                "DNS:cp1",
+                "DNS:kubernetes",
+                "IP:10.96.0.1",
+                "DNS:k8s-api.lab.internal",
+                "IP:127.0.0.100",
+            ]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+            let observed = crate::readings::cert::certificate(&old.cert_pem, None).unwrap();
+            let req = CertRequest {
+                cert_pem: old.cert_pem.clone(),
+                sans: sans.clone(),
+                key_type: observed.key_type,
+                now: std::time::Duration::from_secs(1_800_000_000),
+            };
+            let new = KubeadmSigner
+                .issue(&ca.cert_pem, &ca.key_pem, &req)
+                .unwrap();
+            let got = crate::readings::cert::certificate(&new, Some(&ca.cert_pem)).unwrap();
+            assert!(got.issuer_matches_ca, "signed by the cluster CA");
+            assert_eq!(
+                got.public_key_sha256, observed.public_key_sha256,
+                "the same key"
+            );
+            assert_eq!(got.subject, "CN=kube-apiserver");
+            assert_eq!(
+                got.sans,
+                [
+                    "DNS:cp1",
+                    "DNS:kubernetes",
+                    "DNS:k8s-api.lab.internal",
+                    "IP:10.96.0.1",
+                    "IP:127.0.0.100"
+                ]
+                .map(|s| s.parse::<San>().unwrap())
+            );
+            assert_eq!(
+                got.not_before, observed.not_before,
+                "from the CA's NotBefore"
+            );
+            assert_eq!(got.not_after, "2028-01-15T08:00:00Z", "now + 365 days");
+            assert_ne!(new, old.cert_pem);
+            // A key of another type than planned is refused.
+            let other = CertRequest {
+                key_type: crate::observed::KeyType::Rsa4096,
+                ..req
+            };
+            assert!(
+                KubeadmSigner
+                    .issue(&ca.cert_pem, &ca.key_pem, &other)
+                    .is_err()
+            );
+        }
+    }
 
     #[test]
     fn keys_are_written_in_kubeadm_formats() {
