@@ -172,6 +172,8 @@ struct Case {
     world: World,
     plan: Plan,
     steps: Vec<Step>,
+    /// The workers' chains two at a time, as `policy.worker_parallelism = 2` says.
+    opts: driver::Options,
 }
 
 /// The lab-made fixtures of fresh clusters: the conversion plans the matrix runs.
@@ -184,7 +186,21 @@ fn case(fixture: &str) -> Case {
     let plan = planner::plan(&desired, &observed).unwrap();
     let (steps, joins) = steps::steps(&plan).unwrap();
     assert_eq!(joins, ["control_plane.cp2", "control_plane.cp3"]);
-    Case { world, plan, steps }
+    let opts = driver::Options {
+        workers: desired
+            .nodes
+            .iter()
+            .filter(|n| n.role == spec::Role::Worker)
+            .map(|n| n.name.clone())
+            .collect(),
+        worker_parallelism: 2,
+    };
+    Case {
+        world,
+        plan,
+        steps,
+        opts,
+    }
 }
 
 fn run(c: &Case, fake: &FakeCluster, sink: &mut MemorySink) -> Result<Outcome, driver::SinkError> {
@@ -194,7 +210,11 @@ fn run(c: &Case, fake: &FakeCluster, sink: &mut MemorySink) -> Result<Outcome, d
         clock: fake,
         signer: fake,
     };
-    block_on(driver::apply(&c.plan, &c.steps, seams, sink, "run-1"))
+    // Calls give way as real ones do, so that the workers' chains interleave.
+    fake.interleave();
+    block_on(driver::apply(
+        &c.plan, &c.steps, seams, sink, "run-1", &c.opts,
+    ))
 }
 
 fn journal_text(records: &[Record]) -> String {
@@ -471,7 +491,10 @@ fn a_run_journaled_to_its_directory_rolls_back_from_the_file() {
         signer: &fake,
     };
     let mut sink = dir.sink().unwrap();
-    let outcome = block_on(driver::apply(&c.plan, &c.steps, seams, &mut sink, &id)).unwrap();
+    let outcome = block_on(driver::apply(
+        &c.plan, &c.steps, seams, &mut sink, &id, &c.opts,
+    ))
+    .unwrap();
     assert!(matches!(outcome, Outcome::RolledBack { .. }), "{outcome:?}");
     assert_eq!(essence(&fake.world()), start);
     let text = std::fs::read_to_string(dir.journal_path()).unwrap();
@@ -537,4 +560,125 @@ fn a_completed_run_rolls_back_from_its_journal() {
         other => panic!("{other:?}"),
     }
     assert_eq!(essence(&fake.world()), start);
+}
+
+/// The workers' chains run side by side, `worker_parallelism` at a time: with 2, w2's steps
+/// start before w1's end; with 1, every w1 call comes before the first w2 call.
+#[test]
+fn worker_chains_run_side_by_side_as_many_at_once_as_policy_says() {
+    let mut c = case("fresh-1.31");
+    let segments = driver::segments(&c.steps, &c.opts);
+    let chains: Vec<Vec<&str>> = segments
+        .iter()
+        .find(|s| s.len() > 1)
+        .expect("a segment of worker chains")
+        .iter()
+        .map(|chain| chain.iter().map(|s| s.id.as_str()).collect())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            vec![
+                "kubeconfig.w1.kubelet",
+                "handler.w1.kubelet",
+                "handler.w1.kube-proxy"
+            ],
+            vec![
+                "kubeconfig.w2.kubelet",
+                "handler.w2.kubelet",
+                "handler.w2.kube-proxy"
+            ],
+        ]
+    );
+    let order = |c: &Case| {
+        let fake = FakeCluster::new(c.world.clone());
+        assert!(matches!(
+            run(c, &fake, &mut MemorySink::default()).unwrap(),
+            Outcome::Applied { .. }
+        ));
+        let log = fake.log();
+        let first = |node: &str| {
+            log.iter()
+                .position(|l| l.contains(&format!(" {node} ")))
+                .unwrap()
+        };
+        let last = |node: &str| {
+            log.iter()
+                .rposition(|l| l.contains(&format!(" {node} ")))
+                .unwrap()
+        };
+        (first("w2") < last("w1"), last("w1") < first("w2"))
+    };
+    assert_eq!(order(&c), (true, false), "two at a time: interleaved");
+    c.opts.worker_parallelism = 1;
+    assert_eq!(order(&c), (false, true), "one at a time: w1, then w2");
+}
+
+/// A static pod's restart (containerd's `crictl stopp`/`rmp`, docker's `kill`) is checked by its
+/// leader Lease coming back with a new holder; one that never comes back fails the step.
+#[test]
+fn a_static_pod_restart_is_checked_by_a_new_leader() {
+    use hactl::kubeadm::Component;
+    use hactl::plan::{Handler, HandlerAction, HandlerCheck};
+    let c = case("fresh-1.31");
+    for runtime in ["containerd", "docker"] {
+        for stuck in [false, true] {
+            let handler = Handler {
+                id: "handler.cp1.kube-scheduler".into(),
+                node: Some("cp1".into()),
+                action: HandlerAction::RestartStaticPod {
+                    component: Component::KubeScheduler,
+                    runtime: runtime.into(),
+                },
+                description: "restart kube-scheduler on cp1".into(),
+                verify: "kube-scheduler's leader Lease is renewed".into(),
+                check: Some(HandlerCheck::LeaderLeaseRenewed {
+                    lease: "kube-scheduler".into(),
+                }),
+                triggered_by: vec!["kubeconfig.cp1.scheduler".into()],
+                runs_after: "kubeconfig.cp1.scheduler".into(),
+            };
+            let steps = [Step {
+                id: handler.id.clone(),
+                action: steps::StepAction::Handler(handler),
+            }];
+            let fake = FakeCluster::new(c.world.clone());
+            if stuck {
+                fake.never_renews("kube-scheduler");
+            }
+            let outcome = block_on(driver::apply(
+                &c.plan,
+                &steps,
+                seams_of(&fake),
+                &mut MemorySink::default(),
+                "run-1",
+                &c.opts,
+            ))
+            .unwrap();
+            let ran: Vec<String> = fake
+                .log()
+                .into_iter()
+                .filter(|l| l.starts_with("Run"))
+                .collect();
+            let kill = if runtime == "docker" {
+                "Run cp1 docker kill sandbox-kube-scheduler"
+            } else {
+                "Run cp1 crictl stopp sandbox-kube-scheduler"
+            };
+            assert!(ran.iter().any(|l| l == kill), "{runtime}: {ran:?}");
+            let holder = fake.world().leases
+                [&("kube-system".to_string(), "kube-scheduler".to_string())]
+                .holder
+                .clone();
+            match (stuck, outcome) {
+                (false, Outcome::Applied { .. }) => {
+                    assert_ne!(holder.as_deref(), Some("kube-scheduler"), "a new leader")
+                }
+                (true, Outcome::Incomplete { failed, .. }) => {
+                    assert_eq!(failed, "handler.cp1.kube-scheduler")
+                }
+                (stuck, other) => panic!("{runtime}, stuck {stuck}: {other:?}"),
+            }
+        }
+    }
 }

@@ -3,8 +3,11 @@
 //! (files and ConfigMap keys first, then the handlers of the undone changes again, so the
 //! components re-read what they had). `rollback` does the same from a journal alone.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use super::journal::{Journal, Record, StepState};
 use super::steps::{Step, StepAction};
@@ -14,6 +17,58 @@ use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
 /// Where apply writes its journal, each record durable before `append` returns.
 pub trait Sink {
     fn append(&mut self, record: &Record) -> Result<(), String>;
+}
+
+impl<T: Sink + ?Sized> Sink for &mut T {
+    fn append(&mut self, record: &Record) -> Result<(), String> {
+        (**self).append(record)
+    }
+}
+
+/// How apply runs steps side by side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The worker nodes: each one's steps (its kubelet.conf, the kubelet's restart, its
+    /// kube-proxy's) depend on no other node's, so they run as a chain beside the others'.
+    pub workers: BTreeSet<String>,
+    /// How many worker chains run at once (`policy.worker_parallelism`); 0 counts as 1.
+    pub worker_parallelism: usize,
+}
+
+/// The steps as segments run one after another; a segment is chains run side by side (at
+/// most `worker_parallelism` at once), a chain's steps one after another. A step that is not
+/// a worker's is a segment of its own.
+pub fn segments<'s>(steps: &'s [Step], opts: &Options) -> Vec<Vec<Vec<&'s Step>>> {
+    let node = |s: &Step| match &s.action {
+        StepAction::Change(op) => op.node().map(str::to_string),
+        StepAction::Handler(h) => h.node.clone(),
+    };
+    let mut out: Vec<Vec<Vec<&Step>>> = Vec::new();
+    let mut workers: Vec<(String, Vec<&Step>)> = Vec::new();
+    let flush = |workers: &mut Vec<(String, Vec<&'s Step>)>, out: &mut Vec<Vec<Vec<&'s Step>>>| {
+        if !workers.is_empty() {
+            out.push(
+                std::mem::take(workers)
+                    .into_iter()
+                    .map(|(_, c)| c)
+                    .collect(),
+            );
+        }
+    };
+    for step in steps {
+        match node(step).filter(|n| opts.workers.contains(n)) {
+            Some(n) => match workers.iter_mut().find(|(w, _)| *w == n) {
+                Some((_, chain)) => chain.push(step),
+                None => workers.push((n, vec![step])),
+            },
+            None => {
+                flush(&mut workers, &mut out);
+                out.push(vec![vec![step]]);
+            }
+        }
+    }
+    flush(&mut workers, &mut out);
+    out
 }
 
 /// A journal in memory (tests; the real one is a file at the edge).
@@ -94,7 +149,10 @@ pub struct SinkError(pub String);
 
 pub(super) struct Ctx<'a, N, C, K, S, J> {
     pub seams: Seams<'a, N, C, K, S>,
-    pub sink: &'a mut J,
+    /// Shared by the chains running side by side; borrowed only while a record is written.
+    pub sink: &'a RefCell<J>,
+    /// Set when a step fails: no chain starts another step.
+    pub stop: &'a Cell<bool>,
     pub run: String,
     /// cluster-info's signatures before it was replaced, for the bootstrapsigner check.
     pub jws_before: BTreeMap<String, String>,
@@ -111,9 +169,53 @@ where
     J: Sink,
 {
     pub fn record(&mut self, r: Record) -> Result<(), SinkError> {
-        self.sink.append(&r).map_err(SinkError)?;
+        self.sink.borrow_mut().append(&r).map_err(SinkError)?;
         self.log.push(r);
         Ok(())
+    }
+
+    /// A context for a chain of this run: its own log, the same sink and stop flag.
+    fn chain(&self) -> Self {
+        Ctx {
+            seams: self.seams,
+            sink: self.sink,
+            stop: self.stop,
+            run: self.run.clone(),
+            jws_before: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Runs a chain's steps one after another until one fails (its id and error) or
+    /// another chain's failure stops it.
+    async fn run_chain(&mut self, chain: &[&Step]) -> Result<Option<(String, String)>, SinkError> {
+        for step in chain {
+            if self.stop.get() {
+                return Ok(None);
+            }
+            self.record(Record::StepStarted {
+                step: step.id.clone(),
+            })?;
+            let result = match &step.action {
+                StepAction::Change(op) => change(self, &step.id, op).await,
+                StepAction::Handler(h) => self.handler_step(h).await,
+            };
+            match result {
+                Ok(()) => self.record(Record::StepDone {
+                    step: step.id.clone(),
+                })?,
+                Err(StepError::Sink(e)) => return Err(e),
+                Err(StepError::Failed(error)) => {
+                    self.stop.set(true);
+                    self.record(Record::StepFailed {
+                        step: step.id.clone(),
+                        error: error.clone(),
+                    })?;
+                    return Ok(Some((step.id.clone(), error)));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -135,13 +237,14 @@ impl From<SinkError> for StepError {
     }
 }
 
-/// Applies `steps` of `plan` as run `run`.
+/// Applies `steps` of `plan` as run `run`, worker chains side by side as `opts` says.
 pub async fn apply<N, C, K, S, J>(
     plan: &Plan,
     steps: &[Step],
     seams: Seams<'_, N, C, K, S>,
     sink: &mut J,
     run: &str,
+    opts: &Options,
 ) -> Result<Outcome, SinkError>
 where
     N: NodeOps,
@@ -150,9 +253,12 @@ where
     S: Signer,
     J: Sink,
 {
+    let sink = RefCell::new(sink);
+    let stop = Cell::new(false);
     let mut ctx = Ctx {
         seams,
-        sink,
+        sink: &sink,
+        stop: &stop,
         run: run.to_string(),
         jws_before: BTreeMap::new(),
         log: Vec::new(),
@@ -163,47 +269,53 @@ where
         plan_fingerprint: plan.observed_fingerprint.clone(),
         steps: steps.iter().map(|s| s.id.clone()).collect(),
     })?;
-    for step in steps {
-        ctx.record(Record::StepStarted {
-            step: step.id.clone(),
-        })?;
-        let result = match &step.action {
-            StepAction::Change(op) => change(&mut ctx, &step.id, op).await,
-            StepAction::Handler(h) => ctx.handler_step(h).await,
-        };
-        match result {
-            Ok(()) => ctx.record(Record::StepDone {
-                step: step.id.clone(),
-            })?,
-            Err(StepError::Sink(e)) => return Err(e),
-            Err(StepError::Failed(error)) => {
-                ctx.record(Record::StepFailed {
-                    step: step.id.clone(),
-                    error: error.clone(),
-                })?;
-                let (undone, not_undone) = undo_all(&mut ctx, steps, None).await?;
-                let outcome = if not_undone.is_empty() {
-                    Outcome::RolledBack {
-                        failed: step.id.clone(),
-                        error,
-                        undone,
-                    }
-                } else {
-                    Outcome::Incomplete {
-                        failed: step.id.clone(),
-                        error,
-                        undone,
-                        not_undone,
-                    }
-                };
-                ctx.record(Record::Finished {
-                    outcome: outcome.word().into(),
-                })?;
-                return Ok(outcome);
+    let mut failed = None;
+    for segment in segments(steps, opts) {
+        if let [chain] = segment.as_slice() {
+            failed = ctx.run_chain(chain).await?;
+        } else {
+            let at_once = opts.worker_parallelism.max(1);
+            let base = &ctx;
+            let results: Vec<_> = futures_util::stream::iter(segment.iter())
+                .map(|chain| async move {
+                    let mut c = base.chain();
+                    let r = c.run_chain(chain).await;
+                    (c.log, r)
+                })
+                .buffer_unordered(at_once)
+                .collect()
+                .await;
+            for (log, r) in results {
+                ctx.log.extend(log);
+                if let Some(f) = r? {
+                    failed.get_or_insert(f);
+                }
             }
         }
+        if failed.is_some() {
+            break;
+        }
     }
-    let outcome = Outcome::Applied { steps: steps.len() };
+    let outcome = match failed {
+        None => Outcome::Applied { steps: steps.len() },
+        Some((step, error)) => {
+            let (undone, not_undone) = undo_all(&mut ctx, steps, None).await?;
+            if not_undone.is_empty() {
+                Outcome::RolledBack {
+                    failed: step,
+                    error,
+                    undone,
+                }
+            } else {
+                Outcome::Incomplete {
+                    failed: step,
+                    error,
+                    undone,
+                    not_undone,
+                }
+            }
+        }
+    };
     ctx.record(Record::Finished {
         outcome: outcome.word().into(),
     })?;
@@ -265,9 +377,12 @@ where
                 "the run stopped before it ended".into(),
             ),
         });
+    let sink = RefCell::new(sink);
+    let stop = Cell::new(false);
     let mut ctx = Ctx {
         seams,
-        sink,
+        sink: &sink,
+        stop: &stop,
         run,
         jws_before: BTreeMap::new(),
         log: Vec::new(),

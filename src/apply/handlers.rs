@@ -17,10 +17,12 @@ fn words(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
 }
 
-/// What the check compares with: the Lease's resourceVersion before, the Pods before.
+/// What the check compares with: the Lease's resourceVersion and holder before, the Pods
+/// before.
 #[derive(Default)]
 struct Before {
     lease_version: Option<String>,
+    holder: Option<String>,
     pods: BTreeSet<String>,
 }
 
@@ -41,13 +43,9 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                 );
             }
             Some(HandlerCheck::LeaderLeaseRenewed { lease }) => {
-                before.lease_version = Some(
-                    seams
-                        .api
-                        .get_lease("kube-system", lease)
-                        .await?
-                        .resource_version,
-                );
+                let l = seams.api.get_lease("kube-system", lease).await?;
+                before.lease_version = Some(l.resource_version);
+                before.holder = l.holder;
             }
             Some(HandlerCheck::KubeProxyReady { node }) => {
                 before.pods = seams
@@ -174,7 +172,10 @@ where
         Some(HandlerCheck::LeaderLeaseRenewed { lease }) => api
             .get_lease("kube-system", lease)
             .await
-            .is_ok_and(|l| Some(l.resource_version) != before.lease_version),
+            // The leader's renewals go on by themselves: the new container is a new holder.
+            .is_ok_and(|l| {
+                Some(l.resource_version) != before.lease_version && l.holder != before.holder
+            }),
         Some(HandlerCheck::KubeProxyReady { node }) => api
             .list_pods("kube-system", KUBE_PROXY, Some(node))
             .await

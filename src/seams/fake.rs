@@ -115,6 +115,27 @@ struct State {
     /// Components (a node's kubelet by node name, a static pod by its component name) whose
     /// restart never takes: their Lease is not renewed.
     stuck: BTreeSet<String>,
+    /// Every call gives way once before it acts, as a real one waits on the network: calls
+    /// made side by side interleave.
+    yielding: bool,
+}
+
+/// A future that is pending once (and asks to be polled again), then ready.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// The fake cluster. Every seam trait is implemented on it.
@@ -183,6 +204,18 @@ impl FakeCluster {
         self.lock().down.insert(node.to_string());
     }
 
+    /// Calls give way once before they act (see `State::yielding`).
+    pub fn interleave(&self) {
+        self.lock().yielding = true;
+    }
+
+    async fn pause(&self) {
+        let yielding = self.lock().yielding;
+        if yielding {
+            YieldOnce(false).await;
+        }
+    }
+
     /// The kubelet of this node, or this static pod's component, restarts but never renews
     /// its Lease: a postcondition that never holds.
     pub fn never_renews(&self, who: &str) {
@@ -201,6 +234,10 @@ impl FakeCluster {
             .leases
             .get_mut(&(namespace.to_string(), name.to_string()))
         {
+            // A restarted leader comes back as a new holder; a kubelet keeps its node name.
+            if namespace == "kube-system" {
+                l.holder = Some(format!("{name}_{rv}"));
+            }
             l.resource_version = rv;
             l.renew_time = Some(now);
         }
@@ -281,6 +318,7 @@ fn answer<T>(lost: Option<SeamError>, value: T) -> Result<T, SeamError> {
 
 impl NodeOps for FakeCluster {
     async fn read_file(&self, node: &str, path: &str) -> Result<Option<FileState>, SeamError> {
+        self.pause().await;
         let lost = self.enter(Call::ReadFile, &format!("{node} {path}"), Some(node))?;
         let file = self
             .lock()
@@ -292,6 +330,7 @@ impl NodeOps for FakeCluster {
     }
 
     async fn write_file(&self, node: &str, path: &str, file: &FileState) -> Result<(), SeamError> {
+        self.pause().await;
         let lost = self.enter(Call::WriteFile, &format!("{node} {path}"), Some(node))?;
         self.lock()
             .world
@@ -301,6 +340,7 @@ impl NodeOps for FakeCluster {
     }
 
     async fn backup(&self, node: &str, run: &str, path: &str) -> Result<Backup, SeamError> {
+        self.pause().await;
         let lost = self.enter(Call::Backup, &format!("{node} {path}"), Some(node))?;
         let mut st = self.lock();
         let key = (node.to_string(), path.to_string());
@@ -330,6 +370,7 @@ impl NodeOps for FakeCluster {
     }
 
     async fn restore(&self, backup: &Backup) -> Result<(), SeamError> {
+        self.pause().await;
         let node = backup.node.as_str();
         let lost = self.enter(
             Call::Restore,
@@ -373,6 +414,7 @@ impl NodeOps for FakeCluster {
     /// Lease; `crictl pods --name X -q` names X's sandbox, `crictl stopp` of it (or `docker
     /// kill` of `k8s_X_`'s container) renews X's leader Lease; anything else just succeeds.
     async fn run(&self, node: &str, argv: &[String]) -> Result<CommandResult, SeamError> {
+        self.pause().await;
         let lost = self.enter(Call::Run, &format!("{node} {}", argv.join(" ")), Some(node))?;
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut out = CommandResult {
@@ -402,6 +444,7 @@ impl NodeOps for FakeCluster {
 
 impl ClusterApi for FakeCluster {
     async fn get_configmap(&self, namespace: &str, name: &str) -> Result<ConfigMap, SeamError> {
+        self.pause().await;
         let what = format!("configmaps {namespace}/{name}");
         let lost = self.enter(Call::GetConfigMap, &what, None)?;
         let cm = self
@@ -417,6 +460,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn replace_configmap(&self, cm: &ConfigMap) -> Result<ConfigMap, SeamError> {
+        self.pause().await;
         let what = format!("configmaps {}/{}", cm.namespace, cm.name);
         let lost = self.enter(Call::ReplaceConfigMap, &what, None)?;
         let mut st = self.lock();
@@ -457,6 +501,7 @@ impl ClusterApi for FakeCluster {
         selector: &str,
         node: Option<&str>,
     ) -> Result<Vec<Pod>, SeamError> {
+        self.pause().await;
         let what = format!("pods -n {namespace} -l {selector}");
         let lost = self.enter(Call::ListPods, &what, None)?;
         let pods = self
@@ -471,6 +516,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
+        self.pause().await;
         let what = format!("pods {namespace}/{name}");
         let lost = self.enter(Call::DeletePod, &what, None)?;
         let mut st = self.lock();
@@ -496,6 +542,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn get_node(&self, name: &str) -> Result<NodeStatus, SeamError> {
+        self.pause().await;
         let what = format!("nodes {name}");
         let lost = self.enter(Call::GetNode, &what, None)?;
         let node = self.lock().world.nodes.get(name).cloned();
@@ -506,6 +553,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, SeamError> {
+        self.pause().await;
         let what = format!("leases {namespace}/{name}");
         let lost = self.enter(Call::GetLease, &what, None)?;
         let lease = self
@@ -521,6 +569,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn create_lease(&self, lease: &Lease) -> Result<Lease, SeamError> {
+        self.pause().await;
         let what = format!("leases {}/{}", lease.namespace, lease.name);
         let lost = self.enter(Call::CreateLease, &what, None)?;
         let mut st = self.lock();
@@ -537,6 +586,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<Lease, SeamError> {
+        self.pause().await;
         let what = format!("leases {}/{}", lease.namespace, lease.name);
         let lost = self.enter(Call::RenewLease, &what, None)?;
         let mut st = self.lock();
@@ -557,6 +607,7 @@ impl ClusterApi for FakeCluster {
     }
 
     async fn delete_lease(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
+        self.pause().await;
         let what = format!("leases {namespace}/{name}");
         let lost = self.enter(Call::DeleteLease, &what, None)?;
         let removed = self
