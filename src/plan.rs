@@ -319,3 +319,86 @@ impl Plan {
         self.handlers.iter().find(|h| h.id == id)
     }
 }
+
+/// One resource whose observation is not what a saved plan was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub address: String,
+    /// What differs, for people.
+    pub what: String,
+}
+
+/// Why a saved plan cannot be applied as it is (Terraform refuses a stale saved plan too).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StalePlan {
+    #[error(
+        "the plan was made for cluster {saved:?} at {saved_endpoint}, not {now:?} at {now_endpoint}; make a plan for this cluster with `hactl plan`"
+    )]
+    OtherCluster {
+        saved: String,
+        saved_endpoint: String,
+        now: String,
+        now_endpoint: String,
+    },
+    #[error("the saved plan is stale: what it was made from has changed:\n{}\nrun `hactl plan` again and review the new plan", drift_lines(.0))]
+    Drifted(Vec<Drift>),
+}
+
+fn drift_lines(d: &[Drift]) -> String {
+    d.iter()
+        .map(|d| format!("  - {}: {}", d.address, d.what))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether `saved` may be applied, given `fresh`: the plan made now, from a new observation,
+/// for the same desired state. Every resource's fingerprint must be what it was.
+pub fn check_saved(saved: &Plan, fresh: &Plan) -> Result<(), StalePlan> {
+    if saved.cluster != fresh.cluster || saved.endpoint != fresh.endpoint {
+        return Err(StalePlan::OtherCluster {
+            saved: saved.cluster.clone(),
+            saved_endpoint: saved.endpoint.clone(),
+            now: fresh.cluster.clone(),
+            now_endpoint: fresh.endpoint.clone(),
+        });
+    }
+    let now: BTreeMap<&str, &ResourceChange> = fresh
+        .resource_changes
+        .iter()
+        .map(|c| (c.address.as_str(), c))
+        .collect();
+    let mut drift = Vec::new();
+    for c in &saved.resource_changes {
+        match now.get(c.address.as_str()) {
+            None => drift.push(Drift {
+                address: c.address.clone(),
+                what: "no longer in the desired state".into(),
+            }),
+            Some(n) if n.fingerprint != c.fingerprint => drift.push(Drift {
+                address: c.address.clone(),
+                what: format!(
+                    "changed since the plan was made (observed {}, now {}); now: {}",
+                    c.fingerprint, n.fingerprint, n.reason
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    for c in &fresh.resource_changes {
+        if !saved
+            .resource_changes
+            .iter()
+            .any(|s| s.address == c.address)
+        {
+            drift.push(Drift {
+                address: c.address.clone(),
+                what: "new in the desired state".into(),
+            });
+        }
+    }
+    if drift.is_empty() {
+        Ok(())
+    } else {
+        Err(StalePlan::Drifted(drift))
+    }
+}

@@ -696,9 +696,11 @@ impl<'a> Planner<'a> {
             (Some(r), Some(m)) => later_by(m, r.at, r.margin_secs),
             _ => None,
         };
+        // The file's hash counts too: a change in what redaction hides is a change.
+        let sha = obs.kubeconfigs_sha256.get(file.file);
         let fp = match stale {
-            Some(stale) => fingerprint(&(&obs.ssh, text, stale)),
-            None => fingerprint(&(&obs.ssh, text)),
+            Some(stale) => fingerprint(&(&obs.ssh, text, stale, sha)),
+            None => fingerprint(&(&obs.ssh, text, sha)),
         };
         let path = file.path();
         let Some(text) = text else {

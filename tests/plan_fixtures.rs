@@ -630,3 +630,45 @@ fn every_change_has_an_operation_and_saved_plans_validate_against_the_schema() {
         assert!(render::parse_plan(&bad).is_err(), "hactl refuses it too");
     }
 }
+
+/// A saved plan is applied only while what it was made from holds: an edit by hand of
+/// kube-proxy's ConfigMap or of a kubeconfig on a node makes it stale, naming the resource; a
+/// plan for another cluster is refused as such.
+#[test]
+fn a_saved_plan_made_stale_by_a_hand_edit_is_refused_naming_the_resource() {
+    use hactl::plan::{StalePlan, check_saved};
+    let saved = lab_plan("fresh-1.31");
+    assert_eq!(check_saved(&saved, &lab_plan("fresh-1.31")), Ok(()));
+    let mut edited = observed("fresh-1.31");
+    let cm = edited
+        .api
+        .configmaps
+        .get_mut("kube-system/kube-proxy")
+        .unwrap();
+    cm.resource_version = "99999".into();
+    let node = edited.nodes.get_mut("w1").unwrap();
+    node.kubeconfigs_sha256
+        .insert("kubelet.conf".into(), format!("sha256:{}", "0".repeat(64)));
+    let fresh = planner::plan(&desired("plans/lab.toml"), &edited).unwrap();
+    let err = check_saved(&saved, &fresh).unwrap_err();
+    let StalePlan::Drifted(drift) = &err else {
+        panic!("{err}")
+    };
+    let addresses: Vec<&str> = drift.iter().map(|d| d.address.as_str()).collect();
+    assert_eq!(
+        addresses,
+        ["configmap.kube-system.kube-proxy", "kubeconfig.w1.kubelet"]
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("the saved plan is stale"), "{text}");
+    assert!(
+        text.ends_with("run `hactl plan` again and review the new plan"),
+        "{text}"
+    );
+    let mut other = fresh.clone();
+    other.cluster = "prod".into();
+    assert!(matches!(
+        check_saved(&saved, &other),
+        Err(StalePlan::OtherCluster { .. })
+    ));
+}
