@@ -259,6 +259,16 @@ pub trait ClusterApi: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), SeamError>> + Send;
+
+    /// A TLS handshake with `address` (`HOST:PORT`) for `server_name`, verified against
+    /// `ca_pem` as Go verifies it: whether the API server there serves a certificate valid for
+    /// that name (the failure in kubectl's words).
+    fn verify_served(
+        &self,
+        address: &str,
+        server_name: &str,
+        ca_pem: &str,
+    ) -> impl Future<Output = Result<(), SeamError>> + Send;
 }
 
 /// Time, so that waits and expiries are tested without waiting.

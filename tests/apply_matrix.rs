@@ -56,10 +56,21 @@ fn fixture_world(name: &str) -> (World, ObservedState) {
                 file(&text, 0o600),
             );
         }
+        let advertise = obs
+            .apiserver_endpoint
+            .as_ref()
+            .map(|e| e.advertise_address.clone())
+            .unwrap_or_else(|| obs.address.clone());
         if let Some(cert) = obs.apiserver_cert.as_mut() {
+            // What the fake's API server checks a name against: the SANs, in the text.
+            let sans: Vec<String> = cert.sans.iter().map(ToString::to_string).collect();
             let text = format!(
-                "-----BEGIN CERTIFICATE-----\napiserver of {node}\n-----END CERTIFICATE-----\n"
+                "-----BEGIN CERTIFICATE-----\napiserver of {node}\nsans {}\n-----END CERTIFICATE-----\n",
+                sans.join(",")
             );
+            w.apiservers
+                .insert(format!("{advertise}:6443"), node.clone());
+            w.served.insert(node.clone(), text.as_bytes().to_vec());
             cert.sha256 = Some(sha256(text.as_bytes()));
             w.files.insert(
                 (node.clone(), "/etc/kubernetes/pki/apiserver.crt".into()),
@@ -680,5 +691,27 @@ fn a_static_pod_restart_is_checked_by_a_new_leader() {
                 (stuck, other) => panic!("{runtime}, stuck {stuck}: {other:?}"),
             }
         }
+    }
+}
+
+/// The API server rereads its new certificate and is not restarted; one that does not is
+/// restarted after the reload window, and then serves it.
+#[test]
+fn a_served_certificate_is_waited_for_and_the_api_server_restarted_only_if_it_does_not_reload() {
+    let c = case("fresh-1.31");
+    for reloads in [true, false] {
+        let fake = FakeCluster::new(c.world.clone());
+        if !reloads {
+            fake.never_renews("kube-apiserver");
+        }
+        let outcome = run(&c, &fake, &mut MemorySink::default()).unwrap();
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        let restarted = fake
+            .log()
+            .iter()
+            .any(|l| l == "Run cp1 crictl stopp sandbox-kube-apiserver");
+        assert_eq!(restarted, !reloads);
+        let served = String::from_utf8(fake.world().served["cp1"].clone()).unwrap();
+        assert!(served.contains("DNS:k8s-api.lab.internal"), "{served}");
     }
 }

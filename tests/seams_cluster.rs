@@ -1,7 +1,8 @@
 //! The cluster-API seam (`KubeCluster`) against a lab's API server, checked with the real
 //! `kubectl`: a ConfigMap replaced at its resourceVersion (and refused at a stale one) as the
 //! `hactl` field manager, kube-proxy Pods listed by label and node, deleted and made again,
-//! a Node's readiness, and a Lease created, renewed, refused when stale and deleted.
+//! a Node's readiness, a Lease created, renewed, refused when stale and deleted, and the
+//! certificate the API server serves checked as Go checks it.
 
 mod lab_support;
 
@@ -140,6 +141,25 @@ fn the_cluster_api_seam_against_a_lab() {
             "operator@host run-1"
         );
         api.delete_lease("kube-system", "hactl").await.unwrap();
+
+        // The certificate cp1's API server serves: valid for its address, not (yet) for the
+        // load balancer's name, in Go's words.
+        let ca =
+            std::fs::read_to_string(lab.dir.join("nodes/cp1/etc/kubernetes/pki/ca.crt")).unwrap();
+        let cp1 = format!("127.0.{NET}.11");
+        api.verify_served(&format!("{cp1}:6443"), &cp1, &ca)
+            .await
+            .unwrap();
+        let err = api
+            .verify_served(&format!("{cp1}:6443"), "k8s-api.lab.internal", &ca)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x509: certificate is valid for")
+                && err.ends_with("not k8s-api.lab.internal"),
+            "{err}"
+        );
         assert!(matches!(
             api.get_lease("kube-system", "hactl").await,
             Err(SeamError::NotFound { .. })

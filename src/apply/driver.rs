@@ -198,7 +198,7 @@ where
             })?;
             let result = match &step.action {
                 StepAction::Change(op) => change(self, &step.id, op).await,
-                StepAction::Handler(h) => self.handler_step(h).await,
+                StepAction::Handler(h) => self.handler_step(h, false).await,
             };
             match result {
                 Ok(()) => self.record(Record::StepDone {
@@ -487,9 +487,9 @@ where
     for h in rerun {
         let id = format!("{}.undo", h.id);
         ctx.record(Record::UndoStarted { step: id.clone() })?;
-        let mut result = ctx.handler_step(h).await;
+        let mut result = ctx.handler_step(h, true).await;
         if matches!(result, Err(StepError::Failed(_))) {
-            result = ctx.handler_step(h).await;
+            result = ctx.handler_step(h, true).await;
         }
         match result {
             Ok(()) => {

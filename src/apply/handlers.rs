@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::driver::{CHECK_TIMEOUT, Ctx, Sink, StepError};
 use crate::observed::ContainerRuntime;
 use crate::plan::{Handler, HandlerAction, HandlerCheck};
+use crate::planner::CERT_RELOAD_TIMEOUT_SECS;
 use crate::seams::{Clock, ClusterApi, NodeOps, Signer};
 
 const KUBE_PROXY: &str = "k8s-app=kube-proxy";
@@ -27,7 +28,9 @@ struct Before {
 }
 
 impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S, J> {
-    pub(super) async fn handler_step(&mut self, h: &Handler) -> Result<(), StepError> {
+    /// Runs the handler and waits for its check; `undo`: after a rollback put the old files
+    /// back, so the check is the old state's.
+    pub(super) async fn handler_step(&mut self, h: &Handler, undo: bool) -> Result<(), StepError> {
         let ctx = self;
         let node = h.node.clone().unwrap_or_default();
         let seams = ctx.seams;
@@ -72,47 +75,7 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                 }
             }
             HandlerAction::RestartStaticPod { component, runtime } => {
-                let name = component.as_str();
-                let docker = runtime == ContainerRuntime::Docker.as_str();
-                let list = if docker {
-                    words(&[
-                        "docker",
-                        "ps",
-                        "-q",
-                        "--filter",
-                        &format!("name=k8s_{name}_"),
-                    ])
-                } else {
-                    words(&["crictl", "pods", "--name", name, "-q"])
-                };
-                let out = seams.node.run(&node, &list).await?;
-                let ids: Vec<String> = out.stdout.split_whitespace().map(String::from).collect();
-                if !out.success() || ids.is_empty() {
-                    return Err(StepError::Failed(format!(
-                        "no {name} pod to restart on {node}: {}",
-                        out.stderr.trim()
-                    )));
-                }
-                for id in ids {
-                    let cmds = if docker {
-                        vec![words(&["docker", "kill", &id])]
-                    } else {
-                        vec![
-                            words(&["crictl", "stopp", &id]),
-                            words(&["crictl", "rmp", &id]),
-                        ]
-                    };
-                    for cmd in cmds {
-                        let out = seams.node.run(&node, &cmd).await?;
-                        if !out.success() {
-                            return Err(StepError::Failed(format!(
-                                "{} on {node} failed: {}",
-                                cmd.join(" "),
-                                out.stderr.trim()
-                            )));
-                        }
-                    }
-                }
+                restart_static_pod(seams.node, &node, component.as_str(), runtime).await?;
             }
             HandlerAction::RestartKubeProxy => {
                 for p in seams
@@ -123,26 +86,106 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                     seams.api.delete_pod("kube-system", &p.name).await?;
                 }
             }
-            // kube-apiserver rereads its certificate; the bootstrapsigner re-signs by itself.
-            HandlerAction::ReloadServingCertificate { .. }
-            | HandlerAction::AwaitBootstrapSigner => {}
-        }
-        let deadline = seams.clock.now() + CHECK_TIMEOUT;
-        loop {
-            if holds(ctx, h, &before).await? {
-                return Ok(());
+            // kube-apiserver rereads its certificate: restarted only if it does not serve the
+            // new one in time.
+            HandlerAction::ReloadServingCertificate { runtime } => {
+                let reload = Duration::from_secs(CERT_RELOAD_TIMEOUT_SECS.into());
+                if !poll(ctx, h, &before, undo, reload).await? {
+                    restart_static_pod(seams.node, &node, "kube-apiserver", runtime).await?;
+                }
             }
-            if seams.clock.now() >= deadline {
+            // The bootstrapsigner re-signs by itself.
+            HandlerAction::AwaitBootstrapSigner => {}
+        }
+        if poll(ctx, h, &before, undo, CHECK_TIMEOUT).await? {
+            return Ok(());
+        }
+        Err(StepError::Failed(format!(
+            "{}: {} did not hold within {} s",
+            h.id,
+            h.verify,
+            CHECK_TIMEOUT.as_secs()
+        )))
+    }
+}
+
+/// Polls the handler's check on the clock, once a second, until it holds (true) or `within`
+/// has passed (false).
+async fn poll<N, C, K, S, J>(
+    ctx: &Ctx<'_, N, C, K, S, J>,
+    h: &Handler,
+    before: &Before,
+    undo: bool,
+    within: Duration,
+) -> Result<bool, StepError>
+where
+    N: NodeOps,
+    C: ClusterApi,
+    K: Clock,
+    S: Signer,
+    J: Sink,
+{
+    let deadline = ctx.seams.clock.now() + within;
+    loop {
+        if holds(ctx, h, before, undo).await? {
+            return Ok(true);
+        }
+        if ctx.seams.clock.now() >= deadline {
+            return Ok(false);
+        }
+        ctx.seams.clock.sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Restarts a static pod with the node's runtime: `crictl stopp` and `rmp` of its sandbox, or
+/// `docker kill` of its container; the kubelet makes it again from its manifest.
+async fn restart_static_pod<N: NodeOps>(
+    node_ops: &N,
+    node: &str,
+    name: &str,
+    runtime: &str,
+) -> Result<(), StepError> {
+    let docker = runtime == ContainerRuntime::Docker.as_str();
+    let list = if docker {
+        words(&[
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            &format!("name=k8s_{name}_"),
+        ])
+    } else {
+        words(&["crictl", "pods", "--name", name, "-q"])
+    };
+    let out = node_ops.run(node, &list).await?;
+    let ids: Vec<String> = out.stdout.split_whitespace().map(String::from).collect();
+    if !out.success() || ids.is_empty() {
+        return Err(StepError::Failed(format!(
+            "no {name} pod to restart on {node}: {}",
+            out.stderr.trim()
+        )));
+    }
+    for id in ids {
+        let cmds = if docker {
+            vec![words(&["docker", "kill", &id])]
+        } else {
+            vec![
+                words(&["crictl", "stopp", &id]),
+                words(&["crictl", "rmp", &id]),
+            ]
+        };
+        for cmd in cmds {
+            let out = node_ops.run(node, &cmd).await?;
+            if !out.success() {
                 return Err(StepError::Failed(format!(
-                    "{}: {} did not hold within {} s",
-                    h.id,
-                    h.verify,
-                    CHECK_TIMEOUT.as_secs()
+                    "{} on {node} failed: {}",
+                    cmd.join(" "),
+                    out.stderr.trim()
                 )));
             }
-            seams.clock.sleep(Duration::from_secs(1)).await;
         }
     }
+    Ok(())
 }
 
 /// Whether the handler's check holds now. A call that fails is a check not holding yet (the
@@ -151,6 +194,7 @@ async fn holds<N, C, K, S, J>(
     ctx: &Ctx<'_, N, C, K, S, J>,
     h: &Handler,
     before: &Before,
+    undo: bool,
 ) -> Result<bool, StepError>
 where
     N: NodeOps,
@@ -192,8 +236,32 @@ where
                 Err(_) => false,
             }
         }
-        // The served certificate is probed over TLS by the command (not a seam here); a
-        // handler without a check has nothing to wait for.
-        Some(HandlerCheck::ServedCertificate { .. }) | None => true,
+        // After an undo the old certificate is back, which never named the load balancer:
+        // the API server must serve it for its own address.
+        Some(HandlerCheck::ServedCertificate {
+            address,
+            server_name,
+        }) => {
+            let own = address
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(address);
+            let name = if undo { own } else { server_name.as_str() };
+            let node = h.node.as_deref().unwrap_or_default();
+            match ctx
+                .seams
+                .node
+                .read_file(node, "/etc/kubernetes/pki/ca.crt")
+                .await
+            {
+                Ok(Some(ca)) => api
+                    .verify_served(address, name, &String::from_utf8_lossy(&ca.content))
+                    .await
+                    .is_ok(),
+                _ => false,
+            }
+        }
+        // A handler without a check has nothing to wait for.
+        None => true,
     })
 }

@@ -30,10 +30,11 @@ pub enum Call {
     CreateLease,
     RenewLease,
     DeleteLease,
+    VerifyServed,
 }
 
 impl Call {
-    pub const ALL: [Call; 14] = [
+    pub const ALL: [Call; 15] = [
         Call::ReadFile,
         Call::WriteFile,
         Call::Backup,
@@ -48,6 +49,7 @@ impl Call {
         Call::CreateLease,
         Call::RenewLease,
         Call::DeleteLease,
+        Call::VerifyServed,
     ];
 }
 
@@ -98,7 +100,15 @@ pub struct World {
     pub nodes: BTreeMap<String, NodeStatus>,
     /// (namespace, name) → Lease.
     pub leases: BTreeMap<(String, String), Lease>,
+    /// `ADDRESS:PORT` → the node whose API server listens there.
+    pub apiservers: BTreeMap<String, String>,
+    /// node → the certificate its API server serves (it rereads `apiserver.crt` when the
+    /// file changes, unless told not to; a restart always does).
+    pub served: BTreeMap<String, Vec<u8>>,
 }
+
+/// Where the API server's certificate is on a node.
+pub const APISERVER_CRT: &str = "/etc/kubernetes/pki/apiserver.crt";
 
 #[derive(Default)]
 struct State {
@@ -213,6 +223,18 @@ impl FakeCluster {
         let yielding = self.lock().yielding;
         if yielding {
             YieldOnce(false).await;
+        }
+    }
+
+    /// An API server that rereads its certificate when the file changes, as kube-apiserver
+    /// does since 1.17 (unless `never_renews("kube-apiserver")`).
+    fn reload(st: &mut State, node: &str, path: &str) {
+        if path == APISERVER_CRT
+            && !st.stuck.contains("kube-apiserver")
+            && let Some(f) = st.world.files.get(&(node.to_string(), path.to_string()))
+        {
+            let content = f.content.clone();
+            st.world.served.insert(node.to_string(), content);
         }
     }
 
@@ -332,10 +354,12 @@ impl NodeOps for FakeCluster {
     async fn write_file(&self, node: &str, path: &str, file: &FileState) -> Result<(), SeamError> {
         self.pause().await;
         let lost = self.enter(Call::WriteFile, &format!("{node} {path}"), Some(node))?;
-        self.lock()
-            .world
+        let mut st = self.lock();
+        st.world
             .files
             .insert((node.to_string(), path.to_string()), file.clone());
+        FakeCluster::reload(&mut st, node, path);
+        drop(st);
         answer(lost, ())
     }
 
@@ -407,6 +431,7 @@ impl NodeOps for FakeCluster {
                 gid: backup.gid,
             },
         );
+        FakeCluster::reload(&mut st, node, &backup.path);
         answer(lost, ())
     }
 
@@ -433,7 +458,19 @@ impl NodeOps for FakeCluster {
             }
             ["crictl", "stopp", id] | ["docker", "kill", id] => {
                 let name = id.trim_start_matches("sandbox-").to_string();
-                FakeCluster::renew(&mut st, "kube-system", &name, &name);
+                if name == "kube-apiserver" {
+                    // A restarted API server reads its certificate whatever happens.
+                    if let Some(f) = st
+                        .world
+                        .files
+                        .get(&(node.to_string(), APISERVER_CRT.to_string()))
+                    {
+                        let content = f.content.clone();
+                        st.world.served.insert(node.to_string(), content);
+                    }
+                } else {
+                    FakeCluster::renew(&mut st, "kube-system", &name, &name);
+                }
             }
             _ => {}
         }
@@ -619,6 +656,50 @@ impl ClusterApi for FakeCluster {
             Some(_) => answer(lost, ()),
             None => Err(SeamError::NotFound { what }),
         }
+    }
+
+    async fn verify_served(
+        &self,
+        address: &str,
+        server_name: &str,
+        _ca_pem: &str,
+    ) -> Result<(), SeamError> {
+        self.pause().await;
+        let what = format!("the certificate {address} serves");
+        let lost = self.enter(Call::VerifyServed, &what, None)?;
+        let st = self.lock();
+        let served = st
+            .world
+            .apiservers
+            .get(address)
+            .and_then(|node| st.world.served.get(node));
+        let result = match served {
+            None => Err(SeamError::Transport(format!(
+                "{what}: dial tcp {address}: connect: connection refused"
+            ))),
+            Some(cert) if FakeCluster::names(cert, server_name) => Ok(()),
+            Some(_) => Err(SeamError::Api {
+                what,
+                detail: format!("x509: certificate is not valid for {server_name}"),
+            }),
+        };
+        drop(st);
+        result.and_then(|()| answer(lost, ()))
+    }
+}
+
+impl FakeCluster {
+    /// Whether the served certificate names `server_name`: the fake certificates (see the
+    /// signer, and the tests' worlds) list their SANs as `DNS:…`/`IP:…` in their text.
+    fn names(cert: &[u8], server_name: &str) -> bool {
+        let text = String::from_utf8_lossy(cert);
+        let kind = if server_name.parse::<std::net::IpAddr>().is_ok() {
+            "IP"
+        } else {
+            "DNS"
+        };
+        text.split([',', ' ', '\n'])
+            .any(|w| w == format!("{kind}:{server_name}"))
     }
 }
 
@@ -833,6 +914,6 @@ mod tests {
             .iter()
             .flat_map(|c| Injected::ALL.iter().filter(move |f| f.applies_to(*c)))
             .count();
-        assert_eq!(pairs, 14 * 3 + 3 + 2);
+        assert_eq!(pairs, 15 * 3 + 3 + 2);
     }
 }

@@ -262,6 +262,35 @@ impl ClusterApi for KubeCluster {
         Ok(lease(stored))
     }
 
+    async fn verify_served(
+        &self,
+        address: &str,
+        server_name: &str,
+        ca_pem: &str,
+    ) -> Result<(), SeamError> {
+        let what = format!("the certificate {address} serves");
+        let failed = |detail: String| SeamError::Api {
+            what: what.clone(),
+            detail,
+        };
+        let addr: std::net::SocketAddr = address
+            .parse()
+            .map_err(|e| failed(format!("{address}: {e}")))?;
+        let verifier =
+            crate::tls_verify::GoVerifier::from_ca_pem(ca_pem.as_bytes()).map_err(failed)?;
+        let stream = crate::observe::endpoint::dial(addr, self.timeout)
+            .await
+            .map_err(|e| SeamError::Transport(format!("{what}: {e}")))?;
+        crate::observe::endpoint::handshake(
+            stream,
+            server_name,
+            std::sync::Arc::new(verifier),
+            self.timeout,
+        )
+        .await
+        .map_err(failed)
+    }
+
     async fn delete_lease(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
         let api: Api<KubeLease> = Api::namespaced(self.client.clone(), namespace);
         self.call(
