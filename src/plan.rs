@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::kubeadm::Component;
 use crate::observed::{KeyType, San};
 
+/// `sha256:<hex>`: how plans, observations and journals write every hash.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
 /// The version of the plan format; a minor bump adds fields, a major bump breaks readers.
 pub const PLAN_FORMAT_VERSION: &str = "1.1";
 

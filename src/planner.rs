@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::cluster_config::{self, ClusterConfig};
 use crate::graph::{ClusterFacts, CycleError, Resource, ResourceGraph};
@@ -19,7 +18,7 @@ use crate::observed::{
 };
 use crate::plan::{
     Action, Handler, HandlerAction, HandlerCheck, Operation, PLAN_FORMAT_VERSION, Plan, Problem,
-    ResourceChange, ResourceValue, Severity, Summary,
+    ResourceChange, ResourceValue, Severity, Summary, sha256,
 };
 use crate::spec::{DesiredState, Node, Role};
 
@@ -82,7 +81,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Result<Plan, Cy
     // Stable: handlers after the same resource keep the order they were triggered in.
     handlers.sort_by_key(|h| position(&h.runs_after));
     let summary = summarize(&changes);
-    let observed_fingerprint = digest(
+    let observed_fingerprint = sha256(
         changes
             .iter()
             .map(|c| format!("{}={}\n", c.address, c.fingerprint))
@@ -121,14 +120,10 @@ fn summarize(changes: &[ResourceChange]) -> Summary {
     s
 }
 
-fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 /// The fingerprint of what was observed for one resource.
 fn fingerprint(value: &impl Serialize) -> String {
     // Serialising typed values (structs, BTreeMaps) is deterministic.
-    digest(&serde_json::to_vec(value).unwrap_or_default())
+    sha256(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 struct Planner<'a> {
@@ -917,7 +912,7 @@ impl<'a> Planner<'a> {
             name: name.to_string(),
             key: key.to_string(),
             resource_version: obs.resource_version.clone(),
-            observed_sha256: digest(text.as_bytes()),
+            observed_sha256: sha256(text.as_bytes()),
             content: new_text.clone(),
         };
         let after = configmap_value(namespace, name, obs, Some((key, new_text)));

@@ -28,9 +28,7 @@ pub fn new_run_id() -> String {
         ))
         .unwrap_or_default();
     let mut b = [0u8; 2];
-    let _ = rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut b);
+    let _ = crate::pki::random_bytes(&mut b);
     format!("{stamp}-{}", hex::encode(b))
 }
 

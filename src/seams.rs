@@ -19,11 +19,7 @@ use crate::observed::{KeyType, San};
 /// `manifests/` would become a static pod.
 pub const BACKUP_ROOT: &str = "/var/lib/hactl/runs";
 
-/// `sha256:<hex>`, as plans and journals write every hash.
-pub fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
+use crate::plan::sha256;
 
 /// A file on a node: its bytes, mode and owner. Debug shows the hash, never the bytes (a
 /// kubeconfig holds a private key).

@@ -7,35 +7,14 @@ mod lab_support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::Duration;
 
-use hactl::seams::{FileState, NodeOps, SeamError, sha256};
-use hactl::transport::SshTarget;
+use hactl::plan::sha256;
+use hactl::seams::{FileState, NodeOps, SeamError};
 use hactl::transport::files::NodeFiles;
 use hactl::transport::ssh::SshSession;
 use lab_support::{Lab, plan};
 
 const NET: u8 = 44;
-
-fn targets(lab: &Lab) -> Vec<SshTarget> {
-    let file = lab.dir.join("hactl.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let desired = hactl::spec::parse(&file.to_string_lossy(), &text).unwrap();
-    desired
-        .nodes
-        .iter()
-        .map(|n| {
-            SshTarget::new(
-                &desired,
-                n,
-                &lab.dir,
-                None,
-                Duration::from_secs(5),
-                Duration::from_secs(60),
-            )
-        })
-        .collect()
-}
 
 /// Bytes, mode and owner of a file on the host.
 fn on_host(p: &Path) -> (Vec<u8>, u32, u32, u32) {
@@ -64,7 +43,7 @@ fn node_files_over_ssh_against_a_lab() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut sessions = Vec::new();
-        for t in targets(&lab) {
+        for t in lab.ssh_targets() {
             sessions.push(SshSession::connect(t).await.unwrap());
         }
         let files = NodeFiles::new(sessions);

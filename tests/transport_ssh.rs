@@ -14,28 +14,6 @@ use lab_support::{Lab, plan};
 
 const NET: u8 = 20;
 
-/// The lab's targets, as hactl builds them from the lab's hactl.toml.
-fn lab_targets(lab: &Lab) -> Vec<SshTarget> {
-    let file = lab.dir.join("hactl.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let desired = hactl::spec::parse(&file.to_string_lossy(), &text)
-        .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
-    desired
-        .nodes
-        .iter()
-        .map(|n| {
-            SshTarget::new(
-                &desired,
-                n,
-                &lab.dir,
-                None,
-                Duration::from_secs(5),
-                Duration::from_secs(60),
-            )
-        })
-        .collect()
-}
-
 /// Every process: (pid, parent pid, command line with spaces between arguments).
 fn processes() -> Vec<(u32, u32, String)> {
     let mut all = vec![];
@@ -126,7 +104,7 @@ fn ssh_transport_against_a_lab() {
 }
 
 async fn checks(lab: &Lab, work: &Path) {
-    let targets = lab_targets(lab);
+    let targets = lab.ssh_targets();
     let (cp1, w1) = (targets[0].clone(), targets[1].clone());
     assert_eq!((cp1.node.as_str(), w1.node.as_str()), ("cp1", "w1"));
 

@@ -5,8 +5,7 @@
 
 use super::driver::{CONFLICT_RETRIES, Ctx, Sink, StepError};
 use super::journal::{Record, StepState};
-use super::kubeconfig::hash;
-use crate::plan::Operation;
+use crate::plan::{Operation, sha256};
 use crate::seams::{Clock, ClusterApi, ConfigMap, NodeOps, SeamError, Signer};
 
 fn signatures(cm: &ConfigMap) -> std::collections::BTreeMap<String, String> {
@@ -38,7 +37,7 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             )));
         };
         let what = format!("ConfigMap {namespace}/{name}, key {key}");
-        let new_sha = hash(content);
+        let new_sha = sha256(content.as_bytes());
         let mut rv = resource_version.clone();
         let mut journaled = false;
         for attempt in 0..=CONFLICT_RETRIES {
@@ -47,14 +46,14 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                 .data
                 .get(key)
                 .ok_or_else(|| StepError::Failed(format!("{what} is gone since the plan")))?;
-            if hash(current) != *observed_sha256 {
-                if journaled && hash(current) == new_sha {
+            if sha256(current.as_bytes()) != *observed_sha256 {
+                if journaled && sha256(current.as_bytes()) == new_sha {
                     // An earlier try landed though its answer was lost.
                     break;
                 }
                 return Err(StepError::Failed(format!(
                     "{what} changed since the plan (planned from {observed_sha256}, now {}); run `hactl plan` again",
-                    hash(current)
+                    sha256(current.as_bytes())
                 )));
             }
             if attempt > 0 {
@@ -111,10 +110,10 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             if current == *old {
                 return Ok(());
             }
-            if hash(&current) != *new_sha {
+            if sha256(current.as_bytes()) != *new_sha {
                 return Err(StepError::Failed(format!(
                     "{what} changed since hactl wrote it (now {}, hactl wrote {new_sha}): left as it is; its old content is in the journal",
-                    hash(&current)
+                    sha256(current.as_bytes())
                 )));
             }
             if name == "cluster-info" {

@@ -160,7 +160,7 @@ pub(super) struct Ctx<'a, N, C, K, S, J> {
     pub log: Vec<Record>,
 }
 
-impl<N, C, K, S, J> Ctx<'_, N, C, K, S, J>
+impl<'a, N, C, K, S, J> Ctx<'a, N, C, K, S, J>
 where
     N: NodeOps,
     C: ClusterApi,
@@ -174,16 +174,50 @@ where
         Ok(())
     }
 
-    /// A context for a chain of this run: its own log, the same sink and stop flag.
-    fn chain(&self) -> Self {
+    fn new(
+        seams: Seams<'a, N, C, K, S>,
+        sink: &'a RefCell<J>,
+        stop: &'a Cell<bool>,
+        run: &str,
+    ) -> Self {
         Ctx {
-            seams: self.seams,
-            sink: self.sink,
-            stop: self.stop,
-            run: self.run.clone(),
+            seams,
+            sink,
+            stop,
+            run: run.to_string(),
             jws_before: BTreeMap::new(),
             log: Vec::new(),
         }
+    }
+
+    /// A context for a chain of this run: its own log, the same sink and stop flag.
+    fn chain(&self) -> Self {
+        Ctx::new(self.seams, self.sink, self.stop, &self.run)
+    }
+
+    /// Undoes what the run began (per `from`, or its own records) after `failed` (the step
+    /// and its error), and says how far it got.
+    async fn roll_back(
+        &mut self,
+        steps: &[Step],
+        from: Option<&Journal>,
+        (failed, error): (String, String),
+    ) -> Result<Outcome, SinkError> {
+        let (undone, not_undone) = self.undo_all(steps, from).await?;
+        Ok(if not_undone.is_empty() {
+            Outcome::RolledBack {
+                failed,
+                error,
+                undone,
+            }
+        } else {
+            Outcome::Incomplete {
+                failed,
+                error,
+                undone,
+                not_undone,
+            }
+        })
     }
 
     /// Runs a chain's steps one after another until one fails (its id and error) or
@@ -197,7 +231,7 @@ where
                 step: step.id.clone(),
             })?;
             let result = match &step.action {
-                StepAction::Change(op) => change(self, &step.id, op).await,
+                StepAction::Change(op) => self.change(&step.id, op).await,
                 StepAction::Handler(h) => self.handler_step(h, false).await,
             };
             match result {
@@ -255,14 +289,7 @@ where
 {
     let sink = RefCell::new(sink);
     let stop = Cell::new(false);
-    let mut ctx = Ctx {
-        seams,
-        sink: &sink,
-        stop: &stop,
-        run: run.to_string(),
-        jws_before: BTreeMap::new(),
-        log: Vec::new(),
-    };
+    let mut ctx = Ctx::new(seams, &sink, &stop, run);
     ctx.record(Record::Started {
         run: run.to_string(),
         cluster: plan.cluster.clone(),
@@ -298,47 +325,12 @@ where
     }
     let outcome = match failed {
         None => Outcome::Applied { steps: steps.len() },
-        Some((step, error)) => {
-            let (undone, not_undone) = undo_all(&mut ctx, steps, None).await?;
-            if not_undone.is_empty() {
-                Outcome::RolledBack {
-                    failed: step,
-                    error,
-                    undone,
-                }
-            } else {
-                Outcome::Incomplete {
-                    failed: step,
-                    error,
-                    undone,
-                    not_undone,
-                }
-            }
-        }
+        Some(failed) => ctx.roll_back(steps, None, failed).await?,
     };
     ctx.record(Record::Finished {
         outcome: outcome.word().into(),
     })?;
     Ok(outcome)
-}
-
-async fn change<N, C, K, S, J>(
-    ctx: &mut Ctx<'_, N, C, K, S, J>,
-    step: &str,
-    op: &Operation,
-) -> Result<(), StepError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    match op {
-        Operation::SetKubeconfigServer { .. } => ctx.kubeconfig_step(step, op).await,
-        Operation::ReissueApiserverCertificate { .. } => ctx.certificate_step(step, op).await,
-        Operation::ReplaceConfigMapKey { .. } => ctx.configmap_step(step, op).await,
-    }
 }
 
 /// Rolls back the run a journal records: every step it began, in reverse, from the journal
@@ -379,150 +371,124 @@ where
         });
     let sink = RefCell::new(sink);
     let stop = Cell::new(false);
-    let mut ctx = Ctx {
-        seams,
-        sink: &sink,
-        stop: &stop,
-        run,
-        jws_before: BTreeMap::new(),
-        log: Vec::new(),
-    };
-    let (undone, not_undone) = undo_all(&mut ctx, steps, Some(journal)).await?;
-    let outcome = if not_undone.is_empty() {
-        Outcome::RolledBack {
-            failed: failed.0,
-            error: failed.1,
-            undone,
-        }
-    } else {
-        Outcome::Incomplete {
-            failed: failed.0,
-            error: failed.1,
-            undone,
-            not_undone,
-        }
-    };
+    let mut ctx = Ctx::new(seams, &sink, &stop, &run);
+    let outcome = ctx.roll_back(steps, Some(journal), failed).await?;
     ctx.record(Record::Finished {
         outcome: outcome.word().into(),
     })?;
     Ok(outcome)
 }
 
-/// Undoes every change step begun (per the journal: `from`, or the run's own records), in
-/// reverse, then runs again the handlers that had begun, in order; returns what was undone
-/// and what could not be.
-async fn undo_all<N, C, K, S, J>(
-    ctx: &mut Ctx<'_, N, C, K, S, J>,
-    steps: &[Step],
-    from: Option<&Journal>,
-) -> Result<(Vec<String>, Vec<(String, String)>), SinkError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    let states: BTreeMap<String, StepState> = match from {
-        Some(j) => j.steps(),
-        None => Journal {
-            records: ctx.log.clone(),
-            truncated: false,
-        }
-        .steps(),
-    };
-    let mut undone = Vec::new();
-    let mut not_undone = Vec::new();
-    let mut rerun: Vec<&Handler> = Vec::new();
-    let mut handled = BTreeSet::new();
-    for step in steps.iter().rev() {
-        let Some(state) = states.get(&step.id).filter(|s| s.started) else {
-            continue;
-        };
-        if state.undone {
-            undone.push(step.id.clone());
-            continue;
-        }
-        match &step.action {
-            StepAction::Handler(h) => {
-                handled.insert(h.id.clone());
-            }
-            StepAction::Change(op) => {
-                ctx.record(Record::UndoStarted {
-                    step: step.id.clone(),
-                })?;
-                // An undo looks before it acts, so trying it twice is safe: once more after a
-                // failure the node or the API may have had only for a moment.
-                let mut result = undo_change(ctx, op, state).await;
-                if matches!(result, Err(StepError::Failed(_))) {
-                    result = undo_change(ctx, op, state).await;
-                }
-                match result {
-                    Ok(()) => {
-                        ctx.record(Record::Undone {
-                            step: step.id.clone(),
-                        })?;
-                        undone.push(step.id.clone());
-                    }
-                    Err(StepError::Sink(e)) => return Err(e),
-                    Err(StepError::Failed(error)) => {
-                        ctx.record(Record::UndoFailed {
-                            step: step.id.clone(),
-                            error: error.clone(),
-                        })?;
-                        not_undone.push((step.id.clone(), error));
-                    }
-                }
-            }
+impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S, J> {
+    async fn change(&mut self, step: &str, op: &Operation) -> Result<(), StepError> {
+        let ctx = self;
+        match op {
+            Operation::SetKubeconfigServer { .. } => ctx.kubeconfig_step(step, op).await,
+            Operation::ReissueApiserverCertificate { .. } => ctx.certificate_step(step, op).await,
+            Operation::ReplaceConfigMapKey { .. } => ctx.configmap_step(step, op).await,
         }
     }
-    // The handlers of what was undone run again: their components re-read the old files.
-    for step in steps {
-        if let StepAction::Handler(h) = &step.action
-            && handled.contains(&h.id)
-        {
-            rerun.push(h);
-        }
-    }
-    for h in rerun {
-        let id = format!("{}.undo", h.id);
-        ctx.record(Record::UndoStarted { step: id.clone() })?;
-        let mut result = ctx.handler_step(h, true).await;
-        if matches!(result, Err(StepError::Failed(_))) {
-            result = ctx.handler_step(h, true).await;
-        }
-        match result {
-            Ok(()) => {
-                ctx.record(Record::Undone { step: id.clone() })?;
-                undone.push(h.id.clone());
-            }
-            Err(StepError::Sink(e)) => return Err(e),
-            Err(StepError::Failed(error)) => {
-                ctx.record(Record::UndoFailed {
-                    step: id,
-                    error: error.clone(),
-                })?;
-                not_undone.push((h.id.clone(), error));
-            }
-        }
-    }
-    Ok((undone, not_undone))
-}
 
-async fn undo_change<N, C, K, S, J>(
-    ctx: &mut Ctx<'_, N, C, K, S, J>,
-    op: &Operation,
-    state: &StepState,
-) -> Result<(), StepError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    match op {
-        Operation::ReplaceConfigMapKey { .. } => ctx.configmap_undo(state).await,
-        _ => ctx.file_undo(state).await,
+    /// Undoes every change step begun (per the journal: `from`, or the run's own records), in
+    /// reverse, then runs again the handlers that had begun, in order; returns what was undone
+    /// and what could not be.
+    async fn undo_all(
+        &mut self,
+        steps: &[Step],
+        from: Option<&Journal>,
+    ) -> Result<(Vec<String>, Vec<(String, String)>), SinkError> {
+        let ctx = self;
+        let states: BTreeMap<String, StepState> = match from {
+            Some(j) => j.steps(),
+            None => Journal {
+                records: ctx.log.clone(),
+                truncated: false,
+            }
+            .steps(),
+        };
+        let mut undone = Vec::new();
+        let mut not_undone = Vec::new();
+        let mut rerun: Vec<&Handler> = Vec::new();
+        let mut handled = BTreeSet::new();
+        for step in steps.iter().rev() {
+            let Some(state) = states.get(&step.id).filter(|s| s.started) else {
+                continue;
+            };
+            if state.undone {
+                undone.push(step.id.clone());
+                continue;
+            }
+            match &step.action {
+                StepAction::Handler(h) => {
+                    handled.insert(h.id.clone());
+                }
+                StepAction::Change(op) => {
+                    ctx.record(Record::UndoStarted {
+                        step: step.id.clone(),
+                    })?;
+                    // An undo looks before it acts, so trying it twice is safe: once more after a
+                    // failure the node or the API may have had only for a moment.
+                    let mut result = ctx.undo_change(op, state).await;
+                    if matches!(result, Err(StepError::Failed(_))) {
+                        result = ctx.undo_change(op, state).await;
+                    }
+                    match result {
+                        Ok(()) => {
+                            ctx.record(Record::Undone {
+                                step: step.id.clone(),
+                            })?;
+                            undone.push(step.id.clone());
+                        }
+                        Err(StepError::Sink(e)) => return Err(e),
+                        Err(StepError::Failed(error)) => {
+                            ctx.record(Record::UndoFailed {
+                                step: step.id.clone(),
+                                error: error.clone(),
+                            })?;
+                            not_undone.push((step.id.clone(), error));
+                        }
+                    }
+                }
+            }
+        }
+        // The handlers of what was undone run again: their components re-read the old files.
+        for step in steps {
+            if let StepAction::Handler(h) = &step.action
+                && handled.contains(&h.id)
+            {
+                rerun.push(h);
+            }
+        }
+        for h in rerun {
+            let id = format!("{}.undo", h.id);
+            ctx.record(Record::UndoStarted { step: id.clone() })?;
+            let mut result = ctx.handler_step(h, true).await;
+            if matches!(result, Err(StepError::Failed(_))) {
+                result = ctx.handler_step(h, true).await;
+            }
+            match result {
+                Ok(()) => {
+                    ctx.record(Record::Undone { step: id.clone() })?;
+                    undone.push(h.id.clone());
+                }
+                Err(StepError::Sink(e)) => return Err(e),
+                Err(StepError::Failed(error)) => {
+                    ctx.record(Record::UndoFailed {
+                        step: id,
+                        error: error.clone(),
+                    })?;
+                    not_undone.push((h.id.clone(), error));
+                }
+            }
+        }
+        Ok((undone, not_undone))
+    }
+
+    async fn undo_change(&mut self, op: &Operation, state: &StepState) -> Result<(), StepError> {
+        let ctx = self;
+        match op {
+            Operation::ReplaceConfigMapKey { .. } => ctx.configmap_undo(state).await,
+            _ => ctx.file_undo(state).await,
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::planner::CERT_RELOAD_TIMEOUT_SECS;
 use crate::seams::{Clock, ClusterApi, NodeOps, Signer};
 
 const KUBE_PROXY: &str = "k8s-app=kube-proxy";
+const CA_CRT: &str = "/etc/kubernetes/pki/ca.crt";
 
 fn words(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
@@ -25,6 +26,8 @@ struct Before {
     lease_version: Option<String>,
     holder: Option<String>,
     pods: BTreeSet<String>,
+    /// The cluster CA the served certificate is verified against, read once.
+    ca_pem: Option<String>,
 }
 
 impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S, J> {
@@ -49,6 +52,13 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                 let l = seams.api.get_lease("kube-system", lease).await?;
                 before.lease_version = Some(l.resource_version);
                 before.holder = l.holder;
+            }
+            Some(HandlerCheck::ServedCertificate { .. }) => {
+                let ca =
+                    seams.node.read_file(&node, CA_CRT).await?.ok_or_else(|| {
+                        StepError::Failed(format!("{CA_CRT} on {node} is missing"))
+                    })?;
+                before.ca_pem = Some(String::from_utf8_lossy(&ca.content).into_owned());
             }
             Some(HandlerCheck::KubeProxyReady { node }) => {
                 before.pods = seams
@@ -90,14 +100,14 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             // new one in time.
             HandlerAction::ReloadServingCertificate { runtime } => {
                 let reload = Duration::from_secs(CERT_RELOAD_TIMEOUT_SECS.into());
-                if !poll(ctx, h, &before, undo, reload).await? {
+                if !ctx.poll(h, &before, undo, reload).await? {
                     restart_static_pod(seams.node, &node, "kube-apiserver", runtime).await?;
                 }
             }
             // The bootstrapsigner re-signs by itself.
             HandlerAction::AwaitBootstrapSigner => {}
         }
-        if poll(ctx, h, &before, undo, CHECK_TIMEOUT).await? {
+        if ctx.poll(h, &before, undo, CHECK_TIMEOUT).await? {
             return Ok(());
         }
         Err(StepError::Failed(format!(
@@ -107,33 +117,83 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             CHECK_TIMEOUT.as_secs()
         )))
     }
-}
 
-/// Polls the handler's check on the clock, once a second, until it holds (true) or `within`
-/// has passed (false).
-async fn poll<N, C, K, S, J>(
-    ctx: &Ctx<'_, N, C, K, S, J>,
-    h: &Handler,
-    before: &Before,
-    undo: bool,
-    within: Duration,
-) -> Result<bool, StepError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    let deadline = ctx.seams.clock.now() + within;
-    loop {
-        if holds(ctx, h, before, undo).await? {
-            return Ok(true);
+    /// Polls the handler's check on the clock, once a second, until it holds (true) or `within`
+    /// has passed (false).
+    async fn poll(
+        &self,
+        h: &Handler,
+        before: &Before,
+        undo: bool,
+        within: Duration,
+    ) -> Result<bool, StepError> {
+        let ctx = self;
+        let deadline = ctx.seams.clock.now() + within;
+        loop {
+            if ctx.holds(h, before, undo).await? {
+                return Ok(true);
+            }
+            if ctx.seams.clock.now() >= deadline {
+                return Ok(false);
+            }
+            ctx.seams.clock.sleep(Duration::from_secs(1)).await;
         }
-        if ctx.seams.clock.now() >= deadline {
-            return Ok(false);
-        }
-        ctx.seams.clock.sleep(Duration::from_secs(1)).await;
+    }
+
+    /// Whether the handler's check holds now. A call that fails is a check not holding yet (the
+    /// API is briefly away while components restart).
+    async fn holds(&self, h: &Handler, before: &Before, undo: bool) -> Result<bool, StepError> {
+        let ctx = self;
+        let api = ctx.seams.api;
+        Ok(match &h.check {
+            Some(HandlerCheck::NodeReady { node }) => {
+                let ready = api.get_node(node).await.is_ok_and(|n| n.ready);
+                let renewed = api
+                    .get_lease("kube-node-lease", node)
+                    .await
+                    .is_ok_and(|l| Some(l.resource_version) != before.lease_version);
+                ready && renewed
+            }
+            Some(HandlerCheck::LeaderLeaseRenewed { lease }) => api
+                .get_lease("kube-system", lease)
+                .await
+                // The leader's renewals go on by themselves: the new container is a new holder.
+                .is_ok_and(|l| {
+                    Some(l.resource_version) != before.lease_version && l.holder != before.holder
+                }),
+            Some(HandlerCheck::KubeProxyReady { node }) => api
+                .list_pods("kube-system", KUBE_PROXY, Some(node))
+                .await
+                .is_ok_and(|pods| {
+                    pods.iter()
+                        .any(|p| p.ready && !before.pods.contains(&p.uid))
+                }),
+            Some(HandlerCheck::ClusterInfoSigned) => {
+                match api.get_configmap("kube-public", "cluster-info").await {
+                    Ok(cm) => ctx
+                        .jws_before
+                        .iter()
+                        .all(|(k, old)| cm.data.get(k).is_some_and(|v| v != old)),
+                    Err(_) => false,
+                }
+            }
+            // After an undo the old certificate is back, which never named the load balancer:
+            // the API server must serve it for its own address.
+            Some(HandlerCheck::ServedCertificate {
+                address,
+                server_name,
+            }) => {
+                let own = address
+                    .rsplit_once(':')
+                    .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+                    .unwrap_or(address);
+                let name = if undo { own } else { server_name.as_str() };
+                let ca = before.ca_pem.as_deref().unwrap_or_default();
+                api.verify_served(address, name, ca).await.is_ok()
+            }
+            // A handler without a check has nothing to wait for.
+            None => true,
+        })
     }
 }
 
@@ -186,82 +246,4 @@ async fn restart_static_pod<N: NodeOps>(
         }
     }
     Ok(())
-}
-
-/// Whether the handler's check holds now. A call that fails is a check not holding yet (the
-/// API is briefly away while components restart).
-async fn holds<N, C, K, S, J>(
-    ctx: &Ctx<'_, N, C, K, S, J>,
-    h: &Handler,
-    before: &Before,
-    undo: bool,
-) -> Result<bool, StepError>
-where
-    N: NodeOps,
-    C: ClusterApi,
-    K: Clock,
-    S: Signer,
-    J: Sink,
-{
-    let api = ctx.seams.api;
-    Ok(match &h.check {
-        Some(HandlerCheck::NodeReady { node }) => {
-            let ready = api.get_node(node).await.is_ok_and(|n| n.ready);
-            let renewed = api
-                .get_lease("kube-node-lease", node)
-                .await
-                .is_ok_and(|l| Some(l.resource_version) != before.lease_version);
-            ready && renewed
-        }
-        Some(HandlerCheck::LeaderLeaseRenewed { lease }) => api
-            .get_lease("kube-system", lease)
-            .await
-            // The leader's renewals go on by themselves: the new container is a new holder.
-            .is_ok_and(|l| {
-                Some(l.resource_version) != before.lease_version && l.holder != before.holder
-            }),
-        Some(HandlerCheck::KubeProxyReady { node }) => api
-            .list_pods("kube-system", KUBE_PROXY, Some(node))
-            .await
-            .is_ok_and(|pods| {
-                pods.iter()
-                    .any(|p| p.ready && !before.pods.contains(&p.uid))
-            }),
-        Some(HandlerCheck::ClusterInfoSigned) => {
-            match api.get_configmap("kube-public", "cluster-info").await {
-                Ok(cm) => ctx
-                    .jws_before
-                    .iter()
-                    .all(|(k, old)| cm.data.get(k).is_some_and(|v| v != old)),
-                Err(_) => false,
-            }
-        }
-        // After an undo the old certificate is back, which never named the load balancer:
-        // the API server must serve it for its own address.
-        Some(HandlerCheck::ServedCertificate {
-            address,
-            server_name,
-        }) => {
-            let own = address
-                .rsplit_once(':')
-                .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
-                .unwrap_or(address);
-            let name = if undo { own } else { server_name.as_str() };
-            let node = h.node.as_deref().unwrap_or_default();
-            match ctx
-                .seams
-                .node
-                .read_file(node, "/etc/kubernetes/pki/ca.crt")
-                .await
-            {
-                Ok(Some(ca)) => api
-                    .verify_served(address, name, &String::from_utf8_lossy(&ca.content))
-                    .await
-                    .is_ok(),
-                _ => false,
-            }
-        }
-        // A handler without a check has nothing to wait for.
-        None => true,
-    })
 }

@@ -5,7 +5,7 @@
 use super::driver::{Ctx, Sink, StepError};
 use super::journal::{Record, StepState};
 use crate::plan::Operation;
-use crate::seams::{Clock, ClusterApi, FileState, NodeOps, Signer, sha256};
+use crate::seams::{Clock, ClusterApi, FileState, NodeOps, Signer};
 
 /// The file as the plan saw it, or why not.
 pub(super) async fn read_as_planned<N: NodeOps>(
@@ -151,9 +151,4 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             ))),
         }
     }
-}
-
-/// The hash of text, as the journal records it.
-pub(super) fn hash(text: &str) -> String {
-    sha256(text.as_bytes())
 }

@@ -1,7 +1,6 @@
 //! Certificates as observation records them: the API server certificate
 //! ([`CertificateObservation`]) and the CA pin kubeadm's `--discovery-token-ca-cert-hash` uses.
 
-use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
@@ -9,6 +8,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::X509Name;
 
 use crate::observed::{CertificateObservation, KeyType, San};
+use crate::plan::sha256;
 
 /// Why a certificate file could not be read as one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,8 +50,7 @@ fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
 pub fn ca_pin(ca_pem: &str) -> Result<String, CertError> {
     let der = first_certificate_der(ca_pem)?;
     let cert = parse_der(&der)?;
-    let digest = Sha256::digest(cert.public_key().raw);
-    Ok(format!("sha256:{}", hex::encode(digest)))
+    Ok(sha256(cert.public_key().raw))
 }
 
 /// The certificate in `cert_pem`, and whether `ca_pem` issued it (its issuer is the CA's
@@ -97,11 +96,6 @@ pub fn certificate(
         sha256: Some(sha256(cert_pem.as_bytes())),
         public_key_sha256: Some(sha256(cert.public_key().raw)),
     })
-}
-
-/// `sha256:<hex>`, as the plan writes every hash.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn ip(bytes: &[u8]) -> Result<std::net::IpAddr, CertError> {

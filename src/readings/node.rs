@@ -412,7 +412,7 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
                 .insert((*name).to_string(), redact_kubeconfig(&text));
             if let Some(s) = sections.get(*name) {
                 obs.kubeconfigs_sha256
-                    .insert((*name).to_string(), super::cert::sha256(&s.body));
+                    .insert((*name).to_string(), crate::plan::sha256(&s.body));
             }
         }
     }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use super::{
     Backup, CertRequest, Clock, ClusterApi, CommandResult, ConfigMap, FileState, Lease, NodeOps,
-    NodeStatus, Pod, SeamError, Signer, backup_path, sha256,
+    NodeStatus, Pod, SeamError, Signer, backup_path,
 };
+use crate::plan::sha256;
 
 /// The kinds of seam calls, as failures are injected and calls counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -270,6 +270,28 @@ impl Lab {
         std::fs::write(pki.join("apiserver.crt"), &cert.cert_pem).unwrap();
     }
 
+    /// Every node's SSH target, as hactl builds them from the lab's hactl.toml.
+    pub fn ssh_targets(&self) -> Vec<hactl::transport::SshTarget> {
+        let file = self.dir.join("hactl.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let desired = hactl::spec::parse(&file.to_string_lossy(), &text)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
+        desired
+            .nodes
+            .iter()
+            .map(|n| {
+                hactl::transport::SshTarget::new(
+                    &desired,
+                    n,
+                    &self.dir,
+                    None,
+                    Duration::from_secs(5),
+                    Duration::from_secs(60),
+                )
+            })
+            .collect()
+    }
+
     pub fn down(&self) -> Output {
         Command::new(HACTL)
             .args(["lab", "down", "--dir"])

@@ -128,7 +128,7 @@ impl EtcdRetry {
 /// A draw in [0, 1) for the backoff's jitter.
 fn jitter_draw() -> f64 {
     let mut b = [0u8; 4];
-    if crate::lab::pki::random_bytes(&mut b).is_err() {
+    if crate::pki::random_bytes(&mut b).is_err() {
         return 0.0;
     }
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
