@@ -15,6 +15,8 @@ use crate::observed::{OBSERVED_FORMAT_VERSION, ObservedState};
 use crate::plan::Plan;
 use crate::{observe, planner, render, schema, spec};
 
+mod apply;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hactl",
@@ -65,6 +67,32 @@ enum Command {
         /// -detailed-exitcode).
         #[arg(long)]
         detailed_exitcode: bool,
+    },
+    /// Observe, plan, ask, and carry the plan out, verifying every step and rolling back what
+    /// was begun when a step fails. With a saved plan, apply exactly that plan, without asking,
+    /// if what it was made from has not changed. Exit 0 applied, 1 failed and rolled back
+    /// (or refused), 3 failed and the rollback is incomplete.
+    Apply {
+        /// The desired-state TOML file, or a plan saved with `hactl plan -o`.
+        #[arg(value_name = "FILE|PLANFILE")]
+        target: PathBuf,
+        /// Apply without asking (a saved plan never asks).
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+    /// Undo a run from its journal: every step it began, last first, byte for byte.
+    Rollback {
+        /// The desired-state TOML file the run was applied from.
+        file: PathBuf,
+        /// The run's id (`.hactl/runs/` beside FILE); default: the latest run.
+        run: Option<String>,
+        /// Roll back without asking.
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        live: LiveArgs,
     },
     /// Render a saved plan.
     Show {
@@ -232,8 +260,9 @@ fn run(command: Command, color: bool) -> Outcome {
                 Some(path) => read_observed(&path)?,
                 None => observe_live(&file, &desired, &live)?,
             };
-            let plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
+            let mut plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
             if let Some(out) = &out {
+                plan.desired_state = Some(apply::desired_state_file(&file)?);
                 write_file(out, &render::json(&plan))?;
             }
             print_plan(&plan, format, color);
@@ -246,6 +275,17 @@ fn run(command: Command, color: bool) -> Outcome {
             }
             Ok(plan_exit_code(&plan, detailed_exitcode))
         }
+        Command::Apply {
+            target,
+            auto_approve,
+            live,
+        } => apply::apply(&target, auto_approve, &live, color),
+        Command::Rollback {
+            file,
+            run,
+            auto_approve,
+            live,
+        } => apply::rollback(&file, run.as_deref(), auto_approve, &live),
         Command::Show { plan_file, format } => {
             let text = read_file(&plan_file)?;
             let plan = render::parse_plan(&text).map_err(|source| CliError::PlanFile {
@@ -301,6 +341,24 @@ fn observe_live(
     desired: &spec::DesiredState,
     live: &LiveArgs,
 ) -> Result<ObservedState, Box<dyn Diagnostic + Send + Sync>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let observation = observe_with(&runtime, file, desired, live);
+    let state = observation.state.clone();
+    runtime.block_on(observation.close());
+    Ok(state)
+}
+
+/// Observes on `runtime` and keeps the connections (and the API's kubeconfig, in memory) for
+/// what runs next; says on stderr what `observe_live` says.
+fn observe_with(
+    runtime: &tokio::runtime::Runtime,
+    file: &Path,
+    desired: &spec::DesiredState,
+    live: &LiveArgs,
+) -> observe::Observation {
     crate::tls_verify::install_crypto_provider();
     let plan_dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -310,19 +368,9 @@ fn observe_live(
     opts.parallelism = usize::from(live.parallelism);
     opts.connect_timeout = std::time::Duration::from_secs(u64::from(live.connect_timeout));
     opts.command_timeout = std::time::Duration::from_secs(u64::from(live.command_timeout));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
     let started = std::time::Instant::now();
-    let (state, warnings) = runtime.block_on(async {
-        let observation = observe::observe(desired, &opts).await;
-        let state = observation.state.clone();
-        let warnings = observation.warnings.clone();
-        observation.close().await;
-        (state, warnings)
-    });
-    for warning in &warnings {
+    let observation = runtime.block_on(observe::observe(desired, &opts));
+    for warning in &observation.warnings {
         eprintln!("warning: {warning}");
     }
     eprintln!(
@@ -330,12 +378,12 @@ fn observe_live(
         desired.nodes.len(),
         started.elapsed().as_secs_f64()
     );
-    let unreachable = observe::unreachable_nodes(desired, &state);
+    let unreachable = observe::unreachable_nodes(desired, &observation.state);
     if !unreachable.is_empty() {
         let names: Vec<&str> = unreachable.iter().map(|(n, _)| *n).collect();
         eprintln!("Could not observe: {}", names.join(", "));
     }
-    Ok(state)
+    observation
 }
 
 /// 1 when the plan has errors; with `--detailed-exitcode`, 2 when it changes something.

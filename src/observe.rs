@@ -71,6 +71,22 @@ pub struct Observation {
     /// What was found but left out of the state (a file that does not parse), each naming the
     /// node and the file.
     pub warnings: Vec<String>,
+    /// The kubeconfig the API was read with, held in memory for what runs next (apply);
+    /// `None` when there was none to read.
+    pub credentials: Option<Credentials>,
+}
+
+/// A kubeconfig's text and where it came from; its `Debug` never shows the text.
+pub struct Credentials {
+    /// `cp1:/etc/kubernetes/admin.conf`, or the local file's path.
+    pub origin: String,
+    pub kubeconfig: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, redacted)", self.origin)
+    }
 }
 
 impl Observation {
@@ -167,24 +183,26 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
     let endpoint =
         endpoint::probe_endpoint(&desired.endpoint, ca_pem.as_deref(), opts.probe_timeout);
     let api = async {
-        if let Some(api) = api_from_file {
-            return api;
+        if let Some((api, credentials)) = api_from_file {
+            return (api, credentials);
         }
-        match &admin_conf {
-            Some((node, text)) => {
+        match admin_conf {
+            Some((node, kubeconfig)) => {
                 let origin = format!("{node}:/etc/kubernetes/admin.conf");
-                api::read_api(text, &origin, opts.probe_timeout).await
+                let api = api::read_api(&kubeconfig, &origin, opts.probe_timeout).await;
+                (api, Some(Credentials { origin, kubeconfig }))
             }
-            None => api_failed(
-                "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
+            None => (
+                api_failed(
+                    "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
                  cluster.kubeconfig to a kubeconfig of a cluster admin"
-                    .to_string(),
+                        .to_string(),
+                ),
+                None,
             ),
         }
     };
-    let (etcd, endpoint, api) = tokio::join!(etcd, endpoint, api);
-    // The credentials are not needed any more.
-    drop(admin_conf);
+    let (etcd, endpoint, (api, credentials)) = tokio::join!(etcd, endpoint, api);
 
     let mut state = ObservedState {
         format_version: OBSERVED_FORMAT_VERSION,
@@ -237,6 +255,7 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
         state,
         sessions,
         warnings,
+        credentials,
     }
 }
 
@@ -276,15 +295,22 @@ async fn read_nodes<'a>(
 }
 
 /// The API through a kubeconfig file on this machine.
-async fn read_api_file(path: &Path, timeout: Duration) -> ApiObservation {
+async fn read_api_file(path: &Path, timeout: Duration) -> (ApiObservation, Option<Credentials>) {
     match tokio::fs::read_to_string(path).await {
-        Ok(text) => api::read_api(&text, &path.display().to_string(), timeout).await,
-        Err(e) => api_failed(format!(
-            "cannot read {} (cluster.kubeconfig): {e}; fix the path (relative paths are \
+        Ok(kubeconfig) => {
+            let origin = path.display().to_string();
+            let api = api::read_api(&kubeconfig, &origin, timeout).await;
+            (api, Some(Credentials { origin, kubeconfig }))
+        }
+        Err(e) => (
+            api_failed(format!(
+                "cannot read {} (cluster.kubeconfig): {e}; fix the path (relative paths are \
              relative to the desired-state file) or remove the key to use the first \
              control-plane node's admin.conf",
-            path.display()
-        )),
+                path.display()
+            )),
+            None,
+        ),
     }
 }
 

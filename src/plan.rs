@@ -19,7 +19,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// The version of the plan format; a minor bump adds fields, a major bump breaks readers.
-pub const PLAN_FORMAT_VERSION: &str = "1.1";
+pub const PLAN_FORMAT_VERSION: &str = "1.2";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,20 @@ pub struct Plan {
     pub summary: Summary,
     /// A digest of every resource's fingerprint: apply refuses the plan when it differs.
     pub observed_fingerprint: String,
+    /// The desired-state file a saved plan was made from (`plan -o` records it; 1.2): what
+    /// `apply PLANFILE` observes again, refused if the file changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_state: Option<DesiredStateFile>,
+}
+
+/// A desired-state file as a saved plan names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredStateFile {
+    /// Its absolute path when the plan was made.
+    pub path: String,
+    /// `sha256:` of its bytes.
+    pub sha256: String,
 }
 
 /// What happens to a resource; Terraform's vocabulary, plus `unknown` for a resource whose
@@ -346,6 +360,14 @@ pub enum StalePlan {
         now: String,
         now_endpoint: String,
     },
+    #[error(
+        "the plan was made from the desired-state file {path} as it was then ({saved}); it is {now} now: run `hactl plan` again and review the new plan"
+    )]
+    OtherDesiredState {
+        path: String,
+        saved: String,
+        now: String,
+    },
     #[error("the saved plan is stale: what it was made from has changed:\n{}\nrun `hactl plan` again and review the new plan", drift_lines(.0))]
     Drifted(Vec<Drift>),
 }
@@ -357,9 +379,29 @@ fn drift_lines(d: &[Drift]) -> String {
         .join("\n")
 }
 
+/// Whether `saved` was made from the desired-state file as it is `now` (a plan that records
+/// none passes: the cluster's fingerprints still guard it).
+pub fn check_desired_state(saved: &Plan, now: &DesiredStateFile) -> Result<(), StalePlan> {
+    match &saved.desired_state {
+        Some(s) if s != now => Err(StalePlan::OtherDesiredState {
+            path: s.path.clone(),
+            saved: s.sha256.clone(),
+            now: if s.path == now.path {
+                now.sha256.clone()
+            } else {
+                format!("{} ({})", now.path, now.sha256)
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `saved` may be applied, given `fresh`: the plan made now, from a new observation,
 /// for the same desired state. Every resource's fingerprint must be what it was.
 pub fn check_saved(saved: &Plan, fresh: &Plan) -> Result<(), StalePlan> {
+    if let Some(now) = &fresh.desired_state {
+        check_desired_state(saved, now)?;
+    }
     if saved.cluster != fresh.cluster || saved.endpoint != fresh.endpoint {
         return Err(StalePlan::OtherCluster {
             saved: saved.cluster.clone(),

@@ -101,6 +101,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Result<Plan, Cy
         problems,
         summary,
         observed_fingerprint,
+        desired_state: None,
     })
 }
 

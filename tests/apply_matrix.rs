@@ -344,9 +344,20 @@ fn a_check_that_never_holds_rolls_the_files_back_and_says_what_stays_broken() {
         assert_eq!(essence(&fake.world()), start, "{who}");
         match outcome {
             Outcome::Incomplete {
-                failed, not_undone, ..
+                failed,
+                error,
+                not_undone,
+                ..
             } => {
                 assert_eq!(failed, format!("handler.{who}.kubelet"));
+                // The wait says what it waited for and what it saw.
+                assert!(
+                    error.contains("did not hold within 120 s; last seen: ")
+                        && error.contains(&format!(
+                            "Lease kube-node-lease/{who} not renewed since the restart"
+                        )),
+                    "{error}"
+                );
                 assert!(!not_undone.is_empty());
                 assert!(
                     not_undone.iter().all(|(s, _)| s.starts_with("handler.")),

@@ -90,7 +90,7 @@ fn a_saved_plan_shows_the_same_in_every_format() {
         assert_eq!(stdout(&planned), stdout(&shown), "{format}");
     }
     let saved = std::fs::read_to_string(&planfile).unwrap();
-    assert!(saved.contains("\"format_version\": \"1.1\""));
+    assert!(saved.contains("\"format_version\": \"1.2\""));
     std::fs::write(&planfile, "not json").unwrap();
     let bad = hactl(&["show", p]);
     assert_eq!(bad.status.code(), Some(1));

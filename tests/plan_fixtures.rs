@@ -671,4 +671,27 @@ fn a_saved_plan_made_stale_by_a_hand_edit_is_refused_naming_the_resource() {
         check_saved(&saved, &other),
         Err(StalePlan::OtherCluster { .. })
     ));
+
+    // A plan saved from a desired-state file is refused for that file edited, or another one.
+    let file = |path: &str, sha: &str| hactl::plan::DesiredStateFile {
+        path: path.into(),
+        sha256: sha.into(),
+    };
+    let mut saved = lab_plan("fresh-1.31");
+    saved.desired_state = Some(file("/srv/hactl.toml", "sha256:aa"));
+    let mut fresh = lab_plan("fresh-1.31");
+    fresh.desired_state = Some(file("/srv/hactl.toml", "sha256:aa"));
+    assert_eq!(check_saved(&saved, &fresh), Ok(()));
+    fresh.desired_state = Some(file("/srv/hactl.toml", "sha256:bb"));
+    let err = check_saved(&saved, &fresh).unwrap_err().to_string();
+    assert!(
+        err.contains("/srv/hactl.toml as it was then (sha256:aa); it is sha256:bb now"),
+        "{err}"
+    );
+    fresh.desired_state = Some(file("/srv/other.toml", "sha256:aa"));
+    let err = check_saved(&saved, &fresh).unwrap_err().to_string();
+    assert!(
+        err.contains("it is /srv/other.toml (sha256:aa) now"),
+        "{err}"
+    );
 }

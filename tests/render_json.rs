@@ -31,12 +31,12 @@ fn every_plan_round_trips() {
 #[test]
 fn another_major_version_is_refused_with_advice() {
     let json = render::json(&fx::conversion())
-        .replace("\"format_version\": \"1.1\"", "\"format_version\": \"2.0\"");
+        .replace("\"format_version\": \"1.2\"", "\"format_version\": \"2.0\"");
     let err = render::parse_plan(&json).expect_err("version 2 is refused");
     assert!(matches!(err, PlanFileError::UnsupportedVersion { .. }));
     assert_eq!(
         err.to_string(),
-        "the plan file has format_version 2.0, but this hactl reads format 1.1; \
+        "the plan file has format_version 2.0, but this hactl reads format 1.2; \
          re-run `hactl plan` with this version of hactl to make a new plan"
     );
 }
@@ -44,9 +44,9 @@ fn another_major_version_is_refused_with_advice() {
 #[test]
 fn a_newer_minor_version_is_read() {
     let json = render::json(&fx::no_changes())
-        .replace("\"format_version\": \"1.1\"", "\"format_version\": \"1.2\"");
+        .replace("\"format_version\": \"1.2\"", "\"format_version\": \"1.3\"");
     let plan = render::parse_plan(&json).expect("same major version");
-    assert_eq!(plan.format_version, "1.2");
+    assert_eq!(plan.format_version, "1.3");
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn fields_that_do_not_fit_name_the_place() {
     let message = err.to_string();
     assert!(
         message.starts_with(
-            "the plan file (format_version 1.1) does not fit the plan format this hactl reads (1.1): \
+            "the plan file (format_version 1.2) does not fit the plan format this hactl reads (1.2): \
              invalid type: string \"one\", expected usize at line "
         ),
         "{message}"

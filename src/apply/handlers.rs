@@ -39,15 +39,6 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
         let seams = ctx.seams;
         let mut before = Before::default();
         match &h.check {
-            Some(HandlerCheck::NodeReady { node }) => {
-                before.lease_version = Some(
-                    seams
-                        .api
-                        .get_lease("kube-node-lease", node)
-                        .await?
-                        .resource_version,
-                );
-            }
             Some(HandlerCheck::LeaderLeaseRenewed { lease }) => {
                 let l = seams.api.get_lease("kube-system", lease).await?;
                 before.lease_version = Some(l.resource_version);
@@ -100,81 +91,144 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             // new one in time.
             HandlerAction::ReloadServingCertificate { runtime } => {
                 let reload = Duration::from_secs(CERT_RELOAD_TIMEOUT_SECS.into());
-                if !ctx.poll(h, &before, undo, reload).await? {
+                if ctx.poll(h, &before, undo, reload).await?.is_err() {
                     restart_static_pod(seams.node, &node, "kube-apiserver", runtime).await?;
                 }
             }
             // The bootstrapsigner re-signs by itself.
             HandlerAction::AwaitBootstrapSigner => {}
         }
-        if ctx.poll(h, &before, undo, CHECK_TIMEOUT).await? {
-            return Ok(());
+        // `systemctl restart` returns once the old kubelet has stopped: a renewal after it is
+        // the new kubelet's (one read before could be the old one's last).
+        if let Some(HandlerCheck::NodeReady { node }) = &h.check {
+            let lease = seams.api.get_lease("kube-node-lease", node).await?;
+            before.lease_version = Some(lease.resource_version);
         }
-        Err(StepError::Failed(format!(
-            "{}: {} did not hold within {} s",
-            h.id,
-            h.verify,
-            CHECK_TIMEOUT.as_secs()
-        )))
+        match ctx.poll(h, &before, undo, CHECK_TIMEOUT).await? {
+            Ok(()) => Ok(()),
+            Err(seen) => Err(StepError::Failed(format!(
+                "{}: {} did not hold within {} s; last seen: {seen}",
+                h.id,
+                h.verify,
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
-    /// Polls the handler's check on the clock, once a second, until it holds (true) or `within`
-    /// has passed (false).
+    /// Polls the handler's check on the clock, once a second, until it holds (`Ok`) or
+    /// `within` has passed (`Err` with what was seen last).
     async fn poll(
         &self,
         h: &Handler,
         before: &Before,
         undo: bool,
         within: Duration,
-    ) -> Result<bool, StepError> {
+    ) -> Result<Result<(), String>, StepError> {
         let ctx = self;
         let deadline = ctx.seams.clock.now() + within;
         loop {
-            if ctx.holds(h, before, undo).await? {
-                return Ok(true);
-            }
+            let seen = match ctx.holds(h, before, undo).await? {
+                None => return Ok(Ok(())),
+                Some(seen) => seen,
+            };
             if ctx.seams.clock.now() >= deadline {
-                return Ok(false);
+                return Ok(Err(seen));
             }
             ctx.seams.clock.sleep(Duration::from_secs(1)).await;
         }
     }
 
-    /// Whether the handler's check holds now. A call that fails is a check not holding yet (the
-    /// API is briefly away while components restart).
-    async fn holds(&self, h: &Handler, before: &Before, undo: bool) -> Result<bool, StepError> {
+    /// `None` when the handler's check holds now, else what was seen instead. A call that
+    /// fails is a check not holding yet (the API is briefly away while components restart).
+    async fn holds(
+        &self,
+        h: &Handler,
+        before: &Before,
+        undo: bool,
+    ) -> Result<Option<String>, StepError> {
         let ctx = self;
         let api = ctx.seams.api;
+        let unless = |holds: bool, seen: String| (!holds).then_some(seen);
         Ok(match &h.check {
             Some(HandlerCheck::NodeReady { node }) => {
-                let ready = api.get_node(node).await.is_ok_and(|n| n.ready);
-                let renewed = api
-                    .get_lease("kube-node-lease", node)
-                    .await
-                    .is_ok_and(|l| Some(l.resource_version) != before.lease_version);
-                ready && renewed
+                let ready = match api.get_node(node).await {
+                    Ok(n) if n.ready => None,
+                    Ok(_) => Some(format!("Node {node} is not Ready")),
+                    Err(e) => Some(format!("reading Node {node}: {e}")),
+                };
+                let renewed = match api.get_lease("kube-node-lease", node).await {
+                    Ok(l) => unless(
+                        Some(&l.resource_version) != before.lease_version.as_ref(),
+                        format!(
+                            "Lease kube-node-lease/{node} not renewed since the restart (renewTime {})",
+                            l.renew_time.as_deref().unwrap_or("none")
+                        ),
+                    ),
+                    Err(e) => Some(format!("reading Lease kube-node-lease/{node}: {e}")),
+                };
+                let seen: Vec<String> = ready.into_iter().chain(renewed).collect();
+                (!seen.is_empty()).then(|| seen.join("; "))
             }
-            Some(HandlerCheck::LeaderLeaseRenewed { lease }) => api
-                .get_lease("kube-system", lease)
-                .await
-                // The leader's renewals go on by themselves: the new container is a new holder.
-                .is_ok_and(|l| {
-                    Some(l.resource_version) != before.lease_version && l.holder != before.holder
-                }),
-            Some(HandlerCheck::KubeProxyReady { node }) => api
-                .list_pods("kube-system", KUBE_PROXY, Some(node))
-                .await
-                .is_ok_and(|pods| {
-                    pods.iter()
-                        .any(|p| p.ready && !before.pods.contains(&p.uid))
-                }),
+            Some(HandlerCheck::LeaderLeaseRenewed { lease }) => {
+                match api.get_lease("kube-system", lease).await {
+                    // The leader's renewals go on by themselves: the new container is a new
+                    // holder.
+                    Ok(l) => unless(
+                        Some(&l.resource_version) != before.lease_version.as_ref()
+                            && l.holder != before.holder,
+                        format!(
+                            "Lease kube-system/{lease} held by {} (renewTime {}), as before the restart",
+                            l.holder.as_deref().unwrap_or("no one"),
+                            l.renew_time.as_deref().unwrap_or("none")
+                        ),
+                    ),
+                    Err(e) => Some(format!("reading Lease kube-system/{lease}: {e}")),
+                }
+            }
+            Some(HandlerCheck::KubeProxyReady { node }) => {
+                match api.list_pods("kube-system", KUBE_PROXY, Some(node)).await {
+                    Ok(pods) => {
+                        let ready = pods
+                            .iter()
+                            .any(|p| p.ready && !before.pods.contains(&p.uid));
+                        let listed: Vec<String> = pods
+                            .iter()
+                            .map(|p| {
+                                let age = if before.pods.contains(&p.uid) {
+                                    "old"
+                                } else {
+                                    "new"
+                                };
+                                format!("{} ({age}, Ready={})", p.name, p.ready)
+                            })
+                            .collect();
+                        unless(
+                            ready,
+                            if listed.is_empty() {
+                                format!("no kube-proxy Pod on {node}")
+                            } else {
+                                format!("kube-proxy Pods on {node}: {}", listed.join(", "))
+                            },
+                        )
+                    }
+                    Err(e) => Some(format!("listing kube-proxy Pods on {node}: {e}")),
+                }
+            }
             Some(HandlerCheck::ClusterInfoSigned) => {
                 match api.get_configmap("kube-public", "cluster-info").await {
-                    Ok(cm) => ctx
-                        .jws_before
-                        .iter()
-                        .all(|(k, old)| cm.data.get(k).is_some_and(|v| v != old)),
-                    Err(_) => false,
+                    Ok(cm) => {
+                        let old: Vec<&str> = ctx
+                            .jws_before
+                            .iter()
+                            .filter(|(k, old)| cm.data.get(*k).is_none_or(|v| v == *old))
+                            .map(|(k, _)| k.as_str())
+                            .collect();
+                        unless(
+                            old.is_empty(),
+                            format!("not re-signed yet: {}", old.join(", ")),
+                        )
+                    }
+                    Err(e) => Some(format!("reading ConfigMap kube-public/cluster-info: {e}")),
                 }
             }
             // After an undo the old certificate is back, which never named the load balancer:
@@ -189,10 +243,13 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                     .unwrap_or(address);
                 let name = if undo { own } else { server_name.as_str() };
                 let ca = before.ca_pem.as_deref().unwrap_or_default();
-                api.verify_served(address, name, ca).await.is_ok()
+                match api.verify_served(address, name, ca).await {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("{address} for {name}: {e}")),
+                }
             }
             // A handler without a check has nothing to wait for.
-            None => true,
+            None => None,
         })
     }
 }

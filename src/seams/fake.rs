@@ -129,6 +129,9 @@ struct State {
     /// Every call gives way once before it acts, as a real one waits on the network: calls
     /// made side by side interleave.
     yielding: bool,
+    /// Leases (namespace, name, holder) a restarted component renews a moment later: at the
+    /// clock's next step.
+    pending: Vec<(String, String, String)>,
 }
 
 /// A future that is pending once (and asks to be polled again), then ready.
@@ -449,8 +452,17 @@ impl NodeOps for FakeCluster {
         };
         let mut st = self.lock();
         match words.as_slice() {
+            // The old kubelet may renew once more as it stops; the new one renews a moment
+            // after it starts (unless its restart never takes).
             ["systemctl", "restart", "kubelet"] => {
-                FakeCluster::renew(&mut st, "kube-node-lease", node, node)
+                let stuck = st.stuck.remove(node);
+                FakeCluster::renew(&mut st, "kube-node-lease", node, node);
+                if stuck {
+                    st.stuck.insert(node.to_string());
+                } else {
+                    let lease = ("kube-node-lease".into(), node.into(), node.into());
+                    st.pending.push(lease);
+                }
             }
             ["crictl", "pods", "--name", name, "-q"] => out.stdout = format!("sandbox-{name}\n"),
             ["docker", "ps", "-q", "--filter", filter] => {
@@ -709,9 +721,13 @@ impl Clock for FakeCluster {
         self.lock().now
     }
 
-    /// Moves the clock on at once: a wait of an hour takes no time.
+    /// Moves the clock on at once: a wait of an hour takes no time; what restarted renews.
     async fn sleep(&self, d: Duration) {
-        self.lock().now += d;
+        let mut st = self.lock();
+        st.now += d;
+        for (namespace, name, who) in std::mem::take(&mut st.pending) {
+            FakeCluster::renew(&mut st, &namespace, &name, &who);
+        }
     }
 }
 

@@ -25,6 +25,11 @@ impl<T: NodeTransport> NodeFiles<T> {
         }
     }
 
+    /// The transports back, to close them.
+    pub fn into_transports(self) -> impl Iterator<Item = T> {
+        self.nodes.into_values()
+    }
+
     fn node(&self, node: &str) -> Result<&T, SeamError> {
         self.nodes
             .get(node)

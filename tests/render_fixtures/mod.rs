@@ -277,6 +277,7 @@ fn finish(
         problems,
         summary,
         observed_fingerprint,
+        desired_state: None,
     }
 }
 

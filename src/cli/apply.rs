@@ -1,0 +1,581 @@
+//! `hactl apply` and `hactl rollback`: apply's engine over the real seams, with Terraform's
+//! habits: the plan, a question only `yes` answers, a line as each step starts and ends, a
+//! summary, and exit codes that tell a failure rolled back (1) from one whose rollback is
+//! incomplete (3).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use miette::Diagnostic;
+
+use super::{LiveArgs, read_file, read_spec};
+use crate::apply::driver::{self, Options, Outcome, Seams, Sink};
+use crate::apply::journal::Record;
+use crate::apply::steps::{self, Step, StepAction, StepsError};
+use crate::observe::{Credentials, Observation};
+use crate::plan::{DesiredStateFile, Plan, StalePlan};
+use crate::runs::{RunDir, RunError, new_run_id, runs_dir};
+use crate::transport::clock::SystemClock;
+use crate::transport::cluster::KubeCluster;
+use crate::transport::files::NodeFiles;
+use crate::transport::ssh::SshSession;
+use crate::{planner, render, spec};
+
+/// The exit code of a failure whose rollback left something changed (or a journal that could
+/// not be written): the cluster needs a hand.
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// How long each call to the API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Report = Box<dyn Diagnostic + Send + Sync>;
+
+/// Why apply or rollback would not start; each says what to do instead.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+enum ApplyError {
+    #[error("hactl {command} asks for approval, and standard input is not a terminal to ask on")]
+    #[diagnostic(
+        code(hactl::apply::no_terminal),
+        help(
+            "run it on a terminal, or pass --auto-approve, or save a plan with `hactl plan FILE -o PLANFILE` and apply that with `hactl apply PLANFILE`"
+        )
+    )]
+    NoTerminal { command: &'static str },
+    #[error("run {run} of {file} {state} (its journal: {journal})")]
+    #[diagnostic(
+        code(hactl::apply::unfinished),
+        help(
+            "roll it back first with `hactl rollback {file} {run}`; hactl changes nothing while a run is unfinished"
+        )
+    )]
+    Unfinished {
+        run: String,
+        file: String,
+        state: &'static str,
+        journal: String,
+    },
+    #[error("{path} was saved without the desired-state file it was made from")]
+    #[diagnostic(
+        code(hactl::apply::plan_file),
+        help("make the plan again with `hactl plan FILE -o PLANFILE` and apply that")
+    )]
+    NoDesiredState { path: String },
+    #[error("{plan}: {stale}")]
+    #[diagnostic(code(hactl::apply::stale_plan))]
+    Stale { plan: String, stale: StalePlan },
+    #[error(transparent)]
+    #[diagnostic(code(hactl::apply::plan))]
+    Steps(#[from] StepsError),
+    #[error(
+        "the plan joins control-plane nodes ({0}), which this hactl does not do yet; nothing was changed"
+    )]
+    #[diagnostic(
+        code(hactl::apply::joins),
+        help(
+            "leave the nodes to join out of the desired-state file to convert the cluster first; join them afterwards"
+        )
+    )]
+    Joins(String),
+    #[error("cannot reach the API to apply: {0}")]
+    #[diagnostic(
+        code(hactl::apply::api),
+        help(
+            "hactl needs the API to verify each step; fix what the message names (or set cluster.kubeconfig) and run the command again"
+        )
+    )]
+    Api(String),
+    #[error(transparent)]
+    #[diagnostic(code(hactl::apply::run))]
+    Run(#[from] RunError),
+    #[error("cannot start the runtime that talks to the cluster: {0}")]
+    #[diagnostic(code(hactl::runtime))]
+    Runtime(std::io::Error),
+}
+
+fn boxed(e: impl Into<ApplyError>) -> Report {
+    Box::new(e.into())
+}
+
+/// `hactl apply TARGET`: TARGET is a desired-state file (plan, ask, apply) or a saved plan
+/// (observe again, check it still holds, apply it without asking).
+pub(super) fn apply(
+    target: &Path,
+    auto_approve: bool,
+    live: &LiveArgs,
+    color: bool,
+) -> Result<u8, Report> {
+    let text = read_file(target)?;
+    // A saved plan is JSON; a desired-state file is TOML, which never starts with `{`.
+    let saved = if text.trim_start().starts_with('{') {
+        let plan = render::parse_plan(&text).map_err(|source| super::CliError::PlanFile {
+            path: target.display().to_string(),
+            source,
+        })?;
+        Some(plan)
+    } else {
+        None
+    };
+    let file = match &saved {
+        Some(plan) => match &plan.desired_state {
+            Some(d) => PathBuf::from(&d.path),
+            None => {
+                return Err(boxed(ApplyError::NoDesiredState {
+                    path: target.display().to_string(),
+                }));
+            }
+        },
+        None => target.to_path_buf(),
+    };
+    let (desired, desired_ref) = read_desired(&file)?;
+    // The file edited since the plan was made: refused before anything is observed.
+    if let Some(saved) = &saved
+        && let Err(stale) = crate::plan::check_desired_state(saved, &desired_ref)
+    {
+        return Err(boxed(ApplyError::Stale {
+            plan: target.display().to_string(),
+            stale,
+        }));
+    }
+    let runs = runs_dir(&file);
+    refuse_unfinished(&runs, &file)?;
+    // A saved plan was reviewed when it was made: it is applied without asking.
+    let ask = saved.is_none() && !auto_approve;
+    if ask && !std::io::stdin().is_terminal() {
+        return Err(boxed(ApplyError::NoTerminal { command: "apply" }));
+    }
+
+    let runtime = runtime()?;
+    let observation = super::observe_with(&runtime, &file, &desired, live);
+    let mut fresh = match planner::plan(&desired, &observation.state) {
+        Ok(plan) => plan,
+        Err(e) => {
+            runtime.block_on(observation.close());
+            return Err(Box::new(super::CliError::from(e)));
+        }
+    };
+    fresh.desired_state = Some(desired_ref);
+    let plan = match saved {
+        Some(saved) => {
+            if let Err(stale) = crate::plan::check_saved(&saved, &fresh) {
+                runtime.block_on(observation.close());
+                return Err(boxed(ApplyError::Stale {
+                    plan: target.display().to_string(),
+                    stale,
+                }));
+            }
+            println!(
+                "Applying the saved plan {} (made from {}).",
+                target.display(),
+                file.display()
+            );
+            saved
+        }
+        None => {
+            super::print_plan(&fresh, super::Format::Text, color);
+            fresh
+        }
+    };
+    let refused = |observation: Observation, e: Report| {
+        runtime.block_on(observation.close());
+        Err(e)
+    };
+    if plan.has_errors() {
+        return refused(
+            observation,
+            boxed(StepsError::Errors(error_subjects(&plan))),
+        );
+    }
+    let (steps, joins) = match steps::steps(&plan) {
+        Ok(s) => s,
+        Err(e) => return refused(observation, boxed(e)),
+    };
+    if !joins.is_empty() {
+        return refused(observation, boxed(ApplyError::Joins(joins.join(", "))));
+    }
+    if steps.is_empty() {
+        runtime.block_on(observation.close());
+        println!("\nNo changes. The cluster matches the desired state; nothing to apply.");
+        return Ok(0);
+    }
+    if ask && !approved("Do you want to perform these actions?") {
+        runtime.block_on(observation.close());
+        println!("\nApply cancelled.");
+        return Ok(1);
+    }
+
+    let opts = Options {
+        workers: desired.worker_nodes().map(|n| n.name.clone()).collect(),
+        worker_parallelism: desired.policy.worker_parallelism as usize,
+    };
+    let id = new_run_id();
+    let run = RunDir::create(&runs, &id, &render::json(&plan)).map_err(boxed)?;
+    println!(
+        "\nRun {id}; its journal: {}\n",
+        run.journal_path().display()
+    );
+    let s = &plan.summary;
+    let complete = format!(
+        "Apply complete! Resources: {} added, {} changed, {} destroyed.",
+        s.add, s.change, s.destroy
+    );
+    let mut sink = Console::new(run.sink().map_err(boxed)?, &steps);
+    let result = with_seams(&runtime, observation, |seams| {
+        Box::pin(async move { driver::apply(&plan, &steps, seams, &mut sink, &id, &opts).await })
+    })?;
+    Ok(report(result, &file, &run, Command::Apply(complete)))
+}
+
+/// `hactl rollback FILE [RUN]`: undoes a run from its journal (the latest by default).
+pub(super) fn rollback(
+    file: &Path,
+    run: Option<&str>,
+    auto_approve: bool,
+    live: &LiveArgs,
+) -> Result<u8, Report> {
+    let (desired, _) = read_desired(file)?;
+    let run = RunDir::open(&runs_dir(file), run).map_err(boxed)?;
+    let journal = run.journal().map_err(boxed)?;
+    if journal.records.is_empty() {
+        println!(
+            "Run {} changed nothing; there is nothing to roll back.",
+            run.id
+        );
+        return Ok(0);
+    }
+    if journal.finished() == Some("rolled-back") {
+        println!(
+            "Run {} is rolled back already; there is nothing to do.",
+            run.id
+        );
+        return Ok(0);
+    }
+    let plan_json = run.plan_json().map_err(boxed)?;
+    let plan = render::parse_plan(&plan_json).map_err(|source| super::CliError::PlanFile {
+        path: run.path.join("plan.json").display().to_string(),
+        source,
+    })?;
+    let (steps, _) = steps::steps(&plan).map_err(boxed)?;
+    let states = journal.steps();
+    let order = journal
+        .started()
+        .map(|(_, s)| s.to_vec())
+        .unwrap_or_default();
+    let pending: Vec<&String> = order
+        .iter()
+        .rev()
+        .filter(|s| states.get(*s).is_some_and(|st| st.started && !st.undone))
+        .collect();
+    println!(
+        "Run {} ({}) began {} steps; hactl will undo them, last first:",
+        run.id,
+        journal.finished().unwrap_or("interrupted"),
+        pending.len()
+    );
+    for step in &pending {
+        println!("  - {step}");
+    }
+    if !auto_approve {
+        if !std::io::stdin().is_terminal() {
+            return Err(boxed(ApplyError::NoTerminal {
+                command: "rollback",
+            }));
+        }
+        if !approved("Do you want to roll back these steps?") {
+            println!("\nRollback cancelled.");
+            return Ok(1);
+        }
+    }
+    let runtime = runtime()?;
+    let observation = super::observe_with(&runtime, file, &desired, live);
+    println!();
+    let mut sink = Console::new(run.sink().map_err(boxed)?, &steps);
+    let result = with_seams(&runtime, observation, |seams| {
+        Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink).await })
+    })?;
+    Ok(report(result, file, &run, Command::Rollback))
+}
+
+/// What ran: apply (with the line it ends on), or rollback.
+enum Command {
+    Apply(String),
+    Rollback,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Report> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| boxed(ApplyError::Runtime(e)))
+}
+
+/// The desired-state file, parsed, and what a saved plan records of it.
+fn read_desired(file: &Path) -> Result<(spec::DesiredState, DesiredStateFile), Report> {
+    Ok((read_spec(file)?, desired_state_file(file)?))
+}
+
+/// What a saved plan records of its desired-state file: its absolute path and its hash.
+pub(super) fn desired_state_file(file: &Path) -> Result<DesiredStateFile, Report> {
+    let bytes = read_file(file)?;
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    Ok(DesiredStateFile {
+        path: path.display().to_string(),
+        sha256: crate::plan::sha256(bytes.as_bytes()),
+    })
+}
+
+/// Refuses while a run of this desired-state file has not finished, or finished with a
+/// rollback that left something changed.
+fn refuse_unfinished(runs: &Path, file: &Path) -> Result<(), Report> {
+    for id in RunDir::list(runs).iter().rev() {
+        let run = RunDir::open(runs, Some(id)).map_err(boxed)?;
+        let journal = run.journal().map_err(boxed)?;
+        if journal.records.is_empty() {
+            continue;
+        }
+        let state = match journal.finished() {
+            None => "did not finish (or is running now)",
+            Some("rollback-incomplete") => "failed and was not rolled back completely",
+            Some(_) => continue,
+        };
+        return Err(boxed(ApplyError::Unfinished {
+            run: id.clone(),
+            file: file.display().to_string(),
+            state,
+            journal: run.journal_path().display().to_string(),
+        }));
+    }
+    Ok(())
+}
+
+fn error_subjects(plan: &Plan) -> String {
+    plan.problems
+        .iter()
+        .filter(|p| p.severity == crate::plan::Severity::Error)
+        .map(|p| p.subject.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Asks on the terminal; only `yes` approves.
+fn approved(question: &str) -> bool {
+    print!("\n{question} Only 'yes' will be accepted: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let read = std::io::stdin().lock().read_line(&mut answer);
+    read.is_ok() && answer.trim() == "yes"
+}
+
+type Run<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = RunResult> + 'a>>;
+type RunResult = Result<Outcome, driver::SinkError>;
+type RealSeams<'a> =
+    Seams<'a, NodeFiles<SshSession>, KubeCluster, SystemClock, crate::pki::KubeadmSigner>;
+
+/// Builds the real seams from an observation (its SSH sessions, the kubeconfig it read the
+/// API with), runs `body` with them, and closes every session.
+fn with_seams(
+    runtime: &tokio::runtime::Runtime,
+    observation: Observation,
+    body: impl for<'a> FnOnce(RealSeams<'a>) -> Run<'a>,
+) -> Result<RunResult, Report> {
+    let Observation {
+        sessions,
+        credentials,
+        state,
+        ..
+    } = observation;
+    let files = NodeFiles::new(sessions.into_values());
+    let result = runtime.block_on(async {
+        let api = connect_api(credentials, &state).await?;
+        let seams = Seams {
+            node: &files,
+            api: &api,
+            clock: &SystemClock,
+            signer: &crate::pki::KubeadmSigner,
+        };
+        Ok(body(seams).await)
+    });
+    let closing = files.into_transports().map(SshSession::close);
+    let _ = runtime.block_on(futures_util::future::join_all(closing));
+    result
+}
+
+async fn connect_api(
+    credentials: Option<Credentials>,
+    state: &crate::observed::ObservedState,
+) -> Result<KubeCluster, Report> {
+    let Some(c) = credentials else {
+        let why = state
+            .api
+            .reachable
+            .failure()
+            .unwrap_or("no kubeconfig to reach it with")
+            .to_string();
+        return Err(boxed(ApplyError::Api(why)));
+    };
+    KubeCluster::from_kubeconfig(&c.kubeconfig, API_TIMEOUT)
+        .await
+        .map_err(|e| boxed(ApplyError::Api(format!("{}: {e}", c.origin))))
+}
+
+/// Says how the run ended, on stdout when it succeeded and stderr when not; the exit code.
+fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 {
+    let file = file.display();
+    let id = &run.id;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "\nError: {e}\nThe run stopped where it was; its journal is {}. Fix the cause, then run `hactl rollback {file} {id}`.",
+                run.journal_path().display()
+            );
+            return EXIT_INCOMPLETE;
+        }
+    };
+    match outcome {
+        Outcome::Applied { .. } => {
+            if let Command::Apply(complete) = &command {
+                println!("\n{complete}");
+            }
+            0
+        }
+        Outcome::RolledBack {
+            failed,
+            error,
+            undone,
+        } => match command {
+            Command::Rollback => {
+                println!("\nRollback complete! {} steps undone.", undone.len());
+                0
+            }
+            Command::Apply(_) => {
+                eprintln!(
+                    "\nError: {failed}: {error}\n\nhactl rolled back every step it had begun ({}): the cluster is as it was before this apply. Fix the cause above and run `hactl apply` again.",
+                    undone.len()
+                );
+                1
+            }
+        },
+        Outcome::Incomplete {
+            failed,
+            error,
+            undone,
+            not_undone,
+        } => {
+            if let Command::Apply(_) = command {
+                eprintln!("\nError: {failed}: {error}");
+            }
+            eprintln!(
+                "\nThe rollback is INCOMPLETE: {} steps were undone, these were not:",
+                undone.len()
+            );
+            for (step, why) in &not_undone {
+                eprintln!("  - {step}: {why}");
+            }
+            eprintln!(
+                "The files hactl changed are backed up on their nodes under {}/{id}/. Fix what is named above, then run `hactl rollback {file} {id}` to finish; hactl apply refuses to start until then.",
+                crate::seams::BACKUP_ROOT
+            );
+            EXIT_INCOMPLETE
+        }
+    }
+}
+
+/// The journal, and a line on stdout as each step starts and ends (after its record is
+/// durable, so what is said has been recorded).
+struct Console<J> {
+    journal: J,
+    handlers: BTreeMap<String, String>,
+    began: HashMap<String, Instant>,
+}
+
+impl<J: Sink> Console<J> {
+    fn new(journal: J, steps: &[Step]) -> Console<J> {
+        let handlers = steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                StepAction::Handler(h) => Some((s.id.clone(), h.verify.clone())),
+                StepAction::Change(_) => None,
+            })
+            .collect();
+        Console {
+            journal,
+            handlers,
+            began: HashMap::new(),
+        }
+    }
+
+    fn after(&mut self, step: &str) -> String {
+        let secs = self.began.remove(step).map_or(0, |t| t.elapsed().as_secs());
+        if secs >= 60 {
+            format!("{}m{}s", secs / 60, secs % 60)
+        } else {
+            format!("{secs}s")
+        }
+    }
+
+    /// Whether `step` is a handler run again after an undo (`ID.undo`).
+    fn handler_again(&self, step: &str) -> bool {
+        step.strip_suffix(".undo")
+            .is_some_and(|id| self.handlers.contains_key(id))
+    }
+
+    fn line(&mut self, r: &Record) -> Option<String> {
+        Some(match r {
+            Record::StepStarted { step } => {
+                self.began.insert(step.clone(), Instant::now());
+                match self.handlers.get(step) {
+                    Some(_) => format!("{step}: Running..."),
+                    None => format!("{step}: Modifying..."),
+                }
+            }
+            Record::StepDone { step } => {
+                let after = self.after(step);
+                match self.handlers.get(step) {
+                    Some(verify) => format!("{step}: Verified after {after}: {verify}"),
+                    None => format!("{step}: Modifications complete after {after}"),
+                }
+            }
+            Record::StepFailed { step, error } => {
+                let after = self.after(step);
+                format!("{step}: Failed after {after}: {error}")
+            }
+            // A handler run again after an undo is said as a handler.
+            Record::UndoStarted { step } => {
+                self.began.insert(step.clone(), Instant::now());
+                if self.handler_again(step) {
+                    format!("{step}: Running...")
+                } else {
+                    format!("{step}: Rolling back...")
+                }
+            }
+            Record::Undone { step } => {
+                let after = self.after(step);
+                if self.handler_again(step) {
+                    // Its check is the handler's, for what the undo put back.
+                    format!("{step}: Verified after {after}")
+                } else {
+                    format!("{step}: Rolled back after {after}")
+                }
+            }
+            Record::UndoFailed { step, error } => {
+                self.began.remove(step);
+                format!("{step}: Rollback failed: {error}")
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl<J: Sink> Sink for Console<J> {
+    fn append(&mut self, record: &Record) -> Result<(), String> {
+        self.journal.append(record)?;
+        if let Some(line) = self.line(record) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        Ok(())
+    }
+}
