@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod cluster_config;
 pub mod graph;
+pub mod jws;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod lab;

@@ -206,6 +206,20 @@ pub struct Lease {
     pub resource_version: String,
 }
 
+/// A bootstrap token as the bootstrapsigner signs with it; the secret stays in memory and
+/// out of `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BootstrapToken({}, secret redacted)", self.id)
+    }
+}
+
 /// The cluster's API (the real one: `kube`, with `fieldManager=hactl` and a `hactl/<version>`
 /// User-Agent on every write).
 pub trait ClusterApi: Send + Sync {
@@ -255,6 +269,12 @@ pub trait ClusterApi: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), SeamError>> + Send;
+
+    /// The bootstrap tokens (`kube-system` Secrets of type `bootstrap.kubernetes.io/token`),
+    /// to check cluster-info's signatures with.
+    fn bootstrap_tokens(
+        &self,
+    ) -> impl Future<Output = Result<Vec<BootstrapToken>, SeamError>> + Send;
 
     /// A TLS handshake with `address` (`HOST:PORT`) for `server_name`, verified against
     /// `ca_pem` as Go verifies it: whether the API server there serves a certificate valid for

@@ -33,8 +33,10 @@ fn root() -> &'static Path {
 }
 
 /// What cluster-info's bootstrapsigner writes, as the fake signs it.
-fn jws(key: &str, kubeconfig: &str) -> String {
-    sha256(format!("{key}{kubeconfig}").as_bytes())
+/// A bootstrap token's secret for the fake, made from its id at test time (16 characters of
+/// `[a-z0-9]`, as kubeadm's).
+fn token_secret(id: &str) -> String {
+    sha256(id.as_bytes())["sha256:".len()..][..16].to_string()
 }
 
 /// The fixture's cluster as a fake world, and the observation of that world (the fixture with
@@ -100,8 +102,10 @@ fn fixture_world(name: &str) -> (World, ObservedState) {
         if key == "kube-public/cluster-info" {
             let kc = cm.data["kubeconfig"].clone();
             for (k, v) in cm.data.iter_mut() {
-                if k.starts_with("jws-kubeconfig-") {
-                    *v = jws(k, &kc);
+                if let Some(id) = k.strip_prefix("jws-kubeconfig-") {
+                    let secret = token_secret(id);
+                    *v = hactl::jws::compute_detached_signature(&kc, id, &secret);
+                    w.tokens.insert(id.to_string(), secret);
                 }
             }
         }
@@ -366,6 +370,33 @@ fn a_check_that_never_holds_rolls_the_files_back_and_says_what_stays_broken() {
             }
             other => panic!("{who}: {other:?}"),
         }
+    }
+}
+
+/// cluster-info counts as re-signed only when every token's signature verifies for the new
+/// kubeconfig (with the token's secret, as `kubeadm join` checks it): a bootstrapsigner that
+/// never signs fails the step, and the rollback puts the old kubeconfig back under the old,
+/// still valid, signatures.
+#[test]
+fn cluster_info_never_re_signed_fails_its_check_and_is_rolled_back() {
+    let c = case("fresh-1.31");
+    let start = essence(&c.world);
+    let fake = FakeCluster::new(c.world.clone());
+    fake.never_renews(hactl::seams::fake::BOOTSTRAPSIGNER);
+    let mut sink = MemorySink::default();
+    let outcome = run(&c, &fake, &mut sink).unwrap();
+    assert_eq!(essence(&fake.world()), start);
+    match outcome {
+        Outcome::RolledBack { failed, error, .. } => {
+            assert_eq!(failed, "handler.cluster-info.jws");
+            assert!(
+                error.contains(
+                    "last seen: jws-kubeconfig-pt7o1d does not verify for the kubeconfig cluster-info holds"
+                ),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
     }
 }
 

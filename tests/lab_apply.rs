@@ -6,9 +6,10 @@
 mod lab_support;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -178,6 +179,27 @@ fn convert_and_roll_back(tag: &str, net: u8, version: &str) {
     let ca = lab.dir.join("nodes/cp1/etc/kubernetes/pki/ca.crt");
     let hactl = |args: &[&str]| Command::new(HACTL).args(args).output().unwrap();
 
+    // Asked on a terminal (the real `script` gives it one), anything but `yes` changes nothing.
+    let before = files(&lab);
+    let mut asked = Command::new("script")
+        .args(["-qec", &format!("{HACTL} apply {file_s}"), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    asked.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = asked.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("Do you want to perform these actions? Only 'yes' will be accepted:")
+            && said.contains("Apply cancelled."),
+        "{said}"
+    );
+    assert_eq!(changed(&before, &files(&lab)), Vec::<String>::new());
+    assert!(!runs.exists(), "a cancelled apply starts no run");
+
     // A saved plan made stale by a hand edit is refused, naming what drifted; nothing changes.
     let out = hactl(&["plan", file_s, "-o", saved_s]);
     assert!(out.status.success(), "{}", text(&out));
@@ -333,6 +355,35 @@ fn convert_and_roll_back(tag: &str, net: u8, version: &str) {
         Duration::from_secs(30),
         |_, code| code == 0,
     );
+    // A step that fails (w2's disk full when its kubelet.conf is written): apply exits 1,
+    // saying what failed and every step it rolled back, and every byte is back.
+    lab.fault("w2", &["disk-full"]);
+    let out = hactl(&["apply", file_s, "--auto-approve"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("Error: kubeconfig.w2.kubelet") && said.contains("No space left on device"),
+        "{said}"
+    );
+    let undone = said
+        .split("hactl undid every change it had begun, last first: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        undone.starts_with("kubeconfig.w2.kubelet, kubeconfig.w1.kubelet, ")
+            && undone.contains(", apiserver_cert.cp1.\nThen it ran their handlers again: ")
+            && undone.contains("handler.w1.kubelet"),
+        "{said}"
+    );
+    lab.heal("w2");
+    assert_eq!(changed(&before, &files(&lab)), Vec::<String>::new());
+    assert_eq!(configmaps(&lab), cms_before);
+    lab.wait_status(
+        "a healthy lab after a failed apply",
+        Duration::from_secs(30),
+        |_, code| code == 0,
+    );
+
     // Rolled back once is rolled back: nothing to do.
     let out = hactl(&["rollback", file_s, "--auto-approve"]);
     assert!(

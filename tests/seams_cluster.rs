@@ -164,5 +164,33 @@ fn the_cluster_api_seam_against_a_lab() {
             api.get_lease("kube-system", "hactl").await,
             Err(SeamError::NotFound { .. })
         ));
+
+        // The bootstrap tokens, as kubectl sees their Secrets; cluster-info's signatures, made
+        // by the lab's bootstrapsigner, verify with them (the secret never shows in Debug).
+        let tokens = api.bootstrap_tokens().await.unwrap();
+        let secrets = lab.kubectl_json(&["get", "secrets", "-n", "kube-system"]);
+        let ids: Vec<String> = secrets["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["type"] == "bootstrap.kubernetes.io/token")
+            .map(|s| {
+                s["metadata"]["name"].as_str().unwrap()["bootstrap-token-".len()..].to_string()
+            })
+            .collect();
+        assert!(!ids.is_empty());
+        assert_eq!(tokens.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids);
+        let info = api
+            .get_configmap("kube-public", "cluster-info")
+            .await
+            .unwrap();
+        for t in &tokens {
+            assert_eq!(t.secret.len(), 16);
+            assert!(!format!("{t:?}").contains(&t.secret));
+            assert_eq!(
+                info.data[&format!("jws-kubeconfig-{}", t.id)],
+                hactl::jws::compute_detached_signature(&info.data["kubeconfig"], &t.id, &t.secret)
+            );
+        }
     });
 }

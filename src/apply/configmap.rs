@@ -6,15 +6,7 @@
 use super::driver::{CONFLICT_RETRIES, Ctx, Sink, StepError};
 use super::journal::{Record, StepState};
 use crate::plan::{Operation, sha256};
-use crate::seams::{Clock, ClusterApi, ConfigMap, NodeOps, SeamError, Signer};
-
-fn signatures(cm: &ConfigMap) -> std::collections::BTreeMap<String, String> {
-    cm.data
-        .iter()
-        .filter(|(k, _)| k.starts_with("jws-kubeconfig-"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
+use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
 
 impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S, J> {
     pub(super) async fn configmap_step(
@@ -60,9 +52,6 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                 rv = cm.resource_version.clone();
             }
             if !journaled {
-                if name == "cluster-info" {
-                    ctx.jws_before = signatures(&cm);
-                }
                 ctx.record(Record::ConfigMapBefore {
                     step: step.to_string(),
                     namespace: namespace.clone(),
@@ -115,9 +104,6 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                     "{what} changed since hactl wrote it (now {}, hactl wrote {new_sha}): left as it is; its old content is in the journal",
                     sha256(current.as_bytes())
                 )));
-            }
-            if name == "cluster-info" {
-                ctx.jws_before = signatures(&cm);
             }
             let mut back = cm.clone();
             back.data.insert(key.clone(), old.clone());

@@ -154,8 +154,6 @@ pub(super) struct Ctx<'a, N, C, K, S, J> {
     /// Set when a step fails: no chain starts another step.
     pub stop: &'a Cell<bool>,
     pub run: String,
-    /// cluster-info's signatures before it was replaced, for the bootstrapsigner check.
-    pub jws_before: BTreeMap<String, String>,
     /// What this run journaled, for its own undo.
     pub log: Vec<Record>,
 }
@@ -185,7 +183,6 @@ where
             sink,
             stop,
             run: run.to_string(),
-            jws_before: BTreeMap::new(),
             log: Vec::new(),
         }
     }

@@ -7,13 +7,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::driver::{CHECK_TIMEOUT, Ctx, Sink, StepError};
+use crate::jws;
 use crate::observed::ContainerRuntime;
 use crate::plan::{Handler, HandlerAction, HandlerCheck};
 use crate::planner::CERT_RELOAD_TIMEOUT_SECS;
-use crate::seams::{Clock, ClusterApi, NodeOps, Signer};
+use crate::seams::{BootstrapToken, Clock, ClusterApi, ConfigMap, NodeOps, Signer};
 
 const KUBE_PROXY: &str = "k8s-app=kube-proxy";
 const CA_CRT: &str = "/etc/kubernetes/pki/ca.crt";
+const JWS_PREFIX: &str = "jws-kubeconfig-";
 
 fn words(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
@@ -214,21 +216,18 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
                     Err(e) => Some(format!("listing kube-proxy Pods on {node}: {e}")),
                 }
             }
+            // Every signature verifies for the kubeconfig cluster-info holds now, with its
+            // token's secret, and every token has one: the bootstrapsigner caught up.
             Some(HandlerCheck::ClusterInfoSigned) => {
-                match api.get_configmap("kube-public", "cluster-info").await {
-                    Ok(cm) => {
-                        let old: Vec<&str> = ctx
-                            .jws_before
-                            .iter()
-                            .filter(|(k, old)| cm.data.get(*k).is_none_or(|v| v == *old))
-                            .map(|(k, _)| k.as_str())
-                            .collect();
-                        unless(
-                            old.is_empty(),
-                            format!("not re-signed yet: {}", old.join(", ")),
-                        )
+                let cm = api.get_configmap("kube-public", "cluster-info").await;
+                let tokens = api.bootstrap_tokens().await;
+                match (cm, tokens) {
+                    (Ok(cm), Ok(tokens)) => {
+                        let seen = unsigned(&cm, &tokens);
+                        unless(seen.is_empty(), seen.join("; "))
                     }
-                    Err(e) => Some(format!("reading ConfigMap kube-public/cluster-info: {e}")),
+                    (Err(e), _) => Some(format!("reading ConfigMap kube-public/cluster-info: {e}")),
+                    (_, Err(e)) => Some(format!("reading the bootstrap tokens: {e}")),
                 }
             }
             // After an undo the old certificate is back, which never named the load balancer:
@@ -252,6 +251,32 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             None => None,
         })
     }
+}
+
+/// What keeps cluster-info from being signed for its kubeconfig: a token without a valid
+/// signature, a signature without a token.
+fn unsigned(cm: &ConfigMap, tokens: &[BootstrapToken]) -> Vec<String> {
+    let kubeconfig = cm.data.get("kubeconfig").map_or("", String::as_str);
+    let mut seen = Vec::new();
+    for t in tokens {
+        let key = format!("{JWS_PREFIX}{}", t.id);
+        match cm.data.get(&key) {
+            None => seen.push(format!("no {key} yet")),
+            Some(sig) if *sig != jws::compute_detached_signature(kubeconfig, &t.id, &t.secret) => {
+                seen.push(format!(
+                    "{key} does not verify for the kubeconfig cluster-info holds"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for key in cm.data.keys().filter(|k| k.starts_with(JWS_PREFIX)) {
+        let id = &key[JWS_PREFIX.len()..];
+        if !tokens.iter().any(|t| t.id == id) {
+            seen.push(format!("{key} signs for a token that does not exist"));
+        }
+    }
+    seen
 }
 
 /// Restarts a static pod with the node's runtime: `crictl stopp` and `rmp` of its sandbox, or

@@ -450,9 +450,17 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
                 0
             }
             Command::Apply(_) => {
+                // Handler ids start with `handler.`: they ran again, after every change was undone.
+                let (handlers, changes): (Vec<String>, Vec<String>) =
+                    undone.into_iter().partition(|s| s.starts_with("handler."));
                 eprintln!(
-                    "\nError: {failed}: {error}\n\nhactl rolled back every step it had begun ({}): the cluster is as it was before this apply. Fix the cause above and run `hactl apply` again.",
-                    undone.len()
+                    "\nError: {failed}: {error}\n\nhactl undid every change it had begun, last first: {}.\nThen it ran their handlers again: {}.\nThe cluster is as it was before this apply. Fix the cause above and run `hactl apply` again.",
+                    changes.join(", "),
+                    if handlers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        handlers.join(", ")
+                    }
                 );
                 1
             }

@@ -9,7 +9,7 @@
 
 pub mod client;
 pub mod controllers;
-pub mod jws;
+pub use crate::jws;
 pub mod kubelet;
 pub mod manifest;
 pub mod process;

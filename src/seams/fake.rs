@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Backup, CertRequest, Clock, ClusterApi, CommandResult, ConfigMap, FileState, Lease, NodeOps,
-    NodeStatus, Pod, SeamError, Signer, backup_path,
+    Backup, BootstrapToken, CertRequest, Clock, ClusterApi, CommandResult, ConfigMap, FileState,
+    Lease, NodeOps, NodeStatus, Pod, SeamError, Signer, backup_path,
 };
 use crate::plan::sha256;
 
@@ -32,10 +32,11 @@ pub enum Call {
     RenewLease,
     DeleteLease,
     VerifyServed,
+    BootstrapTokens,
 }
 
 impl Call {
-    pub const ALL: [Call; 15] = [
+    pub const ALL: [Call; 16] = [
         Call::ReadFile,
         Call::WriteFile,
         Call::Backup,
@@ -51,6 +52,7 @@ impl Call {
         Call::RenewLease,
         Call::DeleteLease,
         Call::VerifyServed,
+        Call::BootstrapTokens,
     ];
 }
 
@@ -106,7 +108,12 @@ pub struct World {
     /// node → the certificate its API server serves (it rereads `apiserver.crt` when the
     /// file changes, unless told not to; a restart always does).
     pub served: BTreeMap<String, Vec<u8>>,
+    /// Bootstrap token id → secret: what the bootstrapsigner signs cluster-info with.
+    pub tokens: BTreeMap<String, String>,
 }
+
+/// `never_renews(BOOTSTRAPSIGNER)`: cluster-info is never re-signed.
+pub const BOOTSTRAPSIGNER: &str = "bootstrapsigner";
 
 /// Where the API server's certificate is on a node.
 pub const APISERVER_CRT: &str = "/etc/kubernetes/pki/apiserver.crt";
@@ -530,13 +537,15 @@ impl ClusterApi for FakeCluster {
                 resource_version: rv,
                 ..cm.clone()
             };
-            // The bootstrapsigner re-signs cluster-info for every token.
-            if cm.namespace == "kube-public" && cm.name == "cluster-info" {
+            // The bootstrapsigner re-signs cluster-info for every token (unless stuck).
+            if cm.namespace == "kube-public"
+                && cm.name == "cluster-info"
+                && !st.stuck.contains(BOOTSTRAPSIGNER)
+            {
                 let kubeconfig = stored.data.get("kubeconfig").cloned().unwrap_or_default();
-                for (k, v) in stored.data.iter_mut() {
-                    if k.starts_with("jws-kubeconfig-") {
-                        *v = sha256(format!("{k}{kubeconfig}").as_bytes());
-                    }
+                for (id, secret) in &st.world.tokens {
+                    let sig = crate::jws::compute_detached_signature(&kubeconfig, id, secret);
+                    stored.data.insert(format!("jws-kubeconfig-{id}"), sig);
                 }
             }
             st.world.configmaps.insert(key, stored.clone());
@@ -669,6 +678,22 @@ impl ClusterApi for FakeCluster {
             Some(_) => answer(lost, ()),
             None => Err(SeamError::NotFound { what }),
         }
+    }
+
+    async fn bootstrap_tokens(&self) -> Result<Vec<BootstrapToken>, SeamError> {
+        self.pause().await;
+        let lost = self.enter(Call::BootstrapTokens, "secrets kube-system", None)?;
+        let tokens = self
+            .lock()
+            .world
+            .tokens
+            .iter()
+            .map(|(id, secret)| BootstrapToken {
+                id: id.clone(),
+                secret: secret.clone(),
+            })
+            .collect();
+        answer(lost, tokens)
     }
 
     async fn verify_served(
@@ -931,6 +956,6 @@ mod tests {
             .iter()
             .flat_map(|c| Injected::ALL.iter().filter(move |f| f.applies_to(*c)))
             .count();
-        assert_eq!(pairs, 15 * 3 + 3 + 2);
+        assert_eq!(pairs, 16 * 3 + 3 + 2);
     }
 }

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease as KubeLease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ConfigMap as KubeConfigMap, Node, Pod as KubePod};
+use k8s_openapi::api::core::v1::{ConfigMap as KubeConfigMap, Node, Pod as KubePod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::seams::{ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
+use crate::seams::{BootstrapToken, ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
 
 /// The User-Agent of every request: the lab's API server, like kube-apiserver, names the
 /// manager of what it writes after it.
@@ -260,6 +260,33 @@ impl ClusterApi for KubeCluster {
             )
             .await?;
         Ok(lease(stored))
+    }
+
+    async fn bootstrap_tokens(&self) -> Result<Vec<BootstrapToken>, SeamError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), "kube-system");
+        let list = self
+            .call(
+                "secrets kube-system".to_string(),
+                api.list(&ListParams::default()),
+            )
+            .await?;
+        let field = |s: &Secret, key: &str| {
+            let bytes = s.data.as_ref()?.get(key)?;
+            String::from_utf8(bytes.0.clone()).ok()
+        };
+        let mut tokens: Vec<BootstrapToken> = list
+            .items
+            .iter()
+            .filter(|s| s.type_.as_deref() == Some("bootstrap.kubernetes.io/token"))
+            .filter_map(|s| {
+                Some(BootstrapToken {
+                    id: field(s, "token-id")?,
+                    secret: field(s, "token-secret")?,
+                })
+            })
+            .collect();
+        tokens.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(tokens)
     }
 
     async fn verify_served(

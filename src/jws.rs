@@ -1,25 +1,12 @@
 //! The bootstrapsigner's detached JWS (k8s.io/cluster-bootstrap/token/jws): HS256 over the
-//! `cluster-info` kubeconfig, keyed by the bootstrap token's secret, payload left out.
+//! `cluster-info` kubeconfig, keyed by the bootstrap token's secret, payload left out. The lab's
+//! bootstrapsigner and kubeadm sign and check with it; apply only checks (it never signs).
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner);
-    outer.finalize().into()
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    aws_lc_rs::hmac::sign(&key, msg).as_ref().to_vec()
 }
 
 /// `ComputeDetachedSignature(content, tokenID, tokenSecret)`: `<header>..<signature>`, the
@@ -32,6 +19,7 @@ pub fn compute_detached_signature(content: &str, token_id: &str, token_secret: &
     let payload = b64.encode(content.as_bytes());
     let signing_input = format!("{protected}.{payload}");
     let sig = hmac_sha256(token_secret.as_bytes(), signing_input.as_bytes());
+    // The signature is over the payload; the detached form leaves the payload out.
     format!("{protected}..{}", b64.encode(sig))
 }
 
