@@ -8,4 +8,5 @@ pub mod driver;
 pub mod handlers;
 pub mod journal;
 pub mod kubeconfig;
+pub mod lock;
 pub mod steps;

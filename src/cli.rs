@@ -16,6 +16,7 @@ use crate::plan::Plan;
 use crate::{observe, planner, render, schema, spec};
 
 mod apply;
+mod lock;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,6 +80,10 @@ enum Command {
         /// Apply without asking (a saved plan never asks).
         #[arg(long)]
         auto_approve: bool,
+        /// Take over the cluster's lock from run RUN, whose hactl stopped renewing it (as
+        /// Terraform's force-unlock).
+        #[arg(long, value_name = "RUN")]
+        force_unlock: Option<String>,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -91,6 +96,10 @@ enum Command {
         /// Roll back without asking.
         #[arg(long)]
         auto_approve: bool,
+        /// Take over the cluster's lock from another run RUN, whose hactl stopped renewing it
+        /// (the lock of the run rolled back is waited for and taken without it).
+        #[arg(long, value_name = "RUN")]
+        force_unlock: Option<String>,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -278,14 +287,22 @@ fn run(command: Command, color: bool) -> Outcome {
         Command::Apply {
             target,
             auto_approve,
+            force_unlock,
             live,
-        } => apply::apply(&target, auto_approve, &live, color),
+        } => apply::apply(&target, auto_approve, force_unlock.as_deref(), &live, color),
         Command::Rollback {
             file,
             run,
             auto_approve,
+            force_unlock,
             live,
-        } => apply::rollback(&file, run.as_deref(), auto_approve, &live),
+        } => apply::rollback(
+            &file,
+            run.as_deref(),
+            auto_approve,
+            force_unlock.as_deref(),
+            &live,
+        ),
         Command::Show { plan_file, format } => {
             let text = read_file(&plan_file)?;
             let plan = render::parse_plan(&text).map_err(|source| CliError::PlanFile {

@@ -370,6 +370,12 @@ pub enum StalePlan {
     },
     #[error("the saved plan is stale: what it was made from has changed:\n{}\nrun `hactl plan` again and review the new plan", drift_lines(.0))]
     Drifted(Vec<Drift>),
+    /// Same file, same cluster, yet another plan: the file was edited after it was saved.
+    #[error(
+        "the saved plan is not what hactl plans from the same desired-state file and cluster now: it differs in {}; it was edited after it was saved. Run `hactl plan` again and review the new plan",
+        .0.join(", ")
+    )]
+    Edited(Vec<String>),
 }
 
 fn drift_lines(d: &[Drift]) -> String {
@@ -444,9 +450,40 @@ pub fn check_saved(saved: &Plan, fresh: &Plan) -> Result<(), StalePlan> {
             });
         }
     }
-    if drift.is_empty() {
+    if !drift.is_empty() {
+        return Err(StalePlan::Drifted(drift));
+    }
+    // Nothing drifted, so planning again gives the very plan that was saved (planning is
+    // deterministic): any difference was made by hand, and hactl applies only what it planned.
+    let mut edited: Vec<String> = saved
+        .resource_changes
+        .iter()
+        .filter(|c| now.get(c.address.as_str()).is_some_and(|n| *n != *c))
+        .map(|c| c.address.clone())
+        .collect();
+    let parts = [
+        ("handlers", saved.handlers == fresh.handlers),
+        ("problems", saved.problems == fresh.problems),
+        ("summary", saved.summary == fresh.summary),
+        (
+            "the cluster's version",
+            saved.kubernetes_version == fresh.kubernetes_version
+                && saved.container_runtime == fresh.container_runtime,
+        ),
+        (
+            "observed_fingerprint",
+            saved.observed_fingerprint == fresh.observed_fingerprint,
+        ),
+    ];
+    edited.extend(
+        parts
+            .iter()
+            .filter(|(_, same)| !same)
+            .map(|(p, _)| p.to_string()),
+    );
+    if edited.is_empty() {
         Ok(())
     } else {
-        Err(StalePlan::Drifted(drift))
+        Err(StalePlan::Edited(edited))
     }
 }

@@ -200,7 +200,8 @@ pub struct Lease {
     pub namespace: String,
     pub name: String,
     pub holder: Option<String>,
-    /// RFC 3339 with microseconds, as the API writes `renewTime`.
+    /// RFC 3339 with microseconds, as the API writes `acquireTime` and `renewTime`.
+    pub acquire_time: Option<String>,
     pub renew_time: Option<String>,
     pub duration_secs: Option<u32>,
     pub resource_version: String,

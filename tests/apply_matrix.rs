@@ -154,6 +154,7 @@ fn lease(ns: &str, name: &str) -> Lease {
         namespace: ns.into(),
         name: name.into(),
         holder: Some(name.into()),
+        acquire_time: None,
         renew_time: Some("2026-12-01T00:00:00.000000Z".into()),
         duration_secs: Some(40),
         resource_version: "1".into(),
@@ -445,6 +446,43 @@ fn crash_matrix(fixture: &str) {
         "crash matrix, {fixture}: {} crash points, each rolled back from its journal",
         writes - 1
     );
+}
+
+#[test]
+fn ctrl_c_before_any_step_undoes_what_the_run_began() {
+    for fixture in FIXTURES {
+        let c = case(fixture);
+        let start = essence(&c.world);
+        let steps = c.steps.len();
+        for n in 1..steps {
+            let fake = FakeCluster::new(c.world.clone());
+            let mut sink = MemorySink {
+                interrupt_after: Some(n),
+                ..MemorySink::default()
+            };
+            let outcome = run(&c, &fake, &mut sink).unwrap();
+            let Outcome::RolledBack { failed, error, .. } = &outcome else {
+                panic!("interrupted after {n} steps: {outcome:?}")
+            };
+            // A step it would have started next is named; it never began.
+            assert!(c.steps.iter().any(|s| &s.id == failed), "{failed}");
+            assert!(
+                !sink
+                    .records
+                    .iter()
+                    .any(|r| matches!(r, Record::StepStarted { step } if step == failed)),
+                "{failed} began"
+            );
+            assert_eq!(error, "interrupted");
+            let begun = sink
+                .records
+                .iter()
+                .filter(|r| matches!(r, Record::StepStarted { .. }))
+                .count();
+            assert_eq!(begun, n, "interrupted after {n} steps");
+            assert_eq!(essence(&fake.world()), start, "interrupted after {n} steps");
+        }
+    }
 }
 
 #[test]

@@ -1,77 +1,20 @@
-//! `hactl apply` and `hactl rollback` against labs of real parts (sshd, etcd, haproxy), checked
-//! with the real clients: the conversion of a one-node control plane behind the load balancer,
-//! the API through the load balancer available throughout, `openssl s_client` verifying the
-//! load balancer's name, a rollback that puts every byte back, and stale saved plans refused.
+//! `hactl apply` and `hactl rollback` against labs of real parts (sshd, etcd, haproxy) of 1.23
+//! with docker, 1.31 and 1.33, checked with the real clients: the conversion of a one-node
+//! control plane behind the load balancer, the API through the load balancer available
+//! throughout, `openssl s_client` verifying the load balancer's name, a rollback that puts
+//! every byte back, and stale saved plans refused.
 
 mod lab_support;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use lab_support::applying::{changed, configmaps, files, text};
 use lab_support::{HACTL, Lab, plan};
-
-/// Every file under each node's /etc/kubernetes: its bytes and mode.
-type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
-
-fn files(lab: &Lab) -> Files {
-    fn walk(dir: &Path, out: &mut Files) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
-                walk(&p, out);
-            } else if meta.is_file() {
-                let mode = meta.permissions().mode() & 0o7777;
-                out.insert(p.clone(), (std::fs::read(&p).unwrap(), mode));
-            }
-        }
-    }
-    let mut out = Files::new();
-    for node in std::fs::read_dir(lab.dir.join("nodes")).unwrap().flatten() {
-        walk(&node.path().join("etc/kubernetes"), &mut out);
-    }
-    assert!(out.len() > 10, "{} files", out.len());
-    out
-}
-
-/// The paths whose bytes differ (or exist on one side only).
-fn changed(a: &Files, b: &Files) -> Vec<String> {
-    let mut keys: Vec<&PathBuf> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| k.display().to_string())
-        .collect()
-}
-
-const CONFIGMAPS: [(&str, &str); 3] = [
-    ("kube-system", "kube-proxy"),
-    ("kube-system", "kubeadm-config"),
-    ("kube-public", "cluster-info"),
-];
-
-fn configmaps(lab: &Lab) -> Vec<serde_json::Value> {
-    CONFIGMAPS
-        .iter()
-        .map(|(ns, name)| lab.kubectl_json(&["get", "configmap", "-n", ns, name])["data"].clone())
-        .collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Probes `/readyz` through the load balancer every 100 ms with the real curl, by a name every
 /// kubeadm API server certificate carries (`kubernetes`), verified against the cluster CA;
@@ -169,8 +112,9 @@ fn planned_files(plan: &serde_json::Value) -> Vec<String> {
     out
 }
 
-fn convert_and_roll_back(tag: &str, net: u8, version: &str) {
-    let lab = Lab::up(tag, &plan(net, 1, 2), &["--kubernetes-version", version]);
+fn convert_and_roll_back(tag: &str, net: u8, up: &[&str]) {
+    let lab = Lab::up(tag, &plan(net, 1, 2), up);
+    let version = up.join(" ");
     let file = lab.dir.join("hactl.toml");
     let file_s = file.to_str().unwrap();
     let saved = lab.dir.join("plan.json");
@@ -277,6 +221,13 @@ fn convert_and_roll_back(tag: &str, net: u8, version: &str) {
     );
     assert!(probes > 20, "{probes} probes");
     assert!(down <= Duration::from_secs(1), "unavailable {down:?}");
+    // The run's lock was released: the Lease is gone.
+    let lease = lab.kubectl(&["get", "lease", "-n", "kube-system", "hactl"]);
+    assert!(
+        String::from_utf8_lossy(&lease.stderr).contains("NotFound"),
+        "{}",
+        text(&lease)
+    );
 
     // What changed is exactly what the plan names; the keys are untouched.
     let run = std::fs::read_dir(&runs)
@@ -394,11 +345,21 @@ fn convert_and_roll_back(tag: &str, net: u8, version: &str) {
 }
 
 #[test]
+fn apply_and_rollback_on_1_23_with_docker() {
+    // Static pods restarted by `docker kill`, as dockershim's kubelet runs them.
+    convert_and_roll_back(
+        "apply-123",
+        35,
+        &["--kubernetes-version", "1.23", "--runtime", "docker"],
+    );
+}
+
+#[test]
 fn apply_and_rollback_on_1_31() {
-    convert_and_roll_back("apply-131", 46, "1.31");
+    convert_and_roll_back("apply-131", 46, &["--kubernetes-version", "1.31"]);
 }
 
 #[test]
 fn apply_and_rollback_on_1_33() {
-    convert_and_roll_back("apply-133", 47, "1.33");
+    convert_and_roll_back("apply-133", 47, &["--kubernetes-version", "1.33"]);
 }

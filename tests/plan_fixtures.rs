@@ -695,3 +695,34 @@ fn a_saved_plan_made_stale_by_a_hand_edit_is_refused_naming_the_resource() {
         "{err}"
     );
 }
+
+/// A saved plan edited by hand (what it would write, or a handler dropped) is not what hactl
+/// plans from the same file and cluster: refused, naming what differs, though nothing drifted.
+#[test]
+fn a_saved_plan_edited_by_hand_is_refused_naming_what_differs() {
+    use hactl::plan::{StalePlan, check_saved};
+    let fresh = lab_plan("fresh-1.31");
+    let mut saved = fresh.clone();
+    let i = saved
+        .resource_changes
+        .iter()
+        .position(|c| c.operation.is_some())
+        .expect("a change with an operation");
+    saved.resource_changes[i].depends_on.clear();
+    saved.resource_changes[i].operation = None;
+    saved.handlers.pop();
+    let err = check_saved(&saved, &fresh).unwrap_err();
+    assert_eq!(
+        err,
+        StalePlan::Edited(vec![
+            saved.resource_changes[i].address.clone(),
+            "handlers".into()
+        ])
+    );
+    assert!(
+        err.to_string().ends_with(
+            "it was edited after it was saved. Run `hactl plan` again and review the new plan"
+        ),
+        "{err}"
+    );
+}

@@ -99,12 +99,14 @@ fn the_cluster_api_seam_against_a_lab() {
             namespace: "kube-system".into(),
             name: "hactl".into(),
             holder: Some("operator@host run-1".into()),
+            acquire_time: Some("2026-12-04T10:00:00.000000Z".into()),
             renew_time: Some("2026-12-04T10:00:00.000000Z".into()),
             duration_secs: Some(60),
             resource_version: String::new(),
         };
         let created = api.create_lease(&lease).await.unwrap();
         assert_eq!(created.holder, lease.holder);
+        assert_eq!(created.acquire_time, lease.acquire_time);
         let err = api.create_lease(&lease).await.unwrap_err();
         assert!(matches!(err, SeamError::Conflict { .. }), "{err}");
         let renewed = api

@@ -17,11 +17,21 @@ use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
 /// Where apply writes its journal, each record durable before `append` returns.
 pub trait Sink {
     fn append(&mut self, record: &Record) -> Result<(), String>;
+
+    /// Why the run must start no further step (the operator pressed Ctrl-C), if it must: apply
+    /// then undoes what it began, as after a failure. Asked before each step starts.
+    fn interrupted(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<T: Sink + ?Sized> Sink for &mut T {
     fn append(&mut self, record: &Record) -> Result<(), String> {
         (**self).append(record)
+    }
+
+    fn interrupted(&self) -> Option<String> {
+        (**self).interrupted()
     }
 }
 
@@ -77,6 +87,8 @@ pub struct MemorySink {
     pub records: Vec<Record>,
     /// `Some(n)`: the machine dies after n records (every later append fails).
     pub crash_after: Option<usize>,
+    /// `Some(n)`: the operator presses Ctrl-C once n steps have started.
+    pub interrupt_after: Option<usize>,
 }
 
 impl Sink for MemorySink {
@@ -86,6 +98,18 @@ impl Sink for MemorySink {
         }
         self.records.push(record.clone());
         Ok(())
+    }
+
+    fn interrupted(&self) -> Option<String> {
+        let started = || {
+            self.records
+                .iter()
+                .filter(|r| matches!(r, Record::StepStarted { .. }))
+                .count()
+        };
+        self.interrupt_after
+            .is_some_and(|n| started() >= n)
+            .then(|| "interrupted".to_string())
     }
 }
 
@@ -223,6 +247,10 @@ where
         for step in chain {
             if self.stop.get() {
                 return Ok(None);
+            }
+            if let Some(why) = self.sink.borrow().interrupted() {
+                self.stop.set(true);
+                return Ok(Some((step.id.clone(), why)));
             }
             self.record(Record::StepStarted {
                 step: step.id.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
 
+use super::lock::{self, Interrupt, Locked, Lost, OnInterrupt};
 use super::{LiveArgs, read_file, read_spec};
 use crate::apply::driver::{self, Options, Outcome, Seams, Sink};
 use crate::apply::journal::Record;
@@ -103,6 +104,7 @@ fn boxed(e: impl Into<ApplyError>) -> Report {
 pub(super) fn apply(
     target: &Path,
     auto_approve: bool,
+    force_unlock: Option<&str>,
     live: &LiveArgs,
     color: bool,
 ) -> Result<u8, Report> {
@@ -199,18 +201,45 @@ pub(super) fn apply(
         println!("\nNo changes. The cluster matches the desired state; nothing to apply.");
         return Ok(0);
     }
+    let id = new_run_id();
+    let file_s = file.display();
+    let on_interrupt = OnInterrupt {
+        asking: ask,
+        first: format!(
+            "Interrupt received: hactl starts no further step and undoes what run {id} began. Press Ctrl-C again to stop at once (the run is then left unfinished, for `hactl rollback {file_s} {id}`)."
+        ),
+        second: format!(
+            "Two interrupts received: hactl stopped at once. Run {id} is unfinished and keeps the cluster locked; run `hactl rollback {file_s} {id}`."
+        ),
+    };
+    let (connected, locked) = Connected::new(&runtime, observation)?.lock(
+        &runtime,
+        &id,
+        (force_unlock, None),
+        on_interrupt,
+    )?;
     if ask && !approved("Do you want to perform these actions?") {
-        runtime.block_on(observation.close());
+        connected.end(&runtime, locked, false);
         println!("\nApply cancelled.");
         return Ok(1);
     }
+    locked.interrupt.running();
 
     let opts = Options {
         workers: desired.worker_nodes().map(|n| n.name.clone()).collect(),
         worker_parallelism: desired.policy.worker_parallelism as usize,
     };
-    let id = new_run_id();
-    let run = RunDir::create(&runs, &id, &render::json(&plan)).map_err(boxed)?;
+    let started = RunDir::create(&runs, &id, &render::json(&plan)).and_then(|run| {
+        let sink = run.sink()?;
+        Ok((run, sink))
+    });
+    let (run, sink) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            connected.end(&runtime, locked, false);
+            return Err(boxed(e));
+        }
+    };
     println!(
         "\nRun {id}; its journal: {}\n",
         run.journal_path().display()
@@ -220,10 +249,10 @@ pub(super) fn apply(
         "Apply complete! Resources: {} added, {} changed, {} destroyed.",
         s.add, s.change, s.destroy
     );
-    let mut sink = Console::new(run.sink().map_err(boxed)?, &steps);
-    let result = with_seams(&runtime, observation, |seams| {
+    let mut sink = Console::new(sink, &steps, &locked);
+    let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::apply(&plan, &steps, seams, &mut sink, &id, &opts).await })
-    })?;
+    });
     Ok(report(result, &file, &run, Command::Apply(complete)))
 }
 
@@ -232,6 +261,7 @@ pub(super) fn rollback(
     file: &Path,
     run: Option<&str>,
     auto_approve: bool,
+    force_unlock: Option<&str>,
     live: &LiveArgs,
 ) -> Result<u8, Report> {
     let (desired, _) = read_desired(file)?;
@@ -290,10 +320,36 @@ pub(super) fn rollback(
     let runtime = runtime()?;
     let observation = super::observe_with(&runtime, file, &desired, live);
     println!();
-    let mut sink = Console::new(run.sink().map_err(boxed)?, &steps);
-    let result = with_seams(&runtime, observation, |seams| {
+    let on_interrupt = OnInterrupt {
+        asking: false,
+        first: format!(
+            "Interrupt received: hactl finishes the rollback (stopping half way leaves the cluster half changed). Press Ctrl-C again to stop at once; `hactl rollback {} {}` goes on from the journal.",
+            file.display(),
+            run.id
+        ),
+        second: format!(
+            "Two interrupts received: hactl stopped at once. Run `hactl rollback {} {}` to finish.",
+            file.display(),
+            run.id
+        ),
+    };
+    let (connected, locked) = Connected::new(&runtime, observation)?.lock(
+        &runtime,
+        &run.id,
+        (force_unlock, Some(&run.id)),
+        on_interrupt,
+    )?;
+    let sink = match run.sink() {
+        Ok(sink) => sink,
+        Err(e) => {
+            connected.end(&runtime, locked, false);
+            return Err(boxed(e));
+        }
+    };
+    let mut sink = Console::new(sink, &steps, &locked);
+    let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink).await })
-    })?;
+    });
     Ok(report(result, file, &run, Command::Rollback))
 }
 
@@ -372,33 +428,84 @@ type RunResult = Result<Outcome, driver::SinkError>;
 type RealSeams<'a> =
     Seams<'a, NodeFiles<SshSession>, KubeCluster, SystemClock, crate::pki::KubeadmSigner>;
 
-/// Builds the real seams from an observation (its SSH sessions, the kubeconfig it read the
-/// API with), runs `body` with them, and closes every session.
-fn with_seams(
-    runtime: &tokio::runtime::Runtime,
-    observation: Observation,
-    body: impl for<'a> FnOnce(RealSeams<'a>) -> Run<'a>,
-) -> Result<RunResult, Report> {
-    let Observation {
-        sessions,
-        credentials,
-        state,
-        ..
-    } = observation;
-    let files = NodeFiles::new(sessions.into_values());
-    let result = runtime.block_on(async {
-        let api = connect_api(credentials, &state).await?;
-        let seams = Seams {
-            node: &files,
-            api: &api,
+/// The real seams' parts: the observation's SSH sessions, and an API client from the
+/// kubeconfig it read.
+struct Connected {
+    files: NodeFiles<SshSession>,
+    api: KubeCluster,
+}
+
+impl Connected {
+    fn new(runtime: &tokio::runtime::Runtime, observation: Observation) -> Result<Self, Report> {
+        let Observation {
+            sessions,
+            credentials,
+            state,
+            ..
+        } = observation;
+        let files = NodeFiles::new(sessions.into_values());
+        match runtime.block_on(connect_api(credentials, &state)) {
+            Ok(api) => Ok(Connected { files, api }),
+            Err(e) => {
+                close(runtime, files);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the cluster's lock for `run` (see `lock::take`); refused, it closes the sessions.
+    fn lock(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        run: &str,
+        (force, own): (Option<&str>, Option<&str>),
+        on_interrupt: OnInterrupt,
+    ) -> Result<(Self, Locked), Report> {
+        match runtime.block_on(lock::take(&self.api, run, force, own, on_interrupt)) {
+            Ok(locked) => Ok((self, locked)),
+            Err(e) => {
+                close(runtime, self.files);
+                Err(Box::new(e))
+            }
+        }
+    }
+
+    /// Runs `body` with the seams, then ends the lock (released once the run finished, kept
+    /// while it is unfinished or its rollback incomplete) and closes every session.
+    fn run(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        locked: Locked,
+        body: impl for<'a> FnOnce(RealSeams<'a>) -> Run<'a>,
+    ) -> RunResult {
+        let result = runtime.block_on(body(Seams {
+            node: &self.files,
+            api: &self.api,
             clock: &SystemClock,
             signer: &crate::pki::KubeadmSigner,
-        };
-        Ok(body(seams).await)
-    });
+        }));
+        self.end(
+            runtime,
+            locked,
+            matches!(result, Err(_) | Ok(Outcome::Incomplete { .. })),
+        );
+        result
+    }
+
+    /// Releases the lock (or keeps it, for the run's rollback) and closes every session.
+    fn end(self, runtime: &tokio::runtime::Runtime, locked: Locked, keep: bool) {
+        if keep {
+            locked.keep();
+        } else {
+            runtime.block_on(locked.release(&self.api));
+        }
+        close(runtime, self.files);
+    }
+}
+
+fn close(runtime: &tokio::runtime::Runtime, files: NodeFiles<SshSession>) {
     let closing = files.into_transports().map(SshSession::close);
     let _ = runtime.block_on(futures_util::future::join_all(closing));
-    result
 }
 
 async fn connect_api(
@@ -427,7 +534,7 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "\nError: {e}\nThe run stopped where it was; its journal is {}. Fix the cause, then run `hactl rollback {file} {id}`.",
+                "\nError: {e}\nThe run stopped where it was; its journal is {}. The cluster stays locked by run {id} until it is rolled back. Fix the cause, then run `hactl rollback {file} {id}`.",
                 run.journal_path().display()
             );
             return EXIT_INCOMPLETE;
@@ -482,7 +589,7 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
                 eprintln!("  - {step}: {why}");
             }
             eprintln!(
-                "The files hactl changed are backed up on their nodes under {}/{id}/. Fix what is named above, then run `hactl rollback {file} {id}` to finish; hactl apply refuses to start until then.",
+                "The files hactl changed are backed up on their nodes under {}/{id}/. The cluster stays locked by run {id}. Fix what is named above, then run `hactl rollback {file} {id}` to finish; hactl apply refuses to start until then.",
                 crate::seams::BACKUP_ROOT
             );
             EXIT_INCOMPLETE
@@ -494,12 +601,15 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
 /// durable, so what is said has been recorded).
 struct Console<J> {
     journal: J,
+    /// Set when another operator took the lock over: every record after is refused.
+    lost: Lost,
+    interrupt: Interrupt,
     handlers: BTreeMap<String, String>,
     began: HashMap<String, Instant>,
 }
 
 impl<J: Sink> Console<J> {
-    fn new(journal: J, steps: &[Step]) -> Console<J> {
+    fn new(journal: J, steps: &[Step], locked: &Locked) -> Console<J> {
         let handlers = steps
             .iter()
             .filter_map(|s| match &s.action {
@@ -509,6 +619,8 @@ impl<J: Sink> Console<J> {
             .collect();
         Console {
             journal,
+            lost: locked.lost.clone(),
+            interrupt: locked.interrupt.clone(),
             handlers,
             began: HashMap::new(),
         }
@@ -578,6 +690,11 @@ impl<J: Sink> Console<J> {
 
 impl<J: Sink> Sink for Console<J> {
     fn append(&mut self, record: &Record) -> Result<(), String> {
+        if let Some(by) = self.lost.get() {
+            return Err(format!(
+                "the lock (Lease kube-system/hactl) was taken over by {by}: hactl stopped before its next action"
+            ));
+        }
         self.journal.append(record)?;
         if let Some(line) = self.line(record) {
             let mut out = std::io::stdout().lock();
@@ -585,5 +702,11 @@ impl<J: Sink> Sink for Console<J> {
             let _ = out.flush();
         }
         Ok(())
+    }
+
+    fn interrupted(&self) -> Option<String> {
+        self.interrupt
+            .pressed()
+            .then(|| "interrupted by the operator (Ctrl-C) before it began".to_string())
     }
 }

@@ -20,6 +20,7 @@ pub fn user_agent() -> String {
 }
 
 /// The cluster's API through one client.
+#[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
     timeout: Duration,
@@ -105,6 +106,7 @@ fn lease(l: KubeLease) -> Lease {
         namespace: l.metadata.namespace.unwrap_or_default(),
         name: l.metadata.name.unwrap_or_default(),
         holder: spec.holder_identity,
+        acquire_time: spec.acquire_time.as_ref().and_then(text),
         renew_time: spec.renew_time.as_ref().and_then(text),
         duration_secs: spec.lease_duration_seconds.map(|d| d.max(0) as u32),
         resource_version: l.metadata.resource_version.unwrap_or_default(),
@@ -112,17 +114,17 @@ fn lease(l: KubeLease) -> Lease {
 }
 
 fn kube_lease(l: &Lease) -> Result<KubeLease, SeamError> {
-    let renew_time = match &l.renew_time {
-        None => None,
-        Some(t) => Some(
-            serde_json::from_value::<MicroTime>(serde_json::Value::String(t.clone())).map_err(
-                |e| SeamError::Api {
-                    what: format!("leases {}/{}", l.namespace, l.name),
-                    detail: format!("renewTime {t:?}: {e}"),
-                },
-            )?,
-        ),
+    let micro = |field: &str, t: &Option<String>| -> Result<Option<MicroTime>, SeamError> {
+        let Some(t) = t else { return Ok(None) };
+        serde_json::from_value::<MicroTime>(serde_json::Value::String(t.clone()))
+            .map(Some)
+            .map_err(|e| SeamError::Api {
+                what: format!("leases {}/{}", l.namespace, l.name),
+                detail: format!("{field} {t:?}: {e}"),
+            })
     };
+    let acquire_time = micro("acquireTime", &l.acquire_time)?;
+    let renew_time = micro("renewTime", &l.renew_time)?;
     Ok(KubeLease {
         metadata: ObjectMeta {
             name: Some(l.name.clone()),
@@ -132,6 +134,7 @@ fn kube_lease(l: &Lease) -> Result<KubeLease, SeamError> {
         },
         spec: Some(LeaseSpec {
             holder_identity: l.holder.clone(),
+            acquire_time,
             renew_time,
             lease_duration_seconds: l.duration_secs.map(|d| d as i32),
             ..LeaseSpec::default()

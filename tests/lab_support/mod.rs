@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod applying;
 pub mod joining;
 pub mod observing;
 
