@@ -84,6 +84,10 @@ enum Command {
         /// Terraform's force-unlock).
         #[arg(long, value_name = "RUN")]
         force_unlock: Option<String>,
+        /// Seconds each handler's check (a kubelet's Node Ready, a new kube-proxy Pod, a new
+        /// leader) is waited for before the step counts as failed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..))]
+        check_timeout: u16,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -100,6 +104,10 @@ enum Command {
         /// (the lock of the run rolled back is waited for and taken without it).
         #[arg(long, value_name = "RUN")]
         force_unlock: Option<String>,
+        /// Seconds each handler's check (a kubelet's Node Ready, a new kube-proxy Pod, a new
+        /// leader) is waited for before the step counts as failed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..))]
+        check_timeout: u16,
         #[command(flatten)]
         live: LiveArgs,
     },
@@ -288,19 +296,33 @@ fn run(command: Command, color: bool) -> Outcome {
             target,
             auto_approve,
             force_unlock,
+            check_timeout,
             live,
-        } => apply::apply(&target, auto_approve, force_unlock.as_deref(), &live, color),
+        } => apply::apply(
+            &target,
+            apply::Flags {
+                auto_approve,
+                force_unlock: force_unlock.as_deref(),
+                check_timeout,
+            },
+            &live,
+            color,
+        ),
         Command::Rollback {
             file,
             run,
             auto_approve,
             force_unlock,
+            check_timeout,
             live,
         } => apply::rollback(
             &file,
             run.as_deref(),
-            auto_approve,
-            force_unlock.as_deref(),
+            apply::Flags {
+                auto_approve,
+                force_unlock: force_unlock.as_deref(),
+                check_timeout,
+            },
             &live,
         ),
         Command::Show { plan_file, format } => {

@@ -1,4 +1,5 @@
-//! Apply when things go wrong, against labs of real parts: hactl killed (SIGKILL) as each step
+//! Apply when things go wrong, against labs of real parts: a real fault (`hactl lab fault`) at
+//! the step each kind bites, rolled back byte for byte; hactl killed (SIGKILL) as each step
 //! starts, then refused until `hactl rollback` puts every byte back; Ctrl-C at the question
 //! and while applying; a second operator refused by the cluster's lock while the first
 //! applies, naming them; and bad input (a plan cut short, edited by hand, or for another
@@ -371,4 +372,104 @@ fn a_second_operator_and_bad_input_are_refused() {
         "an interrupted apply releases the lock once undone"
     );
     healthy(&lab, "a healthy lab after Ctrl-C");
+}
+
+/// A real fault where each kind bites (injected as the line before that step is said, healed
+/// once the step failed): disk full on cp1 at the certificate, w1's sshd down at its
+/// kubelet.conf, API conflicts beyond the retries at kube-proxy's ConfigMap, w2 down at its
+/// kubelet.conf, w1's kubelet slower than the check's wait. Each run fails, is rolled back
+/// (by `hactl rollback` once healed when the node could not be reached for the undo), and every
+/// byte is as before, the lab healthy.
+#[test]
+fn a_fault_at_each_step_ends_rolled_back_byte_for_byte() {
+    let lab = Lab::up("fault", &plan(37, 1, 2), &["--kubernetes-version", "1.31"]);
+    let file = lab.dir.join("hactl.toml");
+    let file_s = file.to_str().unwrap();
+    let before = state(&lab);
+    // (node, fault, said just before the step it bites, the step that fails)
+    let cases: [(&str, &[&str], Option<&str>, &str); 5] = [
+        ("cp1", &["disk-full"], None, "apiserver_cert.cp1"),
+        (
+            "w1",
+            &["ssh-down"],
+            Some("configmap.kube-public.cluster-info: Modifications complete"),
+            "kubeconfig.w1.kubelet",
+        ),
+        (
+            "cp1",
+            &["api-conflicts", "1000"],
+            Some("kubeconfig.cp1.super-admin: Modifications complete"),
+            "configmap.kube-system.kube-proxy",
+        ),
+        (
+            "w2",
+            &["node-down"],
+            Some("configmap.kube-public.cluster-info: Modifications complete"),
+            "kubeconfig.w2.kubelet",
+        ),
+        (
+            "w1",
+            &["slow-component", "40"],
+            Some("kubeconfig.w1.kubelet: Modifications complete"),
+            "handler.w1.kubelet",
+        ),
+    ];
+    for (node, fault, trigger, bites) in cases {
+        let what = format!("{} on {node} at {bites}", fault.join(" "));
+        if trigger.is_none() {
+            lab.fault(node, fault);
+        }
+        let started = Instant::now();
+        let (child, rx) = spawn(&["apply", file_s, "--auto-approve", "--check-timeout", "20"]);
+        let mut healed = false;
+        let mut lines = Vec::new();
+        for line in rx.iter() {
+            if trigger.is_some_and(|t| line.starts_with(t)) {
+                lab.fault(node, fault);
+            }
+            if !healed && line.starts_with(&format!("{bites}: Failed after")) {
+                lab.heal(node);
+                healed = true;
+            }
+            lines.push(line);
+        }
+        let out = child.wait_with_output().unwrap();
+        let said = format!("{}\n{}", lines.join("\n"), text(&out));
+        assert!(healed, "{what}: the step never failed: {said}");
+        let code = out.status.code();
+        assert!(
+            said.contains(&format!("Error: {bites}: ")),
+            "{what}: {said}"
+        );
+        match code {
+            Some(1) => assert!(
+                said.contains("hactl undid every change it had begun"),
+                "{said}"
+            ),
+            // The node was away for the undo too: finished by hand once it is back.
+            Some(3) => {
+                assert!(said.contains("The rollback is INCOMPLETE"), "{said}");
+                let out = hactl(&["rollback", file_s, "--auto-approve"]);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{what}: {}\n{}",
+                    text(&out),
+                    lab.logs()
+                );
+            }
+            _ => panic!("{what}: {said}"),
+        }
+        println!(
+            "{what}: exit {code:?}, rolled back after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_same(&lab, &before, &what);
+        assert!(lease_gone(&lab), "{what}: the lock is released");
+        lab.wait_status(
+            &format!("a healthy lab after {what}"),
+            Duration::from_secs(60),
+            |_, c| c == 0,
+        );
+    }
 }

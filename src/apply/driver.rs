@@ -43,6 +43,14 @@ pub struct Options {
     pub workers: BTreeSet<String>,
     /// How many worker chains run at once (`policy.worker_parallelism`); 0 counts as 1.
     pub worker_parallelism: usize,
+    /// How long a handler's check is waited for; None: [`CHECK_TIMEOUT`].
+    pub check_timeout: Option<Duration>,
+}
+
+impl Options {
+    pub fn check_timeout(&self) -> Duration {
+        self.check_timeout.unwrap_or(CHECK_TIMEOUT)
+    }
 }
 
 /// The steps as segments run one after another; a segment is chains run side by side (at
@@ -178,6 +186,8 @@ pub(super) struct Ctx<'a, N, C, K, S, J> {
     /// Set when a step fails: no chain starts another step.
     pub stop: &'a Cell<bool>,
     pub run: String,
+    /// How long a handler's check is waited for.
+    pub check_timeout: Duration,
     /// What this run journaled, for its own undo.
     pub log: Vec<Record>,
 }
@@ -207,13 +217,17 @@ where
             sink,
             stop,
             run: run.to_string(),
+            check_timeout: CHECK_TIMEOUT,
             log: Vec::new(),
         }
     }
 
     /// A context for a chain of this run: its own log, the same sink and stop flag.
     fn chain(&self) -> Self {
-        Ctx::new(self.seams, self.sink, self.stop, &self.run)
+        Ctx {
+            check_timeout: self.check_timeout,
+            ..Ctx::new(self.seams, self.sink, self.stop, &self.run)
+        }
     }
 
     /// Undoes what the run began (per `from`, or its own records) after `failed` (the step
@@ -315,6 +329,7 @@ where
     let sink = RefCell::new(sink);
     let stop = Cell::new(false);
     let mut ctx = Ctx::new(seams, &sink, &stop, run);
+    ctx.check_timeout = opts.check_timeout();
     ctx.record(Record::Started {
         run: run.to_string(),
         cluster: plan.cluster.clone(),
@@ -365,6 +380,7 @@ pub async fn rollback<N, C, K, S, J>(
     steps: &[Step],
     seams: Seams<'_, N, C, K, S>,
     sink: &mut J,
+    opts: &Options,
 ) -> Result<Outcome, SinkError>
 where
     N: NodeOps,
@@ -397,6 +413,7 @@ where
     let sink = RefCell::new(sink);
     let stop = Cell::new(false);
     let mut ctx = Ctx::new(seams, &sink, &stop, &run);
+    ctx.check_timeout = opts.check_timeout();
     let outcome = ctx.roll_back(steps, Some(journal), failed).await?;
     ctx.record(Record::Finished {
         outcome: outcome.word().into(),

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::driver::{CHECK_TIMEOUT, Ctx, Sink, StepError};
+use super::driver::{Ctx, Sink, StepError};
 use crate::jws;
 use crate::observed::ContainerRuntime;
 use crate::plan::{Handler, HandlerAction, HandlerCheck};
@@ -106,13 +106,13 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             let lease = seams.api.get_lease("kube-node-lease", node).await?;
             before.lease_version = Some(lease.resource_version);
         }
-        match ctx.poll(h, &before, undo, CHECK_TIMEOUT).await? {
+        match ctx.poll(h, &before, undo, ctx.check_timeout).await? {
             Ok(()) => Ok(()),
             Err(seen) => Err(StepError::Failed(format!(
                 "{}: {} did not hold within {} s; last seen: {seen}",
                 h.id,
                 h.verify,
-                CHECK_TIMEOUT.as_secs()
+                ctx.check_timeout.as_secs()
             ))),
         }
     }

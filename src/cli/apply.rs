@@ -99,15 +99,33 @@ fn boxed(e: impl Into<ApplyError>) -> Report {
     Box::new(e.into())
 }
 
+/// What `apply` and `rollback` are told on the command line besides the cluster's address.
+pub(super) struct Flags<'a> {
+    pub auto_approve: bool,
+    pub force_unlock: Option<&'a str>,
+    /// Seconds a handler's check is waited for.
+    pub check_timeout: u16,
+}
+
+impl Flags<'_> {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.check_timeout.into())
+    }
+}
+
 /// `hactl apply TARGET`: TARGET is a desired-state file (plan, ask, apply) or a saved plan
 /// (observe again, check it still holds, apply it without asking).
 pub(super) fn apply(
     target: &Path,
-    auto_approve: bool,
-    force_unlock: Option<&str>,
+    flags: Flags,
     live: &LiveArgs,
     color: bool,
 ) -> Result<u8, Report> {
+    let Flags {
+        auto_approve,
+        force_unlock,
+        ..
+    } = flags;
     let text = read_file(target)?;
     // A saved plan is JSON; a desired-state file is TOML, which never starts with `{`.
     let saved = if text.trim_start().starts_with('{') {
@@ -228,6 +246,7 @@ pub(super) fn apply(
     let opts = Options {
         workers: desired.worker_nodes().map(|n| n.name.clone()).collect(),
         worker_parallelism: desired.policy.worker_parallelism as usize,
+        check_timeout: Some(flags.timeout()),
     };
     let started = RunDir::create(&runs, &id, &render::json(&plan)).and_then(|run| {
         let sink = run.sink()?;
@@ -260,10 +279,14 @@ pub(super) fn apply(
 pub(super) fn rollback(
     file: &Path,
     run: Option<&str>,
-    auto_approve: bool,
-    force_unlock: Option<&str>,
+    flags: Flags,
     live: &LiveArgs,
 ) -> Result<u8, Report> {
+    let Flags {
+        auto_approve,
+        force_unlock,
+        ..
+    } = flags;
     let (desired, _) = read_desired(file)?;
     let run = RunDir::open(&runs_dir(file), run).map_err(boxed)?;
     let journal = run.journal().map_err(boxed)?;
@@ -346,9 +369,13 @@ pub(super) fn rollback(
             return Err(boxed(e));
         }
     };
+    let opts = Options {
+        check_timeout: Some(flags.timeout()),
+        ..Options::default()
+    };
     let mut sink = Console::new(sink, &steps, &locked);
     let result = connected.run(&runtime, locked, |seams| {
-        Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink).await })
+        Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink, &opts).await })
     });
     Ok(report(result, file, &run, Command::Rollback))
 }
