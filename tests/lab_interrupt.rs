@@ -374,46 +374,86 @@ fn a_second_operator_and_bad_input_are_refused() {
     healthy(&lab, "a healthy lab after Ctrl-C");
 }
 
-/// A real fault where each kind bites (injected as the line before that step is said, healed
-/// once the step failed): disk full on cp1 at the certificate, w1's sshd down at its
-/// kubelet.conf, API conflicts beyond the retries at kube-proxy's ConfigMap, w2 down at its
-/// kubelet.conf, w1's kubelet slower than the check's wait. Each run fails, is rolled back
-/// (by `hactl rollback` once healed when the node could not be reached for the undo), and every
-/// byte is as before, the lab healthy.
+/// A real fault where each kind bites, at the steps where it matters: injected while hactl is
+/// stopped (SIGSTOP) on the line before the step, so that it lands before that step acts, and
+/// healed once a step failed. Disk full on cp1 at the certificate and at each of its
+/// kubeconfigs; API conflicts beyond the retries at each ConfigMap; w1's sshd down and w2 down
+/// at their kubelet.conf; w1's kubelet slower than `--check-timeout`; w2 down at its kube-proxy
+/// handler. Each run fails at that step and is rolled back (by `hactl rollback` once healed,
+/// when the node could not be reached for the undo); every byte is as before, the lab healthy.
 #[test]
 fn a_fault_at_each_step_ends_rolled_back_byte_for_byte() {
     let lab = Lab::up("fault", &plan(37, 1, 2), &["--kubernetes-version", "1.31"]);
     let file = lab.dir.join("hactl.toml");
     let file_s = file.to_str().unwrap();
     let before = state(&lab);
-    // (node, fault, said just before the step it bites, the step that fails)
-    let cases: [(&str, &[&str], Option<&str>, &str); 5] = [
+    let complete = |s: &str| format!("{s}: Modifications complete");
+    let verified = |s: &str| format!("{s}: Verified");
+    // (node, fault, the line before the step it bites, that step)
+    let cases: Vec<(&str, &[&str], Option<String>, &str)> = vec![
         ("cp1", &["disk-full"], None, "apiserver_cert.cp1"),
         (
-            "w1",
-            &["ssh-down"],
-            Some("configmap.kube-public.cluster-info: Modifications complete"),
-            "kubeconfig.w1.kubelet",
+            "cp1",
+            &["disk-full"],
+            Some(verified("handler.cp1.kube-apiserver")),
+            "kubeconfig.cp1.admin",
+        ),
+        (
+            "cp1",
+            &["disk-full"],
+            Some(complete("kubeconfig.cp1.admin")),
+            "kubeconfig.cp1.super-admin",
         ),
         (
             "cp1",
             &["api-conflicts", "1000"],
-            Some("kubeconfig.cp1.super-admin: Modifications complete"),
+            Some(complete("kubeconfig.cp1.super-admin")),
             "configmap.kube-system.kube-proxy",
+        ),
+        (
+            "cp1",
+            &["api-conflicts", "1000"],
+            Some(verified("handler.cp1.kube-proxy")),
+            "configmap.kube-system.kubeadm-config",
+        ),
+        (
+            "cp1",
+            &["api-conflicts", "1000"],
+            Some(complete("configmap.kube-system.kubeadm-config")),
+            "configmap.kube-public.cluster-info",
+        ),
+        (
+            "w1",
+            &["ssh-down"],
+            Some(verified("handler.cluster-info.jws")),
+            "kubeconfig.w1.kubelet",
         ),
         (
             "w2",
             &["node-down"],
-            Some("configmap.kube-public.cluster-info: Modifications complete"),
+            Some(verified("handler.cluster-info.jws")),
             "kubeconfig.w2.kubelet",
         ),
         (
             "w1",
             &["slow-component", "40"],
-            Some("kubeconfig.w1.kubelet: Modifications complete"),
+            Some(complete("kubeconfig.w1.kubelet")),
             "handler.w1.kubelet",
         ),
+        (
+            "w2",
+            &["node-down"],
+            Some(verified("handler.w2.kubelet")),
+            "handler.w2.kube-proxy",
+        ),
     ];
+    let signal = |sig: &str, pid: u32| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
+    };
     for (node, fault, trigger, bites) in cases {
         let what = format!("{} on {node} at {bites}", fault.join(" "));
         if trigger.is_none() {
@@ -421,32 +461,34 @@ fn a_fault_at_each_step_ends_rolled_back_byte_for_byte() {
         }
         let started = Instant::now();
         let (child, rx) = spawn(&["apply", file_s, "--auto-approve", "--check-timeout", "20"]);
-        let mut healed = false;
+        let mut failed = None;
         let mut lines = Vec::new();
         for line in rx.iter() {
-            if trigger.is_some_and(|t| line.starts_with(t)) {
+            if trigger.as_deref().is_some_and(|t| line.starts_with(t)) {
+                signal("-STOP", child.id());
                 lab.fault(node, fault);
+                signal("-CONT", child.id());
             }
-            if !healed && line.starts_with(&format!("{bites}: Failed after")) {
+            if failed.is_none() && line.contains(": Failed after ") {
                 lab.heal(node);
-                healed = true;
+                failed = line.split(':').next().map(String::from);
             }
             lines.push(line);
         }
         let out = child.wait_with_output().unwrap();
         let said = format!("{}\n{}", lines.join("\n"), text(&out));
-        assert!(healed, "{what}: the step never failed: {said}");
-        let code = out.status.code();
+        assert_eq!(failed.as_deref(), Some(bites), "{what}: {said}");
         assert!(
             said.contains(&format!("Error: {bites}: ")),
             "{what}: {said}"
         );
+        let code = out.status.code();
         match code {
             Some(1) => assert!(
                 said.contains("hactl undid every change it had begun"),
                 "{said}"
             ),
-            // The node was away for the undo too: finished by hand once it is back.
+            // The node was away for the undo too: finished once it is back.
             Some(3) => {
                 assert!(said.contains("The rollback is INCOMPLETE"), "{said}");
                 let out = hactl(&["rollback", file_s, "--auto-approve"]);
