@@ -1,5 +1,7 @@
 //! The live-plan benchmark: `hactl plan` against labs of 1 control-plane node and 0, 10 and 50
-//! workers, side by side in one run, reported as wall time, peak memory and ratios to 0 workers.
+//! workers, beside the floor for reading those nodes (plain OpenSSH: one `ssh` per node, all at
+//! once, each running observation's node script, with the same ssh config and key exchange),
+//! reported as wall times, hactl's peak memory and CPU, and hactl's ratio to the floor.
 //!
 //! `cargo bench --bench plan` (root, the lab's packages; see README). Runs are interleaved
 //! (0, 10, 50, 0, 10, 50, …) so that load on the machine affects every size alike; the
@@ -8,7 +10,8 @@
 #[path = "../tests/lab_support/mod.rs"]
 mod lab_support;
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lab_support::{HACTL, Lab, plan};
@@ -62,6 +65,35 @@ fn run_plan(file: &std::path::Path) -> Run {
     }
 }
 
+/// The floor: every node read at once by plain OpenSSH, one `ssh` per node (a full handshake,
+/// as hactl's master connection makes), each running observation's node script sent on stdin.
+fn run_floor(ssh_config: &std::path::Path, nodes: &[String]) -> Duration {
+    let script = hactl::readings::node::node_script();
+    let started = Instant::now();
+    let children: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let mut child = Command::new("ssh")
+                .arg("-F")
+                .arg(ssh_config)
+                .args(["-o", "BatchMode=yes", node, "sh", "-s"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start ssh");
+            let mut stdin = child.stdin.take().expect("ssh's stdin");
+            stdin.write_all(script.as_bytes()).expect("send the script");
+            (node, child)
+        })
+        .collect();
+    for (node, mut child) in children {
+        let status = child.wait().expect("wait for ssh");
+        assert!(status.success(), "ssh {node} exited {status}");
+    }
+    started.elapsed()
+}
+
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
     v[v.len() / 2]
@@ -71,6 +103,7 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 #[derive(Default)]
 struct Series {
     wall: Vec<f64>,
+    floor: Vec<f64>,
     peak_kib: Vec<i64>,
     cpu: Vec<f64>,
 }
@@ -83,11 +116,12 @@ const SETTINGS: [(&str, Option<&str>); 2] = [
     ("KexAlgorithms curve25519-sha256", Some("curve25519-sha256")),
 ];
 
-/// The lab's hactl.toml, or a copy whose ssh config file first sets `KexAlgorithms kex`.
-fn plan_file(lab: &Lab, kex: Option<&str>) -> std::path::PathBuf {
+/// The lab's hactl.toml and ssh config, or copies whose ssh config first sets
+/// `KexAlgorithms kex`.
+fn plan_file(lab: &Lab, kex: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf) {
     let file = lab.dir.join("hactl.toml");
     let Some(kex) = kex else {
-        return file;
+        return (file, lab.dir.join("ssh_config"));
     };
     let config = lab.dir.join("ssh_config");
     let kex_config = lab.dir.join("ssh_config.kex");
@@ -103,7 +137,7 @@ fn plan_file(lab: &Lab, kex: Option<&str>) -> std::path::PathBuf {
     assert!(text.contains(&config), "hactl.toml names {config}");
     std::fs::write(&copy, text.replace(&config, &kex_config.to_string_lossy()))
         .expect("write the plan copy");
-    copy
+    (copy, kex_config)
 }
 
 fn main() {
@@ -121,7 +155,7 @@ fn main() {
             )
         })
         .collect();
-    let files: Vec<Vec<std::path::PathBuf>> = SETTINGS
+    let files: Vec<Vec<(std::path::PathBuf, std::path::PathBuf)>> = SETTINGS
         .iter()
         .map(|(_, kex)| labs.iter().map(|(_, lab)| plan_file(lab, *kex)).collect())
         .collect();
@@ -132,7 +166,13 @@ fn main() {
     for round in 0..=ROUNDS {
         for (s, files) in files.iter().enumerate() {
             for (i, (workers, _)) in labs.iter().enumerate() {
-                let run = run_plan(&files[i]);
+                let (file, ssh_config) = &files[i];
+                let nodes: Vec<String> = std::iter::once("cp1".to_string())
+                    .chain((1..=*workers).map(|w| format!("w{w}")))
+                    .collect();
+                // The floor and hactl one after the other, so load affects both alike.
+                let floor = run_floor(ssh_config, &nodes);
+                let run = run_plan(file);
                 assert!(
                     run.code == 0 || run.code == 2,
                     "hactl plan against the {workers}-worker lab exited {}",
@@ -142,31 +182,39 @@ fn main() {
                 if round > 0 {
                     let series = &mut series[s][i];
                     series.wall.push(run.wall.as_secs_f64());
+                    series.floor.push(floor.as_secs_f64());
                     series.peak_kib.push(run.peak_kib);
                     series.cpu.push(run.cpu);
                 }
             }
         }
     }
-    println!("hactl plan against a live lab, median of {ROUNDS} interleaved runs");
     println!(
-        "| ssh | workers | nodes | wall time | peak memory | CPU (hactl + ssh clients) | time / 0 workers | memory / 0 workers |"
+        "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {ROUNDS} interleaved rounds"
+    );
+    println!(
+        "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | CPU (hactl + ssh clients) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (s, (name, _)) in SETTINGS.iter().enumerate() {
-        let base_time = median(series[s][0].wall.clone());
-        let base_mem = median(series[s][0].peak_kib.clone()) as f64;
         for (i, (workers, _)) in labs.iter().enumerate() {
-            let t = median(series[s][i].wall.clone());
-            let m = median(series[s][i].peak_kib.clone());
+            let series = &series[s][i];
+            let t = median(series.wall.clone());
+            let f = median(series.floor.clone());
+            // The ratio of each round's pair, then its median: each pair ran side by side.
+            let ratio = median(
+                series
+                    .wall
+                    .iter()
+                    .zip(&series.floor)
+                    .map(|(w, f)| w / f)
+                    .collect(),
+            );
             println!(
-                "| {name} | {workers} | {} | {:.3} s | {:.1} MiB | {:.2} s | {:.2} | {:.2} |",
+                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.2} | {:.1} MiB | {:.2} s |",
                 workers + 1,
-                t,
-                m as f64 / 1024.0,
-                median(series[s][i].cpu.clone()),
-                t / base_time,
-                m as f64 / base_mem
+                median(series.peak_kib.clone()) as f64 / 1024.0,
+                median(series.cpu.clone()),
             );
         }
     }

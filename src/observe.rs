@@ -24,7 +24,8 @@ use futures_util::StreamExt;
 use futures_util::stream;
 
 use crate::observed::{
-    ApiObservation, EtcdObservation, OBSERVED_FORMAT_VERSION, ObservedState, Probe,
+    ApiObservation, EndpointObservation, EtcdObservation, NodeObservation, OBSERVED_FORMAT_VERSION,
+    ObservedState, Probe,
 };
 use crate::spec::{DesiredState, Node, Role};
 use crate::transport::ssh::SshSession;
@@ -121,88 +122,74 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
         .as_deref()
         .map(|p| resolve_path(p, &opts.plan_dir, opts.home.as_deref()));
 
-    // Round 1: the nodes, and the API when its kubeconfig is a local file.
-    let nodes = read_nodes(desired, opts);
+    // Round 1: the nodes, and the API when its kubeconfig is a local file. Round 2 (etcd, the
+    // LB, the API through admin.conf) needs only the `kubeadm init` node's answer: it starts as
+    // soon as that node has answered, beside the other nodes' reads.
     let api_from_file = async {
         match &kubeconfig_file {
             Some(path) => Some(read_api_file(path, opts.probe_timeout).await),
             None => None,
         }
     };
-    let (readings, api_from_file) = tokio::join!(nodes, api_from_file);
+    let (round1, api_from_file) = tokio::join!(
+        read_nodes(desired, opts, kubeconfig_file.is_none()),
+        api_from_file
+    );
+    let Round1 {
+        mut sessions,
+        observations,
+        cas,
+        warnings,
+        control_planes,
+        early,
+    } = round1;
 
-    // The existing control plane: control-plane nodes whose kube-apiserver manifest exists,
-    // the `kubeadm init` node (the one with admin.conf) first.
-    let mut sessions = BTreeMap::new();
-    let mut observations = BTreeMap::new();
-    let mut admin_conf = None;
-    let mut cas: Vec<(String, String)> = Vec::new();
-    let mut warnings = Vec::new();
-    let mut control_planes: Vec<&Node> = Vec::new();
-    for (node, session, reading) in readings {
-        let NodeReading {
-            observation,
-            admin_conf: admin,
-            ca_pem: ca,
-            warnings: node_warnings,
-        } = reading;
-        warnings.extend(node_warnings);
-        let runs_apiserver = observation.apiserver_endpoint.is_some();
-        if node.role == Role::ControlPlane && runs_apiserver && session.is_some() {
-            if admin.is_some() && admin_conf.is_none() {
-                admin_conf = admin.map(|text| (node.name.clone(), text));
-                control_planes.insert(0, node);
-            } else {
-                control_planes.push(node);
-            }
+    let (etcd, endpoint, (api, credentials)) = match early {
+        Some(task) => {
+            let early = match task.await {
+                Ok(early) => early,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            sessions.insert(early.node, early.session);
+            let api = early.api.or(api_from_file).unwrap_or_else(|| {
+                (
+                    api_failed("the API was read neither from a file nor admin.conf".into()),
+                    None,
+                )
+            });
+            (early.etcd, early.endpoint, api)
         }
-        if let Some(ca) = ca {
-            cas.push((node.name.clone(), ca));
-        }
-        observations.insert(node.name.clone(), observation);
-        if let Some(session) = session {
-            sessions.insert(node.name.clone(), session);
-        }
-    }
-
-    // The LB is verified against the existing control plane's CA (any node's when none runs).
-    let ca_pem = control_planes
-        .first()
-        .and_then(|n| cas.iter().find(|(name, _)| *name == n.name))
-        .or(cas.first())
-        .map(|(_, pem)| pem.clone());
-
-    // Round 2: etcd, the LB, and the API through the init node's admin.conf.
-    let etcd = async {
-        let from = control_planes.first().and_then(|n| sessions.get(&n.name));
-        match from {
-            Some(session) => etcd::read_etcd(session).await,
-            None => EtcdObservation::unasked(),
-        }
-    };
-    let endpoint =
-        endpoint::probe_endpoint(&desired.endpoint, ca_pem.as_deref(), opts.probe_timeout);
-    let api = async {
-        if let Some((api, credentials)) = api_from_file {
-            return (api, credentials);
-        }
-        match admin_conf {
-            Some((node, kubeconfig)) => {
-                let origin = format!("{node}:/etc/kubernetes/admin.conf");
-                let api = api::read_api(&kubeconfig, &origin, opts.probe_timeout).await;
-                (api, Some(Credentials { origin, kubeconfig }))
-            }
-            None => (
-                api_failed(
-                    "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
+        // No control-plane node with admin.conf answered: etcd through the first that runs
+        // an API server, the LB against any node's CA.
+        None => {
+            let etcd = async {
+                let from = control_planes.first().and_then(|n| sessions.get(&n.name));
+                match from {
+                    Some(session) => etcd::read_etcd(session).await,
+                    None => EtcdObservation::unasked(),
+                }
+            };
+            let ca_pem = control_planes
+                .first()
+                .and_then(|n| cas.iter().find(|(name, _)| *name == n.name))
+                .or(cas.first())
+                .map(|(_, pem)| pem.clone());
+            let endpoint =
+                endpoint::probe_endpoint(&desired.endpoint, ca_pem.as_deref(), opts.probe_timeout);
+            let (etcd, endpoint) = tokio::join!(etcd, endpoint);
+            let api = api_from_file.unwrap_or_else(|| {
+                (
+                    api_failed(
+                        "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
                  cluster.kubeconfig to a kubeconfig of a cluster admin"
-                        .to_string(),
-                ),
-                None,
-            ),
+                            .to_string(),
+                    ),
+                    None,
+                )
+            });
+            (etcd, endpoint, api)
         }
     };
-    let (etcd, endpoint, (api, credentials)) = tokio::join!(etcd, endpoint, api);
 
     let mut state = ObservedState {
         format_version: OBSERVED_FORMAT_VERSION,
@@ -259,12 +246,36 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
     }
 }
 
-/// Round 1: connect to every node and read it, `parallelism` at a time, in file order.
+/// What round 1 found: the nodes' sessions and observations, their CAs, the existing control
+/// plane (the `kubeadm init` node, the one with admin.conf, first) and round 2, begun.
+struct Round1<'a> {
+    sessions: BTreeMap<String, SshSession>,
+    observations: BTreeMap<String, NodeObservation>,
+    cas: Vec<(String, String)>,
+    warnings: Vec<String>,
+    control_planes: Vec<&'a Node>,
+    early: Option<tokio::task::JoinHandle<Round2>>,
+}
+
+/// Round 2 through the `kubeadm init` node, which holds its session until it is done.
+struct Round2 {
+    node: String,
+    session: SshSession,
+    etcd: EtcdObservation,
+    endpoint: EndpointObservation,
+    /// None when the API is read through cluster.kubeconfig instead.
+    api: Option<(ApiObservation, Option<Credentials>)>,
+}
+
+/// Round 1: connects to every node and reads it, `parallelism` at a time; the answers are taken
+/// in file order, and the first control-plane node running an API server with admin.conf (the
+/// `kubeadm init` node) starts round 2 at once (the API through its admin.conf when `read_api`).
 async fn read_nodes<'a>(
     desired: &'a DesiredState,
     opts: &ObserveOptions,
-) -> Vec<(&'a Node, Option<SshSession>, NodeReading)> {
-    stream::iter(desired.nodes.iter().map(|n| async move {
+    read_api: bool,
+) -> Round1<'a> {
+    let answers = stream::iter(desired.nodes.iter().map(|n| async move {
         let target = SshTarget::new(
             desired,
             n,
@@ -289,9 +300,87 @@ async fn read_nodes<'a>(
             }
         }
     }))
-    .buffered(opts.parallelism.max(1))
-    .collect()
-    .await
+    .buffered(opts.parallelism.max(1));
+    let mut answers = std::pin::pin!(answers);
+    let mut round = Round1 {
+        sessions: BTreeMap::new(),
+        observations: BTreeMap::new(),
+        cas: Vec::new(),
+        warnings: Vec::new(),
+        control_planes: Vec::new(),
+        early: None,
+    };
+    while let Some((node, mut session, reading)) = answers.next().await {
+        let NodeReading {
+            observation,
+            admin_conf,
+            ca_pem,
+            warnings,
+        } = reading;
+        round.warnings.extend(warnings);
+        let runs_apiserver = observation.apiserver_endpoint.is_some();
+        if node.role == Role::ControlPlane && runs_apiserver && session.is_some() {
+            match (admin_conf, &round.early, session.take()) {
+                (Some(kubeconfig), None, Some(init)) => {
+                    round.control_planes.insert(0, node);
+                    round.early = Some(tokio::spawn(round2(
+                        node.name.clone(),
+                        init,
+                        kubeconfig,
+                        ca_pem.clone(),
+                        desired.endpoint.clone(),
+                        read_api,
+                        opts.probe_timeout,
+                    )));
+                }
+                (_, _, s) => {
+                    session = s;
+                    round.control_planes.push(node);
+                }
+            }
+        }
+        if let Some(ca) = ca_pem {
+            round.cas.push((node.name.clone(), ca));
+        }
+        round.observations.insert(node.name.clone(), observation);
+        if let Some(session) = session {
+            round.sessions.insert(node.name.clone(), session);
+        }
+    }
+    round
+}
+
+/// Round 2 through the `kubeadm init` node: etcd, the LB verified against its CA, and the API
+/// through its admin.conf (held in memory only).
+async fn round2(
+    node: String,
+    session: SshSession,
+    kubeconfig: String,
+    ca_pem: Option<String>,
+    lb: crate::spec::Endpoint,
+    read_api: bool,
+    timeout: Duration,
+) -> Round2 {
+    let api = async {
+        if !read_api {
+            return None;
+        }
+        let origin = format!("{node}:/etc/kubernetes/admin.conf");
+        let api = api::read_api(&kubeconfig, &origin, timeout).await;
+        Some((api, Some(Credentials { origin, kubeconfig })))
+    };
+    let (etcd, endpoint, api) = tokio::join!(
+        etcd::read_etcd(&session),
+        endpoint::probe_endpoint(&lb, ca_pem.as_deref(), timeout),
+        api
+    );
+    Round2 {
+        node,
+        session,
+        etcd,
+        endpoint,
+        api,
+    }
 }
 
 /// The API through a kubeconfig file on this machine.
