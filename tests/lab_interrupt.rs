@@ -234,7 +234,10 @@ fn a_second_operator_and_bad_input_are_refused() {
     let took = started.elapsed();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    // As hactl names the operator: $USER, else $LOGNAME, at this host.
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     assert!(
         said.contains(&format!("the cluster is locked by {user}@"))
             && said.contains(&format!("(hactl run {id}) since "))
