@@ -4,6 +4,10 @@
 
 use base64::Engine;
 
+/// cluster-info's key for a token's signature is this and the token id
+/// (bootstrapapi.JWSSignatureKeyPrefix).
+pub const SIGNATURE_PREFIX: &str = "jws-kubeconfig-";
+
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
     aws_lc_rs::hmac::sign(&key, msg).as_ref().to_vec()

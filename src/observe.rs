@@ -144,52 +144,40 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
         early,
     } = round1;
 
-    let (etcd, endpoint, (api, credentials)) = match early {
+    let (etcd, endpoint, api) = match early {
         Some(task) => {
             let early = match task.await {
                 Ok(early) => early,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
             sessions.insert(early.node, early.session);
-            let api = early.api.or(api_from_file).unwrap_or_else(|| {
-                (
-                    api_failed("the API was read neither from a file nor admin.conf".into()),
-                    None,
-                )
-            });
-            (early.etcd, early.endpoint, api)
+            (early.etcd, early.endpoint, early.api)
         }
         // No control-plane node with admin.conf answered: etcd through the first that runs
         // an API server, the LB against any node's CA.
         None => {
-            let etcd = async {
-                let from = control_planes.first().and_then(|n| sessions.get(&n.name));
-                match from {
-                    Some(session) => etcd::read_etcd(session).await,
-                    None => EtcdObservation::unasked(),
-                }
-            };
+            let from = control_planes.first().and_then(|n| sessions.get(&n.name));
             let ca_pem = control_planes
                 .first()
                 .and_then(|n| cas.iter().find(|(name, _)| *name == n.name))
                 .or(cas.first())
-                .map(|(_, pem)| pem.clone());
-            let endpoint =
-                endpoint::probe_endpoint(&desired.endpoint, ca_pem.as_deref(), opts.probe_timeout);
-            let (etcd, endpoint) = tokio::join!(etcd, endpoint);
-            let api = api_from_file.unwrap_or_else(|| {
-                (
-                    api_failed(
-                        "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
-                 cluster.kubeconfig to a kubeconfig of a cluster admin"
-                            .to_string(),
-                    ),
-                    None,
-                )
-            });
-            (etcd, endpoint, api)
+                .map(|(_, pem)| pem.as_str());
+            let (etcd, endpoint) =
+                etcd_and_lb(from, &desired.endpoint, ca_pem, opts.probe_timeout).await;
+            (etcd, endpoint, None)
         }
     };
+    // The API through admin.conf, else through cluster.kubeconfig (only one was read).
+    let (api, credentials) = api.or(api_from_file).unwrap_or_else(|| {
+        (
+            api_failed(
+                "no reachable control-plane node has /etc/kubernetes/admin.conf; set \
+                 cluster.kubeconfig to a kubeconfig of a cluster admin"
+                    .to_string(),
+            ),
+            None,
+        )
+    });
 
     let mut state = ObservedState {
         format_version: OBSERVED_FORMAT_VERSION,
@@ -369,9 +357,8 @@ async fn round2(
         let api = api::read_api(&kubeconfig, &origin, timeout).await;
         Some((api, Some(Credentials { origin, kubeconfig })))
     };
-    let (etcd, endpoint, api) = tokio::join!(
-        etcd::read_etcd(&session),
-        endpoint::probe_endpoint(&lb, ca_pem.as_deref(), timeout),
+    let ((etcd, endpoint), api) = tokio::join!(
+        etcd_and_lb(Some(&session), &lb, ca_pem.as_deref(), timeout),
         api
     );
     Round2 {
@@ -381,6 +368,23 @@ async fn round2(
         endpoint,
         api,
     }
+}
+
+/// etcd through `session` (unasked without one) and the LB verified against `ca_pem`, side by
+/// side.
+async fn etcd_and_lb(
+    session: Option<&SshSession>,
+    lb: &crate::spec::Endpoint,
+    ca_pem: Option<&str>,
+    timeout: Duration,
+) -> (EtcdObservation, EndpointObservation) {
+    let etcd = async {
+        match session {
+            Some(session) => etcd::read_etcd(session).await,
+            None => EtcdObservation::unasked(),
+        }
+    };
+    tokio::join!(etcd, endpoint::probe_endpoint(lb, ca_pem, timeout))
 }
 
 /// The API through a kubeconfig file on this machine.

@@ -8,12 +8,12 @@ mod lab_support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lab_support::applying::{changed, configmaps, files, text};
+use lab_support::applying::{changed, configmaps, files, on_terminal, text};
 use lab_support::{HACTL, Lab, plan};
 
 /// Probes `/readyz` through the load balancer every 100 ms with the real curl, by a name every
@@ -125,13 +125,7 @@ fn convert_and_roll_back(tag: &str, net: u8, up: &[&str]) {
 
     // Asked on a terminal (the real `script` gives it one), anything but `yes` changes nothing.
     let before = files(&lab);
-    let mut asked = Command::new("script")
-        .args(["-qec", &format!("{HACTL} apply {file_s}"), "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut asked = on_terminal(&["apply", file_s]);
     asked.stdin.take().unwrap().write_all(b"no\n").unwrap();
     let out = asked.wait_with_output().unwrap();
     let said = text(&out);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lab_support::applying::{Files, changed, configmaps, files, text};
+use lab_support::applying::{Files, changed, configmaps, files, on_terminal, text};
 use lab_support::{HACTL, Lab, plan};
 
 fn hactl(args: &[&str]) -> Output {
@@ -55,6 +55,26 @@ fn wait_line(
             Err(mpsc::RecvTimeoutError::Timeout) => panic!("no line wanted within {timeout:?}"),
         }
     }
+}
+
+/// The line saying the `k`th step (from 1) starts; None when the run ends first.
+fn step_start(rx: &mpsc::Receiver<String>, k: usize) -> Option<String> {
+    let mut starts = 0;
+    wait_line(rx, Duration::from_secs(180), |l| {
+        if l.ends_with(": Modifying...") || l.ends_with(": Running...") {
+            starts += 1;
+        }
+        starts == k
+    })
+}
+
+/// Sends `sig` (`-INT`, `-STOP`, …) to the process `pid` that the test started.
+fn signal(sig: &str, pid: u32) {
+    let sent = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
 }
 
 /// The run id from apply's `Run ID; its journal: …` line.
@@ -100,14 +120,7 @@ fn hactl_killed_at_each_step_is_rolled_back_byte_for_byte() {
         let (mut child, rx) = spawn(&["apply", file_s, "--auto-approve"]);
         let id =
             run_id(&wait_line(&rx, Duration::from_secs(60), |l| l.starts_with("Run ")).unwrap());
-        let mut starts = 0;
-        let step = wait_line(&rx, Duration::from_secs(180), |l| {
-            if l.ends_with(": Modifying...") || l.ends_with(": Running...") {
-                starts += 1;
-            }
-            starts == k
-        });
-        let Some(step) = step else {
+        let Some(step) = step_start(&rx, k) else {
             // Fewer than k steps: this apply completed.
             let out = child.wait_with_output().unwrap();
             assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -305,13 +318,7 @@ fn a_second_operator_and_bad_input_are_refused() {
     // Ctrl-C typed at the question (the real terminal of `script` turns it into SIGINT):
     // cancelled, the lock released, no run started.
     let runs_before = std::fs::read_dir(&runs).unwrap().count();
-    let mut asked = Command::new("script")
-        .args(["-qec", &format!("{HACTL} apply {file_s}"), "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut asked = on_terminal(&["apply", file_s]);
     let mut stdout = asked.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -347,19 +354,8 @@ fn a_second_operator_and_bad_input_are_refused() {
     // Ctrl-C (SIGINT) as the third step starts: no further step, the run undone, the lock
     // released.
     let (child, rx) = spawn(&["apply", file_s, "--auto-approve"]);
-    let mut starts = 0;
-    let step = wait_line(&rx, Duration::from_secs(120), |l| {
-        if l.ends_with(": Modifying...") || l.ends_with(": Running...") {
-            starts += 1;
-        }
-        starts == 3
-    })
-    .expect("a third step");
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    let step = step_start(&rx, 3).expect("a third step");
+    signal("-INT", child.id());
     let out = child.wait_with_output().unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "Ctrl-C at {step}: {said}");
@@ -450,13 +446,6 @@ fn a_fault_at_each_step_ends_rolled_back_byte_for_byte() {
             "handler.w2.kube-proxy",
         ),
     ];
-    let signal = |sig: &str, pid: u32| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill {sig} {pid}");
-    };
     for (node, fault, trigger, bites) in cases {
         let what = format!("{} on {node} at {bites}", fault.join(" "));
         if trigger.is_none() {

@@ -15,7 +15,6 @@ use crate::seams::{BootstrapToken, Clock, ClusterApi, ConfigMap, NodeOps, Signer
 
 const KUBE_PROXY: &str = "k8s-app=kube-proxy";
 const CA_CRT: &str = "/etc/kubernetes/pki/ca.crt";
-const JWS_PREFIX: &str = "jws-kubeconfig-";
 
 fn words(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
@@ -259,7 +258,7 @@ fn unsigned(cm: &ConfigMap, tokens: &[BootstrapToken]) -> Vec<String> {
     let kubeconfig = cm.data.get("kubeconfig").map_or("", String::as_str);
     let mut seen = Vec::new();
     for t in tokens {
-        let key = format!("{JWS_PREFIX}{}", t.id);
+        let key = format!("{}{}", jws::SIGNATURE_PREFIX, t.id);
         match cm.data.get(&key) {
             None => seen.push(format!("no {key} yet")),
             Some(sig) if *sig != jws::compute_detached_signature(kubeconfig, &t.id, &t.secret) => {
@@ -270,8 +269,11 @@ fn unsigned(cm: &ConfigMap, tokens: &[BootstrapToken]) -> Vec<String> {
             Some(_) => {}
         }
     }
-    for key in cm.data.keys().filter(|k| k.starts_with(JWS_PREFIX)) {
-        let id = &key[JWS_PREFIX.len()..];
+    for (key, id) in cm
+        .data
+        .keys()
+        .filter_map(|k| Some((k, k.strip_prefix(jws::SIGNATURE_PREFIX)?)))
+    {
         if !tokens.iter().any(|t| t.id == id) {
             seen.push(format!("{key} signs for a token that does not exist"));
         }

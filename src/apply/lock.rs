@@ -64,7 +64,8 @@ impl Held {
         self.renewed_ago.is_none_or(|ago| ago > DURATION)
     }
 
-    fn renewed(&self) -> String {
+    /// `N s ago`, or `never`.
+    pub fn renewed(&self) -> String {
         match self.renewed_ago {
             Some(ago) => format!("{} s ago", ago.as_secs()),
             None => "never".into(),
@@ -122,34 +123,31 @@ impl LockError {
     }
 }
 
-fn api(e: SeamError) -> LockError {
-    LockError::Api(e)
-}
-
 /// Takes the lock for `me`. A lock held by another run is refused, naming it, unless `force`
 /// names that run and it stopped renewing; one held by `own` (the run rollback undoes) is
-/// waited for until it stops renewing, then taken.
+/// waited for until it stops renewing (`on_wait` is told, once), then taken.
 pub async fn acquire<C: ClusterApi, K: Clock>(
-    api_: &C,
+    cluster: &C,
     clock: &K,
     me: &Holder,
-    force: Option<&str>,
-    own: Option<&str>,
+    (force, own): (Option<&str>, Option<&str>),
+    mut on_wait: impl FnMut(&Held),
 ) -> Result<Lease, LockError> {
-    let mut first_seen: Option<Option<String>> = None;
+    // The own run's renewTime when hactl began to wait for it: a later one means it is alive.
+    let mut waited_at: Option<Option<String>> = None;
     // Two writers racing for it make a conflict; a few rounds settle it.
     for _ in 0..8 {
         let now = clock.now();
-        let found = match api_.get_lease(NAMESPACE, NAME).await {
+        let found = match cluster.get_lease(NAMESPACE, NAME).await {
             Err(SeamError::NotFound { .. }) => None,
-            Err(e) => return Err(api(e)),
+            Err(e) => return Err(LockError::Api(e)),
             Ok(l) => Some(l),
         };
         let Some(found) = found else {
-            match api_.create_lease(&fresh(me, now)).await {
+            match cluster.create_lease(&fresh(me, now)).await {
                 Ok(l) => return Ok(l),
                 Err(SeamError::Conflict { .. }) => continue,
-                Err(e) => return Err(api(e)),
+                Err(e) => return Err(LockError::Api(e)),
             }
         };
         let held = Held::of(&found, now);
@@ -169,9 +167,12 @@ pub async fn acquire<C: ClusterApi, K: Clock>(
         if !held.stale() {
             // The run being rolled back was killed a moment ago: its lock runs out soon,
             // unless it is still renewed (then that hactl is alive).
-            let seen = first_seen.get_or_insert_with(|| found.renew_time.clone());
-            if !own_run || *seen != found.renew_time {
+            if !own_run || waited_at.as_ref().is_some_and(|t| *t != found.renew_time) {
                 return Err(LockError::Renewed { held });
+            }
+            if waited_at.is_none() {
+                on_wait(&held);
+                waited_at = Some(found.renew_time.clone());
             }
             let left = DURATION.saturating_sub(held.renewed_ago.unwrap_or_default());
             clock.sleep(left + Duration::from_secs(1)).await;
@@ -181,13 +182,13 @@ pub async fn acquire<C: ClusterApi, K: Clock>(
             resource_version: found.resource_version.clone(),
             ..fresh(me, now)
         };
-        match api_.renew_lease(&taken).await {
+        match cluster.renew_lease(&taken).await {
             Ok(l) => return Ok(l),
             Err(SeamError::Conflict { .. }) => continue,
-            Err(e) => return Err(api(e)),
+            Err(e) => return Err(LockError::Api(e)),
         }
     }
-    Err(api(SeamError::Conflict {
+    Err(LockError::Api(SeamError::Conflict {
         what: format!("leases {NAMESPACE}/{NAME} changed on every try to take it"),
     }))
 }
@@ -208,7 +209,7 @@ fn fresh(me: &Holder, now: Duration) -> Lease {
 /// Renews the lock; a renewal whose answer was lost (a newer resourceVersion, still ours) is
 /// adopted, one taken over by someone else is [`LockError::Lost`].
 pub async fn renew<C: ClusterApi, K: Clock>(
-    api_: &C,
+    cluster: &C,
     clock: &K,
     lease: &Lease,
 ) -> Result<Lease, LockError> {
@@ -218,39 +219,39 @@ pub async fn renew<C: ClusterApi, K: Clock>(
             renew_time: Some(format_time(clock.now())),
             ..current.clone()
         };
-        match api_.renew_lease(&renewed).await {
+        match cluster.renew_lease(&renewed).await {
             Ok(l) => return Ok(l),
             Err(SeamError::Conflict { .. }) => {}
             Err(SeamError::NotFound { .. }) => {
                 return Err(LockError::Lost("nobody: it was deleted".into()));
             }
-            Err(e) => return Err(api(e)),
+            Err(e) => return Err(LockError::Api(e)),
         }
-        match api_.get_lease(NAMESPACE, NAME).await {
+        match cluster.get_lease(NAMESPACE, NAME).await {
             Ok(l) if l.holder == lease.holder => current = l,
             Ok(l) => return Err(LockError::Lost(l.holder.unwrap_or_else(|| "nobody".into()))),
             Err(SeamError::NotFound { .. }) => {
                 return Err(LockError::Lost("nobody: it was deleted".into()));
             }
-            Err(e) => return Err(api(e)),
+            Err(e) => return Err(LockError::Api(e)),
         }
     }
-    Err(api(SeamError::Conflict {
+    Err(LockError::Api(SeamError::Conflict {
         what: format!("leases {NAMESPACE}/{NAME}"),
     }))
 }
 
 /// Releases the lock if it is still `lease`'s holder's.
-pub async fn release<C: ClusterApi>(api_: &C, lease: &Lease) -> Result<(), LockError> {
-    match api_.get_lease(NAMESPACE, NAME).await {
+pub async fn release<C: ClusterApi>(cluster: &C, lease: &Lease) -> Result<(), LockError> {
+    match cluster.get_lease(NAMESPACE, NAME).await {
         Err(SeamError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(api(e)),
+        Err(e) => Err(LockError::Api(e)),
         Ok(l) if l.holder != lease.holder => {
             Err(LockError::Lost(l.holder.unwrap_or_else(|| "nobody".into())))
         }
-        Ok(_) => match api_.delete_lease(NAMESPACE, NAME).await {
+        Ok(_) => match cluster.delete_lease(NAMESPACE, NAME).await {
             Ok(()) | Err(SeamError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(api(e)),
+            Err(e) => Err(LockError::Api(e)),
         },
     }
 }
@@ -300,7 +301,7 @@ mod tests {
     #[test]
     fn the_lock_is_taken_once_and_a_second_run_is_refused_naming_the_holder() {
         let fake = FakeCluster::new(World::default());
-        let held = block_on(acquire(&fake, &fake, &me("r1"), None, None)).unwrap();
+        let held = block_on(acquire(&fake, &fake, &me("r1"), (None, None), |_| {})).unwrap();
         assert_eq!(held.holder.as_deref(), Some("ana@laptop r1"));
         assert_eq!(held.duration_secs, Some(15));
         assert_eq!(lease_of(&fake), Some(held.clone()));
@@ -310,7 +311,7 @@ mod tests {
             who: "bob@desk".into(),
             run: "r2".into(),
         };
-        let err = block_on(acquire(&fake, &fake, &bob, None, None)).unwrap_err();
+        let err = block_on(acquire(&fake, &fake, &bob, (None, None), |_| {})).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -323,7 +324,7 @@ mod tests {
             err.help()
         );
         // Naming the holder's run does not take a lock that is still renewed.
-        let err = block_on(acquire(&fake, &fake, &bob, Some("r1"), None)).unwrap_err();
+        let err = block_on(acquire(&fake, &fake, &bob, (Some("r1"), None), |_| {})).unwrap_err();
         assert!(matches!(err, LockError::Renewed { .. }), "{err}");
         assert_eq!(lease_of(&fake), Some(held));
     }
@@ -331,22 +332,22 @@ mod tests {
     #[test]
     fn a_lock_not_renewed_is_taken_over_only_by_naming_its_run() {
         let fake = FakeCluster::new(World::default());
-        block_on(acquire(&fake, &fake, &me("r1"), None, None)).unwrap();
+        block_on(acquire(&fake, &fake, &me("r1"), (None, None), |_| {})).unwrap();
         block_on(fake.sleep(Duration::from_secs(60)));
         let bob = Holder {
             who: "bob@desk".into(),
             run: "r2".into(),
         };
-        let err = block_on(acquire(&fake, &fake, &bob, None, None)).unwrap_err();
+        let err = block_on(acquire(&fake, &fake, &bob, (None, None), |_| {})).unwrap_err();
         assert!(err.to_string().ends_with("last renewed 60 s ago"), "{err}");
         assert!(err.help().ends_with("--force-unlock r1"), "{}", err.help());
-        let err = block_on(acquire(&fake, &fake, &bob, Some("r9"), None)).unwrap_err();
+        let err = block_on(acquire(&fake, &fake, &bob, (Some("r9"), None), |_| {})).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("--force-unlock r9 does not name the lock's holder"),
             "{err}"
         );
-        let taken = block_on(acquire(&fake, &fake, &bob, Some("r1"), None)).unwrap();
+        let taken = block_on(acquire(&fake, &fake, &bob, (Some("r1"), None), |_| {})).unwrap();
         assert_eq!(taken.holder.as_deref(), Some("bob@desk r2"));
         assert_eq!(taken.acquire_time, Some(format_time(fake.now())));
         assert_eq!(lease_of(&fake), Some(taken));
@@ -355,24 +356,34 @@ mod tests {
     #[test]
     fn rollback_of_the_holders_own_run_waits_for_its_lock_to_run_out() {
         let fake = FakeCluster::new(World::default());
-        block_on(acquire(&fake, &fake, &me("r1"), None, None)).unwrap();
+        block_on(acquire(&fake, &fake, &me("r1"), (None, None), |_| {})).unwrap();
         let start = fake.now();
-        let taken = block_on(acquire(&fake, &fake, &me("r1-rollback"), None, Some("r1"))).unwrap();
+        let mut told = Vec::new();
+        let taken = block_on(acquire(
+            &fake,
+            &fake,
+            &me("r1-rollback"),
+            (None, Some("r1")),
+            |held| told.push(held.holder.run.clone()),
+        ))
+        .unwrap();
         assert!(
             fake.now() - start > DURATION,
             "waited {:?}",
             fake.now() - start
         );
+        assert_eq!(told, ["r1"], "the wait is said once");
         assert_eq!(taken.holder.as_deref(), Some("ana@laptop r1-rollback"));
         // Another run's lock is not waited for.
-        let err = block_on(acquire(&fake, &fake, &me("r3"), None, Some("r1"))).unwrap_err();
+        let err =
+            block_on(acquire(&fake, &fake, &me("r3"), (None, Some("r1")), |_| {})).unwrap_err();
         assert!(matches!(err, LockError::Held { .. }), "{err}");
     }
 
     #[test]
     fn renewal_survives_a_lost_answer_and_notices_a_takeover() {
         let fake = FakeCluster::new(World::default());
-        let held = block_on(acquire(&fake, &fake, &me("r1"), None, None)).unwrap();
+        let held = block_on(acquire(&fake, &fake, &me("r1"), (None, None), |_| {})).unwrap();
         block_on(fake.sleep(RENEW_EVERY));
         // The renewal is made but its answer lost: the next one conflicts, finds it still
         // ours, and adopts it.
@@ -400,11 +411,11 @@ mod tests {
     #[test]
     fn release_deletes_the_lock_once_and_forgives_it_gone() {
         let fake = FakeCluster::new(World::default());
-        let held = block_on(acquire(&fake, &fake, &me("r1"), None, None)).unwrap();
+        let held = block_on(acquire(&fake, &fake, &me("r1"), (None, None), |_| {})).unwrap();
         block_on(release(&fake, &held)).unwrap();
         assert_eq!(lease_of(&fake), None);
         block_on(release(&fake, &held)).unwrap();
-        block_on(acquire(&fake, &fake, &me("r2"), None, None)).unwrap();
+        block_on(acquire(&fake, &fake, &me("r2"), (None, None), |_| {})).unwrap();
     }
 
     #[test]

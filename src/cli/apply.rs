@@ -121,11 +121,6 @@ pub(super) fn apply(
     live: &LiveArgs,
     color: bool,
 ) -> Result<u8, Report> {
-    let Flags {
-        auto_approve,
-        force_unlock,
-        ..
-    } = flags;
     let text = read_file(target)?;
     // A saved plan is JSON; a desired-state file is TOML, which never starts with `{`.
     let saved = if text.trim_start().starts_with('{') {
@@ -161,7 +156,7 @@ pub(super) fn apply(
     let runs = runs_dir(&file);
     refuse_unfinished(&runs, &file)?;
     // A saved plan was reviewed when it was made: it is applied without asking.
-    let ask = saved.is_none() && !auto_approve;
+    let ask = saved.is_none() && !flags.auto_approve;
     if ask && !std::io::stdin().is_terminal() {
         return Err(boxed(ApplyError::NoTerminal { command: "apply" }));
     }
@@ -233,7 +228,7 @@ pub(super) fn apply(
     let (connected, locked) = Connected::new(&runtime, observation)?.lock(
         &runtime,
         &id,
-        (force_unlock, None),
+        (flags.force_unlock, None),
         on_interrupt,
     )?;
     if ask && !approved("Do you want to perform these actions?") {
@@ -282,11 +277,6 @@ pub(super) fn rollback(
     flags: Flags,
     live: &LiveArgs,
 ) -> Result<u8, Report> {
-    let Flags {
-        auto_approve,
-        force_unlock,
-        ..
-    } = flags;
     let (desired, _) = read_desired(file)?;
     let run = RunDir::open(&runs_dir(file), run).map_err(boxed)?;
     let journal = run.journal().map_err(boxed)?;
@@ -329,7 +319,7 @@ pub(super) fn rollback(
     for step in &pending {
         println!("  - {step}");
     }
-    if !auto_approve {
+    if !flags.auto_approve {
         if !std::io::stdin().is_terminal() {
             return Err(boxed(ApplyError::NoTerminal {
                 command: "rollback",
@@ -359,7 +349,7 @@ pub(super) fn rollback(
     let (connected, locked) = Connected::new(&runtime, observation)?.lock(
         &runtime,
         &run.id,
-        (force_unlock, Some(&run.id)),
+        (flags.force_unlock, Some(&run.id)),
         on_interrupt,
     )?;
     let sink = match run.sink() {
@@ -485,10 +475,10 @@ impl Connected {
         self,
         runtime: &tokio::runtime::Runtime,
         run: &str,
-        (force, own): (Option<&str>, Option<&str>),
+        takeover: (Option<&str>, Option<&str>),
         on_interrupt: OnInterrupt,
     ) -> Result<(Self, Locked), Report> {
-        match runtime.block_on(lock::take(&self.api, run, force, own, on_interrupt)) {
+        match runtime.block_on(lock::take(&self.api, run, takeover, on_interrupt)) {
             Ok(locked) => Ok((self, locked)),
             Err(e) => {
                 close(runtime, self.files);
@@ -561,7 +551,7 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "\nError: {e}\nThe run stopped where it was; its journal is {}. The cluster stays locked by run {id} until it is rolled back. Fix the cause, then run `hactl rollback {file} {id}`.",
+                "\nError: {e}\nThe run stopped where it was; its journal is {}. Unless the error above says another operator took it over, the cluster stays locked by run {id} until it is rolled back. Fix the cause, then run `hactl rollback {file} {id}`.",
                 run.journal_path().display()
             );
             return EXIT_INCOMPLETE;

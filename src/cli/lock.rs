@@ -98,26 +98,22 @@ pub struct Locked {
 pub async fn take(
     api: &KubeCluster,
     run: &str,
-    force: Option<&str>,
-    own: Option<&str>,
+    takeover: (Option<&str>, Option<&str>),
     on_interrupt: OnInterrupt,
 ) -> Result<Locked, LockRefused> {
     let me = Holder {
         who: who(),
         run: run.to_string(),
     };
-    if let Some(own) = own
-        && let Ok(l) = crate::seams::ClusterApi::get_lease(api, lock::NAMESPACE, lock::NAME).await
-        && l.holder
-            .as_deref()
-            .is_some_and(|h| h.ends_with(&format!(" {own}")))
-    {
+    let lease = lock::acquire(api, &SystemClock, &me, takeover, |held| {
         println!(
-            "The lock is still run {own}'s: waiting up to {} s for it to run out (its hactl stopped renewing it)...",
+            "The lock is still run {}'s (last renewed {}): waiting up to {} s for it to run out...",
+            held.holder.run,
+            held.renewed(),
             lock::DURATION.as_secs()
         );
-    }
-    let lease = lock::acquire(api, &SystemClock, &me, force, own).await?;
+    })
+    .await?;
     let lost = Lost::default();
     let renewing = tokio::spawn(renew(api.clone(), lease.clone(), lost.clone()));
     let interrupt = Interrupt::default();

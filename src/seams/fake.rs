@@ -545,7 +545,9 @@ impl ClusterApi for FakeCluster {
                 let kubeconfig = stored.data.get("kubeconfig").cloned().unwrap_or_default();
                 for (id, secret) in &st.world.tokens {
                     let sig = crate::jws::compute_detached_signature(&kubeconfig, id, secret);
-                    stored.data.insert(format!("jws-kubeconfig-{id}"), sig);
+                    stored
+                        .data
+                        .insert(format!("{}{id}", crate::jws::SIGNATURE_PREFIX), sig);
                 }
             }
             st.world.configmaps.insert(key, stored.clone());

@@ -19,6 +19,9 @@ pub fn user_agent() -> String {
     format!("hactl/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The type of a bootstrap token's Secret.
+const TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
+
 /// The cluster's API through one client.
 #[derive(Clone)]
 pub struct KubeCluster {
@@ -266,12 +269,12 @@ impl ClusterApi for KubeCluster {
     }
 
     async fn bootstrap_tokens(&self) -> Result<Vec<BootstrapToken>, SeamError> {
+        // Only the tokens' Secrets, selected by the API server: this runs once a second while
+        // cluster-info's check waits, and no other Secret of kube-system needs to leave it.
         let api: Api<Secret> = Api::namespaced(self.client.clone(), "kube-system");
+        let only_tokens = ListParams::default().fields(&format!("type={TOKEN_TYPE}"));
         let list = self
-            .call(
-                "secrets kube-system".to_string(),
-                api.list(&ListParams::default()),
-            )
+            .call("secrets kube-system".to_string(), api.list(&only_tokens))
             .await?;
         let field = |s: &Secret, key: &str| {
             let bytes = s.data.as_ref()?.get(key)?;
@@ -280,7 +283,7 @@ impl ClusterApi for KubeCluster {
         let mut tokens: Vec<BootstrapToken> = list
             .items
             .iter()
-            .filter(|s| s.type_.as_deref() == Some("bootstrap.kubernetes.io/token"))
+            .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
             .filter_map(|s| {
                 Some(BootstrapToken {
                     id: field(s, "token-id")?,

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 
-use super::Lab;
+use super::{HACTL, Lab};
 
 /// Every file under each node's /etc/kubernetes: its bytes and mode.
 pub type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
@@ -65,4 +65,16 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr).replace("\n  │ ", " ")
     )
+}
+
+/// `hactl ARGS` on a terminal (the real `script` gives it a pty): what the test writes to the
+/// child's stdin is typed there, Ctrl-C (`\x03`) included; the output comes back on its stdout.
+pub fn on_terminal(args: &[&str]) -> Child {
+    Command::new("script")
+        .args(["-qec", &format!("{HACTL} {}", args.join(" ")), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }

@@ -1110,6 +1110,8 @@ const FIELDS: &[&str] = &[
     "metadata.namespace",
     "spec.nodeName",
     "status.phase",
+    // Secrets' type, as the bootstrapsigner (and hactl) select the tokens.
+    "type",
 ];
 
 fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, String> {
@@ -1522,6 +1524,12 @@ mod tests {
         );
         let pod = json!({"spec": {"nodeName": "w1"}});
         assert_eq!(field_value(&pod, "spec.nodeName"), "w1");
+        let secret = json!({"type": "bootstrap.kubernetes.io/token"});
+        assert!(parse_field_selector("type=bootstrap.kubernetes.io/token").is_ok());
+        assert_eq!(
+            field_value(&secret, "type"),
+            "bootstrap.kubernetes.io/token"
+        );
     }
 
     #[test]
