@@ -71,7 +71,13 @@ pub fn text(out: &Output) -> String {
 /// child's stdin is typed there, Ctrl-C (`\x03`) included; the output comes back on its stdout.
 pub fn on_terminal(args: &[&str]) -> Child {
     Command::new("script")
-        .args(["-qec", &format!("{HACTL} {}", args.join(" ")), "/dev/null"])
+        // `exec`: a shell left waiting (dash, where SHELL is unset, as in CI) would take the
+        // terminal's SIGINT itself and die of it, and `script` would report 130.
+        .args([
+            "-qec",
+            &format!("exec {HACTL} {}", args.join(" ")),
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
