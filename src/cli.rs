@@ -251,7 +251,7 @@ fn run(command: Command, color: bool) -> Outcome {
         }
         Command::Observe { file, out, live } => {
             let desired = read_spec(&file)?;
-            let observed = observe_live(&file, &desired, &live)?;
+            let observed = observe_live(&file, &desired, &live, |state| state)?;
             let mut json = serde_json::to_string_pretty(&observed)
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
             json.push('\n');
@@ -273,24 +273,27 @@ fn run(command: Command, color: bool) -> Outcome {
             detailed_exitcode,
         } => {
             let desired = read_spec(&file)?;
-            let observed = match observed {
-                Some(path) => read_observed(&path)?,
-                None => observe_live(&file, &desired, &live)?,
-            };
-            let mut plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
-            if let Some(out) = &out {
-                plan.desired_state = Some(apply::desired_state_file(&file)?);
-                write_file(out, &render::json(&plan))?;
+            let decide =
+                |observed: ObservedState| -> Result<u8, Box<dyn Diagnostic + Send + Sync>> {
+                    let mut plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
+                    if let Some(out) = &out {
+                        plan.desired_state = Some(apply::desired_state_file(&file)?);
+                        write_file(out, &render::json(&plan))?;
+                    }
+                    print_plan(&plan, format, color);
+                    if let Some(out) = &out {
+                        eprintln!(
+                            "Saved the plan to {}; show it with: hactl show {}",
+                            out.display(),
+                            out.display()
+                        );
+                    }
+                    Ok(plan_exit_code(&plan, detailed_exitcode))
+                };
+            match observed {
+                Some(path) => decide(read_observed(&path)?),
+                None => observe_live(&file, &desired, &live, decide)?,
             }
-            print_plan(&plan, format, color);
-            if let Some(out) = &out {
-                eprintln!(
-                    "Saved the plan to {}; show it with: hactl show {}",
-                    out.display(),
-                    out.display()
-                );
-            }
-            Ok(plan_exit_code(&plan, detailed_exitcode))
         }
         Command::Apply {
             target,
@@ -373,21 +376,28 @@ fn run(command: Command, color: bool) -> Outcome {
     }
 }
 
-/// Observes the cluster `desired` describes; says on stderr how long it took and which nodes
-/// could not be reached (the plan says what that leaves undecided).
-fn observe_live(
+/// Observes the cluster `desired` describes, then runs `then` on what was observed while the
+/// connections close (nothing after observation needs them); says on stderr how long observing
+/// took and which nodes could not be reached (the plan says what that leaves undecided).
+fn observe_live<R>(
     file: &Path,
     desired: &spec::DesiredState,
     live: &LiveArgs,
-) -> Result<ObservedState, Box<dyn Diagnostic + Send + Sync>> {
+    then: impl FnOnce(ObservedState) -> R,
+) -> Result<R, Box<dyn Diagnostic + Send + Sync>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
     let observation = observe_with(&runtime, file, desired, live);
     let state = observation.state.clone();
-    runtime.block_on(observation.close());
-    Ok(state)
+    let closing = runtime.spawn(observation.close());
+    let result = then(state);
+    // Every master is closed before hactl exits (a panic while closing is only reported).
+    if let Err(e) = runtime.block_on(closing) {
+        eprintln!("Warning: closing the ssh connections: {e}");
+    }
+    Ok(result)
 }
 
 /// Observes on `runtime` and keeps the connections (and the API's kubeconfig, in memory) for
@@ -398,7 +408,7 @@ fn observe_with(
     desired: &spec::DesiredState,
     live: &LiveArgs,
 ) -> observe::Observation {
-    crate::tls_verify::install_crypto_provider();
+    crate::transport::install_crypto_provider();
     let plan_dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

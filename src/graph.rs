@@ -13,16 +13,10 @@ use std::fmt;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::configmaps::KubeadmConfigMap;
 use crate::kubeadm::{Conventions, KubeVersion, KubeconfigFile};
 use crate::observed::{ContainerRuntime, ObservedState};
 use crate::spec::{DesiredState, Role};
-
-/// The ConfigMaps the conversion edits: namespace, name, and the data key that changes.
-pub const CONFIGMAPS: [(&str, &str, &str); 3] = [
-    ("kube-system", "kube-proxy", "kubeconfig.conf"),
-    ("kube-system", "kubeadm-config", "ClusterConfiguration"),
-    ("kube-public", "cluster-info", "kubeconfig"),
-];
 
 /// The version assumed when nothing was observed (`hactl graph` without `--observed`).
 pub const ASSUMED_VERSION: KubeVersion = KubeVersion::new(1, 31, 0);
@@ -39,11 +33,7 @@ pub enum Resource {
         role: Role,
         file: KubeconfigFile,
     },
-    ConfigMap {
-        namespace: &'static str,
-        name: &'static str,
-        key: &'static str,
-    },
+    ConfigMap(KubeadmConfigMap),
     ControlPlane {
         node: String,
     },
@@ -56,9 +46,7 @@ impl Resource {
             Resource::Endpoint => "endpoint".into(),
             Resource::ApiserverCert { node } => format!("apiserver_cert.{node}"),
             Resource::Kubeconfig { node, file, .. } => format!("kubeconfig.{node}.{}", file.short),
-            Resource::ConfigMap {
-                namespace, name, ..
-            } => format!("configmap.{namespace}.{name}"),
+            Resource::ConfigMap(cm) => format!("configmap.{}.{}", cm.namespace(), cm.name()),
             Resource::ControlPlane { node } => format!("control_plane.{node}"),
         }
     }
@@ -69,7 +57,7 @@ impl Resource {
             Resource::ApiserverCert { node }
             | Resource::Kubeconfig { node, .. }
             | Resource::ControlPlane { node } => Some(node),
-            Resource::Endpoint | Resource::ConfigMap { .. } => None,
+            Resource::Endpoint | Resource::ConfigMap(_) => None,
         }
     }
 
@@ -82,7 +70,7 @@ impl Resource {
                 role: Role::ControlPlane,
                 ..
             } => 3,
-            Resource::ConfigMap { .. } => 4,
+            Resource::ConfigMap(_) => 4,
             Resource::Kubeconfig {
                 role: Role::Worker, ..
             } => 5,
@@ -144,8 +132,9 @@ impl ClusterFacts {
         let version = member_obs()
             .find_map(|o| o.kubeadm_version.as_deref()?.parse().ok())
             .or_else(|| {
-                let cm = observed.configmap("kube-system", "kubeadm-config")?;
-                let cfg = crate::cluster_config::read(cm.data.get("ClusterConfiguration")?).ok()?;
+                let kubeadm_config = KubeadmConfigMap::KubeadmConfig;
+                let cm = observed.configmap(kubeadm_config)?;
+                let cfg = crate::cluster_config::read(cm.data.get(kubeadm_config.key())?).ok()?;
                 cfg.kubernetes_version?.parse().ok()
             });
         let conventions = Conventions::new(
@@ -203,12 +192,8 @@ impl ResourceGraph {
                 });
             }
         }
-        for (namespace, name, key) in CONFIGMAPS {
-            resources.push(Resource::ConfigMap {
-                namespace,
-                name,
-                key,
-            });
+        for cm in KubeadmConfigMap::ALL {
+            resources.push(Resource::ConfigMap(cm));
         }
         for node in desired.worker_nodes() {
             for file in conv.worker_kubeconfigs() {
@@ -323,16 +308,8 @@ fn dependencies(resources: &[Resource], facts: &ClusterFacts) -> Vec<(usize, usi
             }
         )
     });
-    let kube_proxy = indices(&|r| {
-        matches!(
-            r,
-            Resource::ConfigMap {
-                name: "kube-proxy",
-                ..
-            }
-        )
-    });
-    let configmaps = indices(&|r| matches!(r, Resource::ConfigMap { .. }));
+    let kube_proxy = indices(&|r| matches!(r, Resource::ConfigMap(KubeadmConfigMap::KubeProxy)));
+    let configmaps = indices(&|r| matches!(r, Resource::ConfigMap(_)));
     let control_planes = indices(&|r| matches!(r, Resource::ControlPlane { .. }));
 
     let mut edges = Vec::new();

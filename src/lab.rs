@@ -14,6 +14,7 @@ pub mod apiserver;
 pub mod clock;
 pub mod command;
 pub mod components;
+pub mod control;
 pub mod daemon;
 pub mod etcd;
 pub mod faults;
@@ -21,7 +22,8 @@ pub mod files;
 pub mod kubeadm;
 pub mod node;
 // The signer is the core's (`crate::pki`): the lab signs as apply does.
-pub use crate::pki;
+pub mod pki;
+pub mod state;
 pub mod status;
 pub mod up;
 
@@ -244,7 +246,7 @@ pub fn node_loopback(url_or_addr: &str, node_address: IpAddr) -> String {
 }
 
 /// One rustls crypto provider for the whole process (two panic unless one is the default).
-pub use crate::tls_verify::install_crypto_provider;
+pub use crate::transport::install_crypto_provider;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod cluster_config;
+pub mod configmaps;
 pub mod graph;
 pub mod jws;
 pub mod kubeadm;

@@ -102,8 +102,8 @@ impl Observation {
 /// The nodes of `desired` whose observation failed, with the reason, in file order.
 pub fn unreachable_nodes<'a>(
     desired: &'a DesiredState,
-    state: &'a ObservedState,
-) -> Vec<(&'a str, &'a str)> {
+    state: &ObservedState,
+) -> Vec<(&'a str, String)> {
     desired
         .nodes
         .iter()

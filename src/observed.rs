@@ -11,6 +11,8 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::configmaps::KubeadmConfigMap;
+
 /// The version of the snapshot format this build reads and writes.
 pub const OBSERVED_FORMAT_VERSION: u32 = 1;
 
@@ -66,7 +68,7 @@ pub struct NodeObservation {
     /// The address hactl connected to: a snapshot taken for other addresses is not this node's.
     pub address: String,
     /// Whether hactl could log in; when not, every other field is empty.
-    pub ssh: Probe,
+    pub ssh: SshProbe,
     /// `kubeadm version -o short`, e.g. `v1.31.2`; `None` when kubeadm is not installed.
     pub kubeadm_version: Option<String>,
     /// `kubelet --version`, e.g. `v1.31.2`.
@@ -100,7 +102,7 @@ pub struct NodeObservation {
 
 impl NodeObservation {
     /// A node observed at `address` with the outcome `ssh` and nothing read yet.
-    pub fn new(address: &str, ssh: Probe) -> NodeObservation {
+    pub fn new(address: &str, ssh: SshProbe) -> NodeObservation {
         NodeObservation {
             address: address.to_string(),
             ssh,
@@ -138,8 +140,7 @@ pub fn later_by(a: &str, b: &str, margin_secs: i64) -> Option<bool> {
     Some(secs(a)? > secs(b)? + margin_secs)
 }
 
-/// The kinds of SSH failure whose fix differs from "check that sshd runs": observation writes
-/// one as the prefix of a node's `ssh` reason (`host key mismatch: …`), the plan reads it back.
+/// The kinds of SSH failure whose fix differs from "check that sshd runs".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SshFailure {
     HostKeyMismatch,
@@ -162,6 +163,7 @@ impl SshFailure {
         SshFailure::Unreadable,
     ];
 
+    /// The kind's words, which begin the stored reason (`host key mismatch: …`).
     fn prefix(self) -> &'static str {
         match self {
             SshFailure::HostKeyMismatch => "host key mismatch",
@@ -172,19 +174,100 @@ impl SshFailure {
             SshFailure::Unreadable => "cannot read",
         }
     }
+}
 
-    /// The reason recorded for this kind of failure: `PREFIX: detail`.
-    pub fn reason(self, detail: &str) -> String {
-        format!("{}: {detail}", self.prefix())
+/// Whether hactl could log in to a node and read it. A failure keeps its kind as a type from
+/// the transport to the planner's fix; it is stored as a [`Probe`] whose reason is `KIND:
+/// detail` (the detail alone when the kind has no fix of its own), as snapshots always were,
+/// and read back from that form only when a stored observation is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Probe", from = "Probe")]
+pub enum SshProbe {
+    Ok,
+    Failed {
+        kind: Option<SshFailure>,
+        detail: String,
+    },
+}
+
+impl SshProbe {
+    pub fn failed(kind: SshFailure, detail: impl Into<String>) -> SshProbe {
+        SshProbe::Failed {
+            kind: Some(kind),
+            detail: detail.into(),
+        }
     }
 
-    /// The kind a recorded reason names, if any.
-    pub fn of(reason: &str) -> Option<SshFailure> {
-        Self::ALL.into_iter().find(|k| {
-            reason
-                .strip_prefix(k.prefix())
-                .is_some_and(|r| r.starts_with(": "))
-        })
+    /// A failure with no fix of its own (the connection): the fix is "check that sshd runs".
+    pub fn unreachable(detail: impl Into<String>) -> SshProbe {
+        SshProbe::Failed {
+            kind: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        matches!(self, SshProbe::Ok)
+    }
+
+    /// The kind of failure, when there is one with a fix of its own.
+    pub fn kind(&self) -> Option<SshFailure> {
+        match self {
+            SshProbe::Failed { kind, .. } => *kind,
+            SshProbe::Ok => None,
+        }
+    }
+
+    /// Why hactl could not read the node, in the words messages use.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            SshProbe::Ok => None,
+            SshProbe::Failed {
+                kind: Some(kind),
+                detail,
+            } => Some(format!("{}: {detail}", kind.prefix())),
+            SshProbe::Failed { kind: None, detail } => Some(detail.clone()),
+        }
+    }
+}
+
+impl From<SshProbe> for Probe {
+    fn from(p: SshProbe) -> Probe {
+        match p.failure() {
+            None => Probe::Ok,
+            Some(reason) => Probe::Failed { reason },
+        }
+    }
+}
+
+impl From<Probe> for SshProbe {
+    /// A stored reason back into its kind: the prefix the kind was written with.
+    fn from(p: Probe) -> SshProbe {
+        let Probe::Failed { reason } = p else {
+            return SshProbe::Ok;
+        };
+        SshFailure::ALL
+            .into_iter()
+            .find_map(|kind| {
+                let detail = reason.strip_prefix(kind.prefix())?.strip_prefix(": ")?;
+                Some(SshProbe::failed(kind, detail))
+            })
+            .unwrap_or(SshProbe::unreachable(reason))
+    }
+}
+
+/// Stored as a [`Probe`], so described as one.
+impl JsonSchema for SshProbe {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Probe::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        Probe::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Probe::json_schema(generator)
     }
 }
 
@@ -478,10 +561,15 @@ impl EtcdMember {
     }
 }
 
+/// How observations key a ConfigMap: `namespace/name`.
+pub fn configmap_key(cm: KubeadmConfigMap) -> String {
+    format!("{}/{}", cm.namespace(), cm.name())
+}
+
 impl ObservedState {
-    /// The ConfigMap `namespace/name`, if observed.
-    pub fn configmap(&self, namespace: &str, name: &str) -> Option<&ConfigMapObservation> {
-        self.api.configmaps.get(&format!("{namespace}/{name}"))
+    /// The ConfigMap, if observed.
+    pub fn configmap(&self, cm: KubeadmConfigMap) -> Option<&ConfigMapObservation> {
+        self.api.configmaps.get(&configmap_key(cm))
     }
 
     /// The etcd member that is, or was meant to be, this node: by name, or by a peer URL on the
@@ -525,15 +613,33 @@ pub fn url_host(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{SshFailure, url_host};
+    use super::{Probe, SshFailure, SshProbe, url_host};
 
     #[test]
-    fn ssh_failure_kinds_read_back_from_their_reasons() {
+    fn ssh_failures_are_stored_as_probes_and_read_back_with_their_kind() {
         for kind in SshFailure::ALL {
-            assert_eq!(SshFailure::of(&kind.reason("x")), Some(kind));
+            let probe = SshProbe::failed(kind, "x: y");
+            let stored = serde_json::to_value(&probe).unwrap();
+            let reason = format!("{}: x: y", kind.prefix());
+            assert_eq!(
+                stored,
+                serde_json::json!({"status": "failed", "reason": reason})
+            );
+            assert_eq!(serde_json::from_value::<SshProbe>(stored).unwrap(), probe);
         }
         let refused = "ssh: connect to host 127.0.0.22 port 22: Connection refused";
-        assert_eq!(SshFailure::of(refused), None);
+        let probe = SshProbe::from(Probe::Failed {
+            reason: refused.into(),
+        });
+        assert_eq!(probe, SshProbe::unreachable(refused));
+        assert_eq!(probe.kind(), None);
+        assert_eq!(probe.failure().as_deref(), Some(refused));
+        // A kind's words without the colon are not the kind.
+        let probe = SshProbe::from(Probe::Failed {
+            reason: "cannot reach".into(),
+        });
+        assert_eq!(probe.kind(), None);
+        assert_eq!(SshProbe::from(Probe::Ok), SshProbe::Ok);
     }
 
     #[test]

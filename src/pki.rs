@@ -124,22 +124,22 @@ fn generate_key(key_type: KeyType) -> Result<KeyPair, PkiError> {
     KeyPair::generate_for(alg).map_err(PkiError::KeyGen)
 }
 
-/// Now, to the second, as certificates store it.
-fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
+/// `t` to the second, as certificates store it.
+fn to_second(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// kubeadm's CA: 10 years, RSA-2048, KeyUsage DigitalSignature|KeyEncipherment|CertSign,
 /// BasicConstraints CA, SubjectKeyIdentifier.
-pub fn new_ca(common_name: &str) -> Result<CertAndKey, PkiError> {
+/// `now` comes from the caller: the core reads no clock.
+pub fn new_ca(common_name: &str, now: OffsetDateTime) -> Result<CertAndKey, PkiError> {
     let key = generate_key(KeyType::Rsa2048)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.serial_number = Some(random_serial()?);
-    let not_before = now() - CA_BACKDATE;
+    let not_before = to_second(now) - CA_BACKDATE;
     params.not_before = not_before;
     params.not_after = not_before + CA_VALIDITY;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -158,9 +158,13 @@ pub fn new_ca(common_name: &str) -> Result<CertAndKey, PkiError> {
 /// A certificate signed by `ca`, as kubeadm's `pkiutil.NewCertAndKey` makes it: random serial,
 /// NotBefore = the CA's NotBefore, NotAfter = now + 1 year, AKI = the CA's SKI, KeyUsage
 /// DigitalSignature|KeyEncipherment, ExtKeyUsage per `spec.usage`, not a CA.
-pub fn issue(ca: &CertAndKey, spec: &CertSpec) -> Result<CertAndKey, PkiError> {
+pub fn issue(
+    ca: &CertAndKey,
+    spec: &CertSpec,
+    now: OffsetDateTime,
+) -> Result<CertAndKey, PkiError> {
     let key = generate_key(spec.key_type)?;
-    let cert = sign(ca, spec, &key, now())?;
+    let cert = sign(ca, spec, &key, to_second(now))?;
     Ok(CertAndKey {
         cert_pem: cert,
         key_pem: to_kubeadm_pem(&key)?,
@@ -296,15 +300,17 @@ pub fn kubelet_serving(
     host: &str,
     addresses: &[IpAddr],
     key_type: KeyType,
+    now: OffsetDateTime,
 ) -> Result<CertAndKey, PkiError> {
-    let stamp = now().unix_timestamp();
+    let now = to_second(now);
+    let stamp = now.unix_timestamp();
     let ca_key = generate_key(key_type)?;
     let mut ca_params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("{host}-ca@{stamp}"));
     ca_params.distinguished_name = dn;
     ca_params.serial_number = Some(SerialNumber::from_slice(&[1]));
-    let not_before = now();
+    let not_before = now;
     ca_params.not_before = not_before;
     ca_params.not_after = not_before + CERT_VALIDITY;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -491,16 +497,21 @@ mod der {
 mod tests {
     use super::*;
 
+    /// A fixed now (2026-11-29): the core reads no clock, and tests are repeatable.
+    fn test_now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap()
+    }
+
     #[test]
     fn a_reissued_certificate_keeps_its_key_and_subject_and_gets_the_sans_asked_for() {
         use crate::seams::{CertRequest, Signer};
-        let ca = new_ca("kubernetes").unwrap();
+        let ca = new_ca("kubernetes", test_now()).unwrap();
         for key_type in [KeyType::Rsa2048, KeyType::EcdsaP256] {
             let mut spec = CertSpec::new("kube-apiserver", Usage::Server);
             spec.dns_names = vec!["cp1".into(), "kubernetes".into()];
             spec.ip_addresses = vec!["10.96.0.1".parse().unwrap()];
             spec.key_type = key_type;
-            let old = issue(&ca, &spec).unwrap();
+            let old = issue(&ca, &spec, test_now()).unwrap();
             let sans: Vec<San> = [
                 "DNS:cp1",
                 "DNS:kubernetes",
@@ -560,12 +571,12 @@ mod tests {
 
     #[test]
     fn keys_are_written_in_kubeadm_formats() {
-        let ca = new_ca("kubernetes").unwrap();
+        let ca = new_ca("kubernetes", test_now()).unwrap();
         // PKCS#1 and SEC1, by their PEM labels: what kubeadm writes.
         assert_eq!(pem::parse(&ca.key_pem).unwrap().tag(), "RSA PRIVATE KEY");
         let mut spec = CertSpec::new("system:node:w1", Usage::Client);
         spec.key_type = KeyType::EcdsaP256;
-        let leaf = issue(&ca, &spec).unwrap();
+        let leaf = issue(&ca, &spec, test_now()).unwrap();
         assert_eq!(pem::parse(&leaf.key_pem).unwrap().tag(), "EC PRIVATE KEY");
         // Both read back, which needs the curve inside the SEC1 key.
         KeyPair::from_pem(&leaf.key_pem).unwrap();
@@ -586,8 +597,8 @@ mod tests {
 
     #[test]
     fn pin_changes_with_the_key() {
-        let a = new_ca("a").unwrap();
-        let b = new_ca("a").unwrap();
+        let a = new_ca("a", test_now()).unwrap();
+        let b = new_ca("a", test_now()).unwrap();
         let pa = ca_pin(&a.cert_pem).unwrap();
         assert_eq!(pa.len(), "sha256:".len() + 64);
         assert_ne!(pa, ca_pin(&b.cert_pem).unwrap());

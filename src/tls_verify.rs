@@ -174,13 +174,6 @@ pub fn go_alert(a: rustls::AlertDescription) -> String {
     }
 }
 
-/// Makes aws-lc-rs rustls' process-wide provider. kube-rs brings ring as well, and two
-/// providers without a default make rustls panic: call this before any TLS.
-pub fn install_crypto_provider() {
-    // Err means one is installed already, which is what we want.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// `2006-01-02T15:04:05Z`: Go's RFC 3339 in UTC, as its expiry message prints times.
 fn rfc3339(secs: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);

@@ -243,6 +243,14 @@ pub trait NodeTransport: Send + Sync {
     ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send;
 }
 
+/// Makes aws-lc-rs rustls' process-wide provider. kube-rs brings ring as well, and two
+/// providers without a default make rustls panic: call this before any TLS. Process-wide
+/// state, so the edge's: the core's TLS verification never installs it.
+pub fn install_crypto_provider() {
+    // Err means one is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

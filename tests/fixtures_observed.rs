@@ -268,7 +268,7 @@ fn certificate_data_decodes_to_pem_certificates_of_the_cluster_ca() {
 fn ca_pins_are_the_sha256_of_the_cluster_ca_public_key() {
     for (name, state) in fixtures() {
         let cluster_info = state
-            .configmap("kube-public", "cluster-info")
+            .configmap(hactl::configmaps::KubeadmConfigMap::ClusterInfo)
             .and_then(|cm| cm.data.get("kubeconfig"))
             .unwrap_or_else(|| panic!("{name}: no cluster-info"));
         let data = values(cluster_info, "certificate-authority-data");
@@ -360,7 +360,7 @@ fn the_endpoint_tls_probe_agrees_with_cp1s_certificate() {
 fn cluster_info_signatures_are_detached_hs256_jws() {
     for (name, state) in fixtures() {
         let cm = state
-            .configmap("kube-public", "cluster-info")
+            .configmap(hactl::configmaps::KubeadmConfigMap::ClusterInfo)
             .unwrap_or_else(|| panic!("{name}: no cluster-info"));
         let mut signatures = 0;
         for (key, value) in &cm.data {

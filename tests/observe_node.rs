@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hactl::observe::etcd::read_etcd;
 use hactl::observe::node::{reachability, read_node, unreachable};
-use hactl::observed::{ContainerRuntime, Probe, REDACTED};
+use hactl::observed::{ContainerRuntime, Probe, REDACTED, SshProbe};
 use hactl::spec::{Node, Role};
 use hactl::transport::{CommandOutput, NodeTransport, TransportError};
 use lab_support::{Lab, plan};
@@ -156,7 +156,7 @@ fn iso(openssl: &str) -> String {
 fn check_node_against_files(lab: &Lab, n: &Node, reading: &hactl::observe::node::NodeReading) {
     let name = n.name.as_str();
     let o = &reading.observation;
-    assert_eq!(o.ssh, Probe::Ok, "{name}");
+    assert_eq!(o.ssh, SshProbe::Ok, "{name}");
     assert_eq!(o.address, n.address.to_string());
     let kubeadm = lab.ssh_ok(name, "kubeadm version -o short");
     assert_eq!(o.kubeadm_version.as_deref(), Some(kubeadm.trim()), "{name}");
@@ -355,7 +355,7 @@ async fn lab_1_31_nodes_and_etcd_read_as_their_files() {
     let reading = read_node(&LabSsh::new(&lab, &w1), &w1).await;
     let o = reading.observation;
     assert_eq!(
-        o.ssh.failure(),
+        o.ssh.failure().as_deref(),
         Some("ssh: connect to host 127.0.22.21 port 22: Connection refused")
     );
     assert_eq!(o.address, "127.0.22.21");

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use hactl::lab::pki::{self, CertSpec, KubeadmSigner, Usage};
 use hactl::observed::{KeyType, San};
-use hactl::pki::{self, CertSpec, KubeadmSigner, Usage};
 use hactl::seams::{CertRequest, Signer};
 
 fn openssl(args: &[&str]) -> String {

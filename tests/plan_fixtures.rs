@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hactl::observed::{ObservedState, PodObservation, Probe, SshFailure};
+use hactl::observed::{ObservedState, PodObservation, SshFailure, SshProbe};
 use hactl::plan::{Action, Plan, ResourceValue, Severity};
 use hactl::spec::{ComponentEndpoint, DesiredState};
 use hactl::{planner, render, spec};
@@ -396,11 +396,10 @@ fn an_unreachable_worker_is_named_and_left_undecided() {
 
     // Logged in, but the node script hung: the fix is about the node, not about ssh.
     let mut obs = observed("unreachable-worker-1.31");
-    obs.nodes.get_mut("w2").unwrap().ssh = Probe::Failed {
-        reason: SshFailure::CommandTimeout.reason(
-            "the node script (versions, kubeconfigs, certificates) did not finish within 60 s (--command-timeout); hactl stopped waiting for it",
-        ),
-    };
+    obs.nodes.get_mut("w2").unwrap().ssh = SshProbe::failed(
+        SshFailure::CommandTimeout,
+        "the node script (versions, kubeconfigs, certificates) did not finish within 60 s (--command-timeout); hactl stopped waiting for it",
+    );
     let plan = planner::plan(&desired("plans/lab.toml"), &obs).unwrap();
     let p = plan.problems.iter().find(|p| p.subject == "w2").unwrap();
     assert!(
@@ -412,10 +411,10 @@ fn an_unreachable_worker_is_named_and_left_undecided() {
 
     // Logged in, but kubeadm's files could not be read: sudo is the fix for a user hactl does
     // not read as root with; the files' modes and labels when it already does.
-    obs.nodes.get_mut("w2").unwrap().ssh = Probe::Failed {
-        reason: SshFailure::Unreadable
-            .reason("/etc/kubernetes/kubelet.conf (Permission denied) as user ops"),
-    };
+    obs.nodes.get_mut("w2").unwrap().ssh = SshProbe::failed(
+        SshFailure::Unreadable,
+        "/etc/kubernetes/kubelet.conf (Permission denied) as user ops",
+    );
     let help = |plan_text: &str| {
         let desired = spec::parse("lab.toml", plan_text).unwrap();
         let plan = planner::plan(&desired, &obs).unwrap();

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::driver::{Ctx, Sink, StepError};
+use crate::configmaps::KubeadmConfigMap;
 use crate::jws;
 use crate::observed::ContainerRuntime;
 use crate::plan::{Handler, HandlerAction, HandlerCheck};
@@ -218,7 +219,8 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
             // Every signature verifies for the kubeconfig cluster-info holds now, with its
             // token's secret, and every token has one: the bootstrapsigner caught up.
             Some(HandlerCheck::ClusterInfoSigned) => {
-                let cm = api.get_configmap("kube-public", "cluster-info").await;
+                let info = KubeadmConfigMap::ClusterInfo;
+                let cm = api.get_configmap(info.namespace(), info.name()).await;
                 let tokens = api.bootstrap_tokens().await;
                 match (cm, tokens) {
                     (Ok(cm), Ok(tokens)) => {

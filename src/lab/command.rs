@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 
-use super::daemon::{self, Request, Response};
+use super::control::{self, Request, Response};
+use super::daemon;
 use super::faults::Fault;
 use super::up::{self, UpOptions};
 use super::{LabDir, LabError, LabSpec};
@@ -178,7 +179,7 @@ pub fn run(
             let lab = lab_dir(&dir, false)?;
             let fault = parse_fault(&kind)?;
             let shown = fault.to_string();
-            expect_ok(daemon::call(
+            expect_ok(control::call(
                 &lab,
                 &Request::Fault {
                     node: node.clone(),
@@ -191,7 +192,7 @@ pub fn run(
         }
         LabCommand::Heal { dir, node } => {
             let lab = lab_dir(&dir, false)?;
-            expect_ok(daemon::call(
+            expect_ok(control::call(
                 &lab,
                 &Request::Heal { node: node.clone() },
                 Duration::from_secs(60),
@@ -203,7 +204,7 @@ pub fn run(
             let lab = LabDir::new(dir);
             // Long enough for kubeadm's own windows (a join may retry etcd for ~200 s twice
             // and wait 40 s for it), which bound every command the supervisor runs.
-            match daemon::call(
+            match control::call(
                 &lab,
                 &Request::Exec { node, argv },
                 Duration::from_secs(900),

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::components::NodeReport;
 use super::components::client::{ApiClient, ClientAuth, ClientError, Resolver};
-use super::daemon::{self, Request, Response};
+use super::control::{self, Request, Response};
 use super::node::BackendState;
-use super::up::LabState;
+use super::state::LabState;
 use super::{LabError, LabNode, LabSpec};
 use kube::api::{Api, ListParams};
 use std::fmt::Write as _;
@@ -314,8 +314,28 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
         ));
         return Ok(st);
     }
+    let (api, api_nodes) = api_view(lab, &mut st).await;
+    let (reports, faults) = agent_reports(lab, spec, &mut st);
+    let seen = Seen {
+        api: api.as_ref(),
+        api_nodes: &api_nodes,
+        reports: &reports,
+        faults: &faults,
+    };
+    node_statuses(lab, spec, &seen, &mut st).await;
+    api_servers(lab, spec, &mut st).await;
+    lease_and_kube_proxy_problems(&mut st);
+    etcd_members(lab, spec, &mut st).await;
+    load_balancer_problems(lab, spec, &mut st);
+    st.healthy = st.problems.is_empty();
+    Ok(st)
+}
 
-    // What the API says: Nodes, leader Leases, kube-proxy Pods.
+/// What the API (through admin.conf) says: Nodes, leader Leases, kube-proxy Pods.
+async fn api_view(
+    lab: &LabDir,
+    st: &mut LabStatus,
+) -> (Option<kube::Client>, BTreeMap<String, Node>) {
     let api = match admin_client(lab).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -362,8 +382,20 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
         }
     }
 
-    // What each node's agent saw (the kubelet's last error, its pods).
-    let (reports, faults) = match daemon::call(lab, &Request::Report, Duration::from_secs(10)) {
+    (api, api_nodes)
+}
+
+/// What each node's agent saw (the kubelet's last error, its pods) and the active faults; an
+/// injected fault is a problem in its own right: the lab is broken on purpose.
+fn agent_reports(
+    lab: &LabDir,
+    spec: &LabSpec,
+    st: &mut LabStatus,
+) -> (
+    BTreeMap<String, NodeReport>,
+    BTreeMap<String, Vec<super::faults::Fault>>,
+) {
+    let (reports, faults) = match control::call(lab, &Request::Report, Duration::from_secs(10)) {
         Ok(Response::Report { nodes, faults }) => (nodes, faults),
         Ok(other) => {
             st.problems
@@ -387,7 +419,26 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
         }
     }
 
-    let kube_proxy = match &api {
+    (reports, faults)
+}
+
+/// What `node_statuses` judges each node by.
+struct Seen<'a> {
+    api: Option<&'a kube::Client>,
+    api_nodes: &'a BTreeMap<String, Node>,
+    reports: &'a BTreeMap<String, NodeReport>,
+    faults: &'a BTreeMap<String, Vec<super::faults::Fault>>,
+}
+
+/// Each node: joined, Ready (or why not), and every component's TLS to its server.
+async fn node_statuses(lab: &LabDir, spec: &LabSpec, seen: &Seen<'_>, st: &mut LabStatus) {
+    let Seen {
+        api,
+        api_nodes,
+        reports,
+        faults,
+    } = seen;
+    let kube_proxy = match api {
         Some(client) => kube_proxy_server(client).await,
         None => None,
     };
@@ -451,7 +502,10 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
                 .collect(),
         });
     }
+}
 
+/// Each control-plane node's API server: serving, its SANs, /readyz.
+async fn api_servers(lab: &LabDir, spec: &LabSpec, st: &mut LabStatus) {
     for n in spec.nodes.iter().filter(|n| n.control_plane) {
         let joined = lab
             .node_path(&n.name, "/etc/kubernetes/manifests/kube-apiserver.yaml")
@@ -487,7 +541,10 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
         }
         st.api_servers.push(s);
     }
+}
 
+/// Stale leader Leases and kube-proxy Pods that are not Ready.
+fn lease_and_kube_proxy_problems(st: &mut LabStatus) {
     for l in &st.leases {
         if !l.fresh {
             st.problems.push(format!(
@@ -513,7 +570,10 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             ));
         }
     }
+}
 
+/// etcd's members: each started, healthy and a voter.
+async fn etcd_members(lab: &LabDir, spec: &LabSpec, st: &mut LabStatus) {
     st.etcd = etcd_status(lab, spec).await;
     if let Some(e) = &st.etcd.error {
         st.problems.push(format!("etcd: {e}"));
@@ -538,7 +598,10 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             ));
         }
     }
+}
 
+/// The load balancer: every frontend accepts TCP, every joined node's backend is UP.
+fn load_balancer_problems(lab: &LabDir, spec: &LabSpec, st: &mut LabStatus) {
     st.load_balancer = load_balancer(lab, spec);
     for (addr, up) in &st.load_balancer.frontends {
         if !up {
@@ -555,8 +618,6 @@ pub async fn gather(lab: &LabDir) -> Result<LabStatus, LabError> {
             ));
         }
     }
-    st.healthy = st.problems.is_empty();
-    Ok(st)
 }
 
 /// The faults `DIR/lab/faults.json` records, for when the supervisor does not answer.

@@ -7,58 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::daemon::{self, Request, Response};
+use super::control::{self, Request, Response};
 use super::etcd::EtcdClient;
-use super::faults::isolation::{self, Isolation};
+use super::faults::isolation;
 use super::node::{self, ProcessRecord};
+use super::state::LabState;
 use super::{LabDir, LabError, LabSpec};
-
-/// `lab.json`: what the lab is and every process it started, so that `down` stops exactly
-/// those (by PID and start time) and a failed `up` leaves a record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LabState {
-    pub spec: LabSpec,
-    pub ssh_port: u16,
-    /// The hactl binary the node stand-ins call.
-    pub exe: PathBuf,
-    pub processes: Vec<ProcessRecord>,
-    /// The cgroups and nftables table the lab made for its faults.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<Isolation>,
-    /// `lab up --kubeadm-etcd-timeout`: the nodes' kubeadm gives up on etcd sooner than its
-    /// own schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubeadm_etcd_timeout_secs: Option<u64>,
-}
-
-impl LabState {
-    pub fn read(lab: &LabDir) -> Result<LabState, LabError> {
-        let path = lab.state_file();
-        let text = fs::read_to_string(&path).map_err(|e| {
-            LabError::msg(format!(
-                "{} holds no lab ({e}); start one with `hactl lab up --plan PLAN --dir {}`",
-                path.display(),
-                lab.root().display()
-            ))
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| LabError::msg(format!("{} is not a lab record: {e}", path.display())))
-    }
-
-    pub fn write(&self, lab: &LabDir) -> Result<(), LabError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| LabError::msg(e.to_string()))?;
-        let path = lab.state_file();
-        let tmp = path.with_extension("json.tmp");
-        node::write_file(&tmp, text.as_bytes(), 0o644)?;
-        fs::rename(&tmp, &path).map_err(|e| LabError::io(&path, "replace", e))
-    }
-
-    pub fn live_processes(&self) -> Vec<&ProcessRecord> {
-        self.processes.iter().filter(|p| p.is_alive()).collect()
-    }
-}
 
 /// What `lab up` needs besides the plan.
 pub struct UpOptions {
@@ -301,7 +255,7 @@ fn start_daemon(lab: &LabDir, exe: &Path) -> Result<ProcessRecord, LabError> {
     cmd.args(["lab", "daemon", "--dir"]).arg(lab.root());
     let pid = node::spawn_detached(lab, &mut cmd, "daemon.log")?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon::call(lab, &Request::Ping, Duration::from_secs(1)).is_err() {
+    while control::call(lab, &Request::Ping, Duration::from_secs(1)).is_err() {
         if Instant::now() > deadline {
             return Err(LabError::msg(format!(
                 "the lab's supervisor did not start; see {}",
@@ -472,7 +426,7 @@ fn down_state(lab: &LabDir, state: &LabState) {
         .any(|p| p.name == "daemon" && p.is_alive());
     if daemon_alive
         && matches!(
-            daemon::call(lab, &Request::Shutdown, Duration::from_secs(5)),
+            control::call(lab, &Request::Shutdown, Duration::from_secs(5)),
             Ok(Response::Ok)
         )
     {

@@ -12,17 +12,13 @@ use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::configmaps::KubeadmConfigMap;
 use crate::observed::{
-    ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe, later,
+    ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe,
+    configmap_key, later,
 };
-use crate::tls_verify::{GoVerifier, install_crypto_provider};
-
-/// The ConfigMaps planning reads, as `(namespace, name)`.
-pub const CONFIGMAPS: [(&str, &str); 3] = [
-    ("kube-system", "kube-proxy"),
-    ("kube-system", "kubeadm-config"),
-    ("kube-public", "cluster-info"),
-];
+use crate::tls_verify::GoVerifier;
+use crate::transport::install_crypto_provider;
 
 /// The leader-election Leases in kube-system.
 pub const LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
@@ -159,9 +155,9 @@ struct Read {
 
 /// Every read at once; the first failure (in a fixed order) stands for all.
 async fn read_all(client: Client) -> Result<Read, Failure> {
-    let cm = |(ns, name): (&'static str, &'static str)| {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        async move { (format!("{ns}/{name}"), api.get_opt(name).await) }
+    let cm = |cm: KubeadmConfigMap| {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), cm.namespace());
+        async move { (configmap_key(cm), api.get_opt(cm.name()).await) }
     };
     let lease_resource = ApiResource::erase::<Lease>(&());
     let lease = |name: &'static str| {
@@ -176,7 +172,7 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
     let control_plane_pods = ListParams::default().labels("tier=control-plane");
     let all_nodes = ListParams::default();
     let (cms, node_list, pod_list, static_list, leases) = tokio::join!(
-        futures_util::future::join_all(CONFIGMAPS.map(cm)),
+        futures_util::future::join_all(KubeadmConfigMap::ALL.map(cm)),
         nodes.list(&all_nodes),
         pods.list(&proxy_pods),
         pods.list(&control_plane_pods),

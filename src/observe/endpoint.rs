@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::observed::{EndpointObservation, Probe};
 use crate::spec::Endpoint;
-use crate::tls_verify::{GoVerifier, go_tls_error, install_crypto_provider, x509_message};
+use crate::tls_verify::{GoVerifier, go_tls_error, x509_message};
+use crate::transport::install_crypto_provider;
 
 /// TCP to every `endpoint.addresses` at `endpoint.port`; then, through the first that accepted,
 /// TLS with SNI `endpoint.host` verified against `ca_pem` (`None` when there is no CA to verify

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::observed::{NodeObservation, Probe, SshFailure};
+use crate::observed::{NodeObservation, Probe, SshFailure, SshProbe};
 use crate::readings::node::{self as reading};
 use crate::spec::Node;
 use crate::transport::{NodeTransport, TransportError, did_not_finish};
@@ -33,14 +33,14 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
     match reading::sections(&out.stdout_text()) {
         Ok(sections) => reading::node_read(&node.name, &node.address.to_string(), &sections),
         Err(e) => NodeReading {
-            observation: failed(
-                node,
-                format!(
+            observation: NodeObservation::new(
+                &node.address.to_string(),
+                SshProbe::unreachable(format!(
                     "{}: the observation script failed (exit {}): {e}; stderr: {}",
                     node.name,
                     out.status.map_or("by signal".into(), |c| c.to_string()),
                     out.stderr_text().trim()
-                ),
+                )),
             ),
             admin_conf: None,
             ca_pem: None,
@@ -51,31 +51,32 @@ pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeRead
 
 /// The observation of a node hactl could not reach: the reason, and nothing else.
 ///
-/// The reason is ssh's words without the node prefix (the planner names the node), after a
-/// prefix naming the kind of failure (`host key mismatch:`, `host key unknown:`, `permission
-/// denied:`, `sudo -n failed:`, `command timed out:`; `cannot read:` comes from the node script
-/// itself) from which the planner tells the fix.
+/// The reason is ssh's words without the node prefix (the planner names the node), with the
+/// kind of failure (host key, permission, sudo, timeout) from which the planner tells the fix.
 pub fn unreachable(node: &Node, error: &TransportError) -> NodeObservation {
-    let reason = match error {
+    let ssh = match error {
         TransportError::Unreachable { detail, .. } | TransportError::Other { detail, .. } => {
-            detail.clone()
+            SshProbe::unreachable(detail.clone())
         }
-        TransportError::Timeout { after, .. } => {
-            SshFailure::CommandTimeout.reason(&did_not_finish(
+        TransportError::Timeout { after, .. } => SshProbe::failed(
+            SshFailure::CommandTimeout,
+            did_not_finish(
                 "the node script (versions, kubeconfigs, certificates)",
                 *after,
-            ))
+            ),
+        ),
+        TransportError::AuthFailed { detail, .. } => {
+            SshProbe::failed(SshFailure::PermissionDenied, detail.clone())
         }
-        TransportError::AuthFailed { detail, .. } => SshFailure::PermissionDenied.reason(detail),
-        TransportError::HostKeyChanged { detail, .. } => SshFailure::HostKeyMismatch.reason(detail),
-        TransportError::HostKeyUnknown { detail, .. } => SshFailure::HostKeyUnknown.reason(detail),
-        TransportError::Sudo { detail, .. } => SshFailure::Sudo.reason(detail),
+        TransportError::HostKeyChanged { detail, .. } => {
+            SshProbe::failed(SshFailure::HostKeyMismatch, detail.clone())
+        }
+        TransportError::HostKeyUnknown { detail, .. } => {
+            SshProbe::failed(SshFailure::HostKeyUnknown, detail.clone())
+        }
+        TransportError::Sudo { detail, .. } => SshProbe::failed(SshFailure::Sudo, detail.clone()),
     };
-    failed(node, reason)
-}
-
-fn failed(node: &Node, reason: String) -> NodeObservation {
-    NodeObservation::new(&node.address.to_string(), Probe::Failed { reason })
+    NodeObservation::new(&node.address.to_string(), ssh)
 }
 
 /// TCP from the node to each `ADDRESS:PORT`, keyed by it; all tested at once, each within

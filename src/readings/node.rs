@@ -7,7 +7,9 @@ use base64::Engine;
 
 use super::cert::{ca_pin, certificate};
 use super::redact::redact_kubeconfig;
-use crate::observed::{ApiserverEndpoint, ContainerRuntime, NodeObservation, Probe, SshFailure};
+use crate::observed::{
+    ApiserverEndpoint, ContainerRuntime, NodeObservation, Probe, SshFailure, SshProbe,
+};
 use crate::yaml::{self, Node};
 
 /// The line that starts each section of the node script's output: `@@hactl NAME STATUS`.
@@ -353,7 +355,7 @@ pub struct NodeRead {
 /// exists but could not be read fails the node's `ssh` probe (a partial reading would look
 /// like a node without that file) with the file, the cause and the fix.
 pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>) -> NodeRead {
-    let mut obs = NodeObservation::new(address, Probe::Ok);
+    let mut obs = NodeObservation::new(address, SshProbe::Ok);
     let unreadable: Vec<String> = sections
         .iter()
         .filter(|(_, s)| s.status == SectionStatus::Unreadable)
@@ -380,9 +382,10 @@ pub fn node_read(node: &str, address: &str, sections: &BTreeMap<String, Section>
             format!(" as user {user}")
         };
         // The plan says the fix: it knows whether hactl was meant to read as root.
-        obs.ssh = Probe::Failed {
-            reason: SshFailure::Unreadable.reason(&format!("{}{who}", unreadable.join(", "))),
-        };
+        obs.ssh = SshProbe::failed(
+            SshFailure::Unreadable,
+            format!("{}{who}", unreadable.join(", ")),
+        );
         return NodeRead {
             observation: obs,
             admin_conf: None,

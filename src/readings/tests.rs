@@ -9,6 +9,7 @@ use super::node::{self, SectionStatus};
 use super::*;
 use crate::observed::{
     ContainerRuntime, EtcdMember, KeyType, ObservedState, Probe, REDACTED, San, SshFailure,
+    SshProbe,
 };
 
 const FIXTURES: &[(&str, &str)] = &[
@@ -176,7 +177,9 @@ fn sans_keep_the_certificate_order_and_key_types_are_named() {
         .clone()
         .unwrap()
         .sans;
-    let ca = pki::new_ca("kubernetes").unwrap();
+    // Any time: only the SANs' order is looked at.
+    let now = time::OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap();
+    let ca = pki::new_ca("kubernetes", now).unwrap();
     let mut spec = pki::CertSpec::new("kube-apiserver", pki::Usage::Server);
     for san in &expected {
         match san {
@@ -185,7 +188,7 @@ fn sans_keep_the_certificate_order_and_key_types_are_named() {
         }
     }
     spec.key_type = pki::KeyType::EcdsaP256;
-    let issued = pki::issue(&ca, &spec).unwrap();
+    let issued = pki::issue(&ca, &spec, now).unwrap();
     let cert = certificate(&issued.cert_pem, Some(&ca.cert_pem)).unwrap();
     // DNS names first in the fixture, as kubeadm sorts them; rcgen writes them in spec order.
     assert_eq!(cert.sans, expected);
@@ -490,12 +493,13 @@ fn a_file_root_could_not_read_fails_the_node_with_the_fix() {
     ]);
     let read = node::node_read("cp1", "127.0.0.11", &sections(&out).unwrap());
     let reason = read.observation.ssh.failure().unwrap();
+    let reason = reason.as_str();
     assert_eq!(
         reason,
         "cannot read: /etc/kubernetes/admin.conf (Permission denied) as user ubuntu"
     );
     // The plan says the fix, from whether hactl was meant to read as root.
-    assert_eq!(SshFailure::of(reason), Some(SshFailure::Unreadable));
+    assert_eq!(read.observation.ssh.kind(), Some(SshFailure::Unreadable));
     // Nothing else is reported for a node that could not be read whole.
     assert_eq!(read.observation.kubeadm_version, None);
     assert!(read.admin_conf.is_none());
@@ -528,7 +532,7 @@ fn a_node_reading_from_the_fixture_files() {
     ]);
     let read = node::node_read("cp1", "127.0.0.11", &sections(&out).unwrap());
     let o = &read.observation;
-    assert_eq!(o.ssh, Probe::Ok);
+    assert_eq!(o.ssh, SshProbe::Ok);
     assert_eq!(o.kubeadm_version, cp1.kubeadm_version);
     assert_eq!(o.kubelet_version, cp1.kubelet_version);
     assert_eq!(o.container_runtime, cp1.container_runtime);

@@ -12,6 +12,7 @@ use super::{
     Backup, BootstrapToken, CertRequest, Clock, ClusterApi, CommandResult, ConfigMap, FileState,
     Lease, NodeOps, NodeStatus, Pod, SeamError, Signer, backup_path,
 };
+use crate::configmaps::KubeadmConfigMap;
 use crate::plan::sha256;
 
 /// The kinds of seam calls, as failures are injected and calls counted.
@@ -538,8 +539,9 @@ impl ClusterApi for FakeCluster {
                 ..cm.clone()
             };
             // The bootstrapsigner re-signs cluster-info for every token (unless stuck).
-            if cm.namespace == "kube-public"
-                && cm.name == "cluster-info"
+            let info = KubeadmConfigMap::ClusterInfo;
+            if cm.namespace == info.namespace()
+                && cm.name == info.name()
                 && !st.stuck.contains(BOOTSTRAPSIGNER)
             {
                 let kubeconfig = stored.data.get("kubeconfig").cloned().unwrap_or_default();

@@ -32,7 +32,7 @@ pub struct KubeCluster {
 impl KubeCluster {
     /// A client for the current context of `kubeconfig` (text, held in memory only).
     pub async fn from_kubeconfig(kubeconfig: &str, timeout: Duration) -> Result<Self, SeamError> {
-        crate::tls_verify::install_crypto_provider();
+        super::install_crypto_provider();
         let bad = |e: String| SeamError::Api {
             what: "the kubeconfig".into(),
             detail: e,

@@ -35,9 +35,15 @@ const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// the script's.
 const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds, or without it where
-/// `timeout` is missing or does not take `-k` (old busybox): one fork more per command.
-const REAPER: &str = "if timeout -k 1 1 true >/dev/null 2>&1; then exec timeout -k \"$3\" \"$2\" sh -c \"$1\"; fi; exec sh -c \"$1\"";
+/// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds (TERM, then KILL
+/// `"$3"` seconds later), or without it where `timeout` is missing or does not take `-k` (old
+/// busybox). Only shell builtins choose: a `timeout` that is a file of its own (coreutils)
+/// takes `-k`; one that is a symlink (busybox, toybox, a multi-call coreutils) is tried once
+/// with `-k` first. Every process a command adds is paid on each node, so the common case adds
+/// only `timeout` itself.
+const REAPER: &str = r#"t=; set -f; IFS=:; for d in $PATH; do if [ -f "$d/timeout" ] && [ -x "$d/timeout" ]; then t=$d/timeout; break; fi; done; unset IFS; set +f
+if [ -n "$t" ] && { [ ! -L "$t" ] || "$t" -k 1 1 true >/dev/null 2>&1; }; then exec "$t" -k "$3" "$2" sh -c "$1"; fi
+exec sh -c "$1""#;
 
 /// A live connection to one node; every command of a run goes through it.
 pub struct SshSession {
@@ -423,6 +429,92 @@ pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the reaper locally as the node's shell would, with `PATH` set to `bin`: the script
+    /// prints its parent's command name (`timeout`, or the reaper's `sh` it replaced).
+    fn reap(bin: &Path, script: &str, secs: u32) -> (Option<i32>, String, Duration) {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", REAPER, "sh", script, &secs.to_string(), "1"])
+            .env("PATH", bin)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, started.elapsed())
+    }
+
+    /// A `bin` directory holding `sh`, `sleep` and `cat`, and `timeout` as `how` makes it.
+    fn bin(how: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for tool in ["sh", "sleep", "cat", "true"] {
+            let real = ["/bin", "/usr/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(real, dir.path().join(tool)).unwrap();
+        }
+        let real = Path::new("/usr/bin/timeout");
+        let timeout = dir.path().join("timeout");
+        match how {
+            "copy" => {
+                std::fs::copy(real, &timeout).unwrap();
+            }
+            "symlink" => std::os::unix::fs::symlink(real, &timeout).unwrap(),
+            // An old busybox: refuses `-k`.
+            "no -k" => {
+                let fake = dir.path().join("busybox");
+                std::fs::write(
+                    &fake,
+                    "#!/bin/sh\necho 'timeout: invalid option -- k' >&2\nexit 1\n",
+                )
+                .unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+                std::os::unix::fs::symlink(&fake, &timeout).unwrap();
+            }
+            _ => {}
+        }
+        dir
+    }
+
+    /// The script's parent: `timeout`, or (sh having exec'd its last command) the test.
+    const PARENT: &str = "cat /proc/$PPID/comm";
+
+    #[test]
+    fn the_reaper_uses_timeout_where_it_takes_k_and_sh_where_not() {
+        for (how, under_timeout) in [
+            ("copy", true),
+            ("symlink", true),
+            ("no -k", false),
+            ("none", false),
+        ] {
+            let dir = bin(how);
+            let (code, out, _) = reap(dir.path(), &format!("echo ok; {PARENT}"), 30);
+            assert_eq!(code, Some(0), "{how}: {out}");
+            assert!(out.starts_with("ok\n"), "{how}: {out}");
+            assert_eq!(out == "ok\ntimeout\n", under_timeout, "{how}: {out}");
+        }
+    }
+
+    #[test]
+    fn under_timeout_a_command_that_outlasts_it_is_stopped_on_the_node() {
+        for how in ["copy", "symlink"] {
+            let dir = bin(how);
+            let (code, _, took) = reap(dir.path(), "sleep 30", 1);
+            // 124: timeout's own status when it stopped the command.
+            assert_eq!(code, Some(124), "{how}");
+            assert!(took < Duration::from_secs(10), "{how}: {took:?}");
+        }
+    }
+
+    #[test]
+    fn the_script_reaches_sh_byte_for_byte_with_its_status() {
+        let dir = bin("copy");
+        let script = "printf '%s|' \"a b\" '$HOME' \"*\"; exit 3";
+        let (code, out, _) = reap(dir.path(), script, 30);
+        assert_eq!((code, out.as_str()), (Some(3), "a b|$HOME|*|"));
+    }
 
     fn classify(log: &str) -> TransportError {
         classify_ssh_log("w1", "127.0.0.22", log)

@@ -43,16 +43,13 @@ pub fn changed(a: &Files, b: &Files) -> Vec<String> {
         .collect()
 }
 
-pub const CONFIGMAPS: [(&str, &str); 3] = [
-    ("kube-system", "kube-proxy"),
-    ("kube-system", "kubeadm-config"),
-    ("kube-public", "cluster-info"),
-];
-
+/// The three ConfigMaps' data, as kubectl reads them.
 pub fn configmaps(lab: &Lab) -> Vec<serde_json::Value> {
-    CONFIGMAPS
+    hactl::configmaps::KubeadmConfigMap::ALL
         .iter()
-        .map(|(ns, name)| lab.kubectl_json(&["get", "configmap", "-n", ns, name])["data"].clone())
+        .map(|cm| {
+            lab.kubectl_json(&["get", "configmap", "-n", cm.namespace(), cm.name()])["data"].clone()
+        })
         .collect()
 }
 

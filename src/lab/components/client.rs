@@ -843,5 +843,43 @@ impl ServerCertVerifier for SkipVerify {
     }
 }
 
+impl ApiClient {
+    /// kubeadm's way of writing a Secret or ConfigMap: POST, or on 409 PUT over the current
+    /// object.
+    pub async fn create_or_update(&self, obj: &serde_json::Value) -> Result<(), String> {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let plural = match obj["kind"].as_str() {
+            Some("Secret") => "secrets",
+            _ => "configmaps",
+        };
+        let collection = format!("/api/v1/namespaces/{ns}/{plural}");
+        let r = self
+            .create(&collection, obj)
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.is_success() {
+            return Ok(());
+        }
+        if r.status != 409 {
+            return Err(r.status_message());
+        }
+        let path = format!("{collection}/{name}");
+        let current = self.get(&path).await.map_err(|e| e.to_string())?;
+        if !current.is_success() {
+            return Err(current.status_message());
+        }
+        let current = current.json()?;
+        let mut obj = obj.clone();
+        obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        let r = self.update(&path, &obj).await.map_err(|e| e.to_string())?;
+        if r.is_success() {
+            Ok(())
+        } else {
+            Err(r.status_message())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -264,7 +264,7 @@ pub async fn upload_certs(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
         "type": "Opaque",
         "data": data,
     });
-    if let Err(e) = create_or_update(&client, &secret).await {
+    if let Err(e) = client.create_or_update(&secret).await {
         return phase(stdout, &format!("error uploading certs: {e}"));
     }
     if flags.is_set("skip-certificate-key-print") {
@@ -306,44 +306,6 @@ fn certificates_dir(ctx: &KubeadmCtx<'_>, config: Option<&str>) -> Result<String
         .unwrap_or("/etc/kubernetes/pki")
         .trim_end_matches('/')
         .to_string())
-}
-
-/// POST, or on 409 PUT over the current object.
-pub async fn create_or_update(client: &ApiClient, obj: &serde_json::Value) -> Result<(), String> {
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let plural = match obj["kind"].as_str() {
-        Some("Secret") => "secrets",
-        _ => "configmaps",
-    };
-    let collection = format!("/api/v1/namespaces/{ns}/{plural}");
-    let r = client
-        .create(&collection, obj)
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.is_success() {
-        return Ok(());
-    }
-    if r.status != 409 {
-        return Err(r.status_message());
-    }
-    let path = format!("{collection}/{name}");
-    let current = client.get(&path).await.map_err(|e| e.to_string())?;
-    if !current.is_success() {
-        return Err(current.status_message());
-    }
-    let current = current.json()?;
-    let mut obj = obj.clone();
-    obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-    let r = client
-        .update(&path, &obj)
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.is_success() {
-        Ok(())
-    } else {
-        Err(r.status_message())
-    }
 }
 
 #[cfg(test)]

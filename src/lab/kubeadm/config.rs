@@ -116,7 +116,7 @@ pub async fn upload_config(ctx: &KubeadmCtx<'_>, args: &[&str]) -> ExecOutput {
         "data": {"ClusterConfiguration": text},
     });
     let stdout = "[upload-config] Storing the configuration used in ConfigMap \"kubeadm-config\" in the \"kube-system\" Namespace\n".to_string();
-    if let Err(e) = super::certs::create_or_update(&client, &cm).await {
+    if let Err(e) = client.create_or_update(&cm).await {
         return error_exit(
             stdout,
             &format!(
