@@ -7,6 +7,7 @@
 pub(crate) mod dns;
 mod error;
 mod parse;
+pub mod schema;
 mod semantic;
 mod shape;
 mod tree;

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod files;
 pub mod ssh;
+pub mod tls;
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -4,6 +4,7 @@
 //! Every module is core unless it is listed in `EDGE`: a new module is pure by default, and
 //! making one an I/O module is a deliberate edit here.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Modules (paths under src/) allowed to do I/O: the command line, the binary, the lab, and
@@ -43,6 +44,10 @@ const FORBIDDEN: &[&str] = &[
     "openssh",
     "SystemTime::now",
     "Instant::now",
+    "now_utc",
+    "now_local",
+    // rustls' process-wide crypto provider is the edge's to install.
+    "install_default",
     "crate::observe::",
     "crate::observe;",
     "crate::transport",
@@ -229,5 +234,148 @@ fn every_source_file_says_what_it_is_for() {
     assert!(
         missing.is_empty(),
         "these files do not start with a //! line: {missing:?}"
+    );
+}
+
+/// A source file's module path: `lab/kubeadm/certs.rs` → `lab::kubeadm::certs`, `lab.rs` and
+/// `render/mod.rs` → their folder's module, `lib.rs` and `main.rs` → the crate.
+fn module_of(file: &str) -> Vec<String> {
+    let path = file.trim_end_matches(".rs");
+    let mut parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// Which sibling modules each module uses (`super::x`, `crate::a::x`, in imports and in code),
+/// as edges between the two children of their nearest common parent: a module's use of its
+/// parent or its own children is no edge.
+fn sibling_uses(files: &[(String, String)]) -> BTreeSet<(Vec<String>, Vec<String>)> {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(f, _)| module_of(f)).collect();
+    let path_re =
+        regex::Regex::new(r"\b(crate|super)((?:::super)*)((?:::[a-z_][a-z0-9_]*)+)").unwrap();
+    let mut edges = BTreeSet::new();
+    for (file, text) in files {
+        let from = module_of(file);
+        // Test modules of their own (`readings/tests.rs`) use what they test.
+        if from.last().is_some_and(|m| m == "tests") {
+            continue;
+        }
+        // Up to its tests: `super` in an inline `mod tests` is the file's own module.
+        let lines: Vec<(usize, &str)> = code_lines(text)
+            .take_while(|(_, l)| l.trim() != "#[cfg(test)]")
+            .collect();
+        for (_, code) in spelled_out(&lines) {
+            for caps in path_re.captures_iter(&code) {
+                let mut target: Vec<String> = match &caps[1] {
+                    "crate" => Vec::new(),
+                    _ => from[..from.len().saturating_sub(1)].to_vec(),
+                };
+                for _ in 0..caps[2].matches("super").count() {
+                    target.pop();
+                }
+                let rest: Vec<String> = caps[3]
+                    .trim_start_matches("::")
+                    .split("::")
+                    .map(str::to_string)
+                    .collect();
+                target.extend(rest);
+                // The module named: the longest prefix that is one.
+                while !target.is_empty() && !modules.contains(&target) {
+                    target.pop();
+                }
+                let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+                if common < from.len() && common < target.len() {
+                    edges.insert((from[..=common].to_vec(), target[..=common].to_vec()));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// Each circle of sibling modules that use each other, as `a → b → a`.
+fn circles(edges: &BTreeSet<(Vec<String>, Vec<String>)>) -> Vec<String> {
+    let next = |m: &Vec<String>| -> Vec<Vec<String>> {
+        edges
+            .iter()
+            .filter(|(a, _)| a == m)
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    let nodes: BTreeSet<Vec<String>> = edges.iter().map(|(a, _)| a.clone()).collect();
+    for start in &nodes {
+        // Depth-first from `start`, back to it: each circle once, from its smallest module.
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        while let Some((at, path)) = stack.pop() {
+            for n in next(&at) {
+                if &n == start {
+                    let names: Vec<String> =
+                        path.iter().chain([start]).map(|m| m.join("::")).collect();
+                    found.insert(names.join(" → "));
+                } else if n > *start && !path.contains(&n) {
+                    let mut p = path.clone();
+                    p.push(n.clone());
+                    stack.push((n, p));
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+#[test]
+fn no_modules_use_each_other() {
+    let found = circles(&sibling_uses(&all_sources()));
+    assert!(
+        found.is_empty(),
+        "modules that use each other (move what both need into a module of its own, or turn one use around):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_circle_check_finds_a_circle_when_there_is_one() {
+    let files = [
+        (
+            "lab/up.rs".to_string(),
+            "//! x\nuse super::daemon::{self, Request};\n".to_string(),
+        ),
+        (
+            "lab/daemon.rs".to_string(),
+            "//! x\nfn f() { crate::lab::up::LabState::read(); }\n".to_string(),
+        ),
+        (
+            "lab/status.rs".to_string(),
+            "//! x\nuse super::daemon;\nuse super::super::lab::up;\n".to_string(),
+        ),
+        (
+            "lab.rs".to_string(),
+            "//! x\nuse crate::lab::status::gather;\n".to_string(),
+        ),
+        (
+            "lab/kubeadm/certs.rs".to_string(),
+            "//! x\nuse super::{config, Flags};\n".to_string(),
+        ),
+        (
+            "lab/kubeadm/config.rs".to_string(),
+            "//! x\nfn f() { super::certs::create(); }\n".to_string(),
+        ),
+        (
+            "lab/kubeadm.rs".to_string(),
+            "//! x\nuse crate::lab::up;\n".to_string(),
+        ),
+    ];
+    assert_eq!(
+        circles(&sibling_uses(&files)),
+        [
+            "lab::daemon → lab::up → lab::daemon",
+            "lab::kubeadm::certs → lab::kubeadm::config → lab::kubeadm::certs"
+        ]
     );
 }

@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::{LabDir, LabError, LabSpec};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// The CA, certificate or key could not be used.
@@ -581,6 +583,41 @@ impl EtcdClient {
             let _ = conn.await;
         });
         Ok(sender)
+    }
+}
+
+/// Clients of a lab's etcd, with the init node's apiserver-etcd-client certificate (what the
+/// API server uses).
+impl EtcdClient {
+    /// A client for the control-plane nodes' etcd, with the init node's apiserver-etcd-client
+    /// certificate (what the API server uses).
+    pub fn for_lab(lab: &LabDir, spec: &LabSpec) -> Result<EtcdClient, LabError> {
+        let endpoints = spec
+            .nodes
+            .iter()
+            .filter(|n| n.control_plane)
+            .map(|n| format!("https://{}:2379", n.address))
+            .collect();
+        Self::for_lab_at(lab, spec, endpoints)
+    }
+
+    pub fn for_lab_at(
+        lab: &LabDir,
+        spec: &LabSpec,
+        endpoints: Vec<String>,
+    ) -> Result<EtcdClient, LabError> {
+        let init = spec.init_node();
+        let read = |p: &str| {
+            let path = lab.node_path(&init.name, p);
+            std::fs::read_to_string(&path).map_err(|e| LabError::io(&path, "read", e))
+        };
+        EtcdClient::new(
+            endpoints,
+            &read("/etc/kubernetes/pki/etcd/ca.crt")?,
+            &read("/etc/kubernetes/pki/apiserver-etcd-client.crt")?,
+            &read("/etc/kubernetes/pki/apiserver-etcd-client.key")?,
+        )
+        .map_err(|e| LabError::msg(format!("cannot make an etcd client: {e}")))
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::components::NodeReport;
 use super::components::client::{ApiClient, ClientAuth, ClientError, Resolver};
 use super::control::{self, Request, Response};
+use super::etcd::EtcdClient;
 use super::node::BackendState;
 use super::state::LabState;
 use super::{LabError, LabNode, LabSpec};
@@ -960,7 +961,7 @@ async fn kube_proxy_server(client: &kube::Client) -> Option<String> {
 /// `status` and knows a leader (no leader: quorum is lost).
 async fn etcd_status(lab: &LabDir, spec: &LabSpec) -> EtcdStatus {
     let mut st = EtcdStatus::default();
-    let client = match super::up::etcd_client(lab, spec) {
+    let client = match EtcdClient::for_lab(lab, spec) {
         Ok(c) => c.with_timeout(Duration::from_secs(3)),
         Err(e) => {
             st.error = Some(e.to_string());
@@ -985,7 +986,7 @@ async fn etcd_status(lab: &LabDir, spec: &LabSpec) -> EtcdStatus {
             ..Default::default()
         };
         if let Some(url) = m.client_urls.first() {
-            let one = super::up::etcd_client_for(lab, spec, vec![url.clone()])
+            let one = EtcdClient::for_lab_at(lab, spec, vec![url.clone()])
                 .map(|c| c.with_timeout(Duration::from_secs(3)));
             match one {
                 Err(e) => ms.error = Some(e.to_string()),

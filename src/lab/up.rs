@@ -116,7 +116,7 @@ async fn build(lab: &LabDir, opts: &UpOptions, state: &mut LabState) -> Result<(
     state.write(lab)?;
 
     wait_for_etcd(lab, spec).await?;
-    let etcd = etcd_client(lab, spec)?;
+    let etcd = EtcdClient::for_lab(lab, spec)?;
     super::apiserver::seed(&etcd, &generated.objects)
         .await
         .map_err(|e| LabError::msg(format!("cannot store the cluster's objects in etcd: {e}")))?;
@@ -267,39 +267,8 @@ fn start_daemon(lab: &LabDir, exe: &Path) -> Result<ProcessRecord, LabError> {
     ProcessRecord::of("daemon", pid).map_err(|e| LabError::io(Path::new("/proc"), "read", e))
 }
 
-/// A client for the control-plane nodes' etcd, with the init node's apiserver-etcd-client
-/// certificate (what the API server uses).
-pub fn etcd_client(lab: &LabDir, spec: &LabSpec) -> Result<EtcdClient, LabError> {
-    let endpoints = spec
-        .nodes
-        .iter()
-        .filter(|n| n.control_plane)
-        .map(|n| format!("https://{}:2379", n.address))
-        .collect();
-    etcd_client_for(lab, spec, endpoints)
-}
-
-pub fn etcd_client_for(
-    lab: &LabDir,
-    spec: &LabSpec,
-    endpoints: Vec<String>,
-) -> Result<EtcdClient, LabError> {
-    let init = spec.init_node();
-    let read = |p: &str| {
-        let path = lab.node_path(&init.name, p);
-        fs::read_to_string(&path).map_err(|e| LabError::io(&path, "read", e))
-    };
-    EtcdClient::new(
-        endpoints,
-        &read("/etc/kubernetes/pki/etcd/ca.crt")?,
-        &read("/etc/kubernetes/pki/apiserver-etcd-client.crt")?,
-        &read("/etc/kubernetes/pki/apiserver-etcd-client.key")?,
-    )
-    .map_err(|e| LabError::msg(format!("cannot make an etcd client: {e}")))
-}
-
 async fn wait_for_etcd(lab: &LabDir, spec: &LabSpec) -> Result<(), LabError> {
-    let etcd = etcd_client(lab, spec)?;
+    let etcd = EtcdClient::for_lab(lab, spec)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match etcd.member_list().await {

@@ -399,7 +399,7 @@ impl Failure {
         match io.kind() {
             std::io::ErrorKind::TimedOut => Failure::Timeout,
             std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
-            _ => Failure::Dial(super::endpoint::os_text(io)),
+            _ => Failure::Dial(crate::transport::tls::os_text(io)),
         }
     }
 }
@@ -531,11 +531,11 @@ impl GoProbe {
                 .next()?
                 .ip(),
         };
-        let stream = super::endpoint::dial(SocketAddr::new(ip, self.port), timeout)
+        let stream = crate::transport::tls::dial(SocketAddr::new(ip, self.port), timeout)
             .await
             .ok()?;
         let name = self.sni.as_deref().unwrap_or(&self.host);
-        let err = super::endpoint::handshake(stream, name, verifier, timeout)
+        let err = crate::transport::tls::handshake(stream, name, verifier, timeout)
             .await
             .err()?;
         err.starts_with("x509:").then_some(err)

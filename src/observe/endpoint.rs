@@ -2,17 +2,17 @@
 //! endpoint host against the cluster CA, failing with Go's x509 words when it does not.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::observed::{EndpointObservation, Probe};
 use crate::spec::Endpoint;
-use crate::tls_verify::{GoVerifier, go_tls_error, x509_message};
+use crate::tls_verify::GoVerifier;
 use crate::transport::install_crypto_provider;
+use crate::transport::tls::{dial, handshake};
 
 /// TCP to every `endpoint.addresses` at `endpoint.port`; then, through the first that accepted,
 /// TLS with SNI `endpoint.host` verified against `ca_pem` (`None` when there is no CA to verify
@@ -51,16 +51,6 @@ pub async fn probe_endpoint(
     EndpointObservation { addresses, tls }
 }
 
-/// A TCP connection, or why not in Go's `net.Dial` words (`dial tcp A:P: connect: connection
-/// refused`, `dial tcp A:P: i/o timeout`).
-pub(crate) async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("dial tcp {addr}: connect: {}", os_text(&e))),
-        Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
-    }
-}
-
 async fn tls_probe(stream: TcpStream, host: &str, ca_pem: &str, timeout: Duration) -> Probe {
     let verifier = match GoVerifier::from_ca_pem(ca_pem.as_bytes()) {
         Ok(v) => Arc::new(v),
@@ -72,63 +62,9 @@ async fn tls_probe(stream: TcpStream, host: &str, ca_pem: &str, timeout: Duratio
     }
 }
 
-/// A TLS handshake on `stream` for `host` (SNI and the name verified); the failure as Go says
-/// it: the bare x509 message for a certificate that does not verify (`x509: certificate is
-/// valid for …, not HOST`), crypto/tls's words otherwise.
-pub(crate) async fn handshake(
-    stream: TcpStream,
-    host: &str,
-    verifier: Arc<GoVerifier>,
-    timeout: Duration,
-) -> Result<(), String> {
-    install_crypto_provider();
-    let name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_string())
-            .map_err(|_| format!("tls: invalid server name {host:?}"))?,
-    };
-    let ends = stream.local_addr().ok().zip(stream.peer_addr().ok());
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(handshake_error(&e, ends)),
-        Err(_) => Err("net/http: TLS handshake timeout".into()),
-    }
-}
-
-fn handshake_error(e: &std::io::Error, ends: Option<(SocketAddr, SocketAddr)>) -> String {
-    if let Some(rerr) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return x509_message(rerr).unwrap_or_else(|| go_tls_error(rerr));
-    }
-    match (e.kind(), ends) {
-        (std::io::ErrorKind::UnexpectedEof, _) => "EOF".into(),
-        (std::io::ErrorKind::ConnectionReset, Some((l, r))) => {
-            format!("read tcp {l}->{r}: read: connection reset by peer")
-        }
-        _ => os_text(e),
-    }
-}
-
-/// `connection refused`: Go's syscall error text, lower-case without the errno.
-pub(crate) fn os_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.find(" (os error").map_or(s.as_str(), |i| &s[..i]);
-    s.to_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_errors_read_as_go_prints_them() {
-        let e = std::io::Error::from_raw_os_error(111);
-        assert_eq!(os_text(&e), "connection refused");
-    }
 
     #[tokio::test]
     async fn nothing_listening_is_refused_and_leaves_no_tls_to_try() {

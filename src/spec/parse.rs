@@ -28,7 +28,7 @@ pub fn parse(file_name: &str, source: &str) -> Result<DesiredState, SpecErrors> 
     }
     let root_span = root.span();
     let mut tree = root.into_inner();
-    let schema = Schema::root(crate::schema::desired_state_schema_value());
+    let schema = Schema::root(super::schema::desired_state_schema_value());
     shape::check_keys(schema, &mut tree, &mut problems);
     let typed = typed::deserialize(schema, source, root_span.clone(), tree, &mut problems);
     if let Some(view) = View::read(root_span, typed.clean) {

@@ -311,10 +311,10 @@ impl ClusterApi for KubeCluster {
             .map_err(|e| failed(format!("{address}: {e}")))?;
         let verifier =
             crate::tls_verify::GoVerifier::from_ca_pem(ca_pem.as_bytes()).map_err(failed)?;
-        let stream = crate::observe::endpoint::dial(addr, self.timeout)
+        let stream = super::tls::dial(addr, self.timeout)
             .await
             .map_err(|e| SeamError::Transport(format!("{what}: {e}")))?;
-        crate::observe::endpoint::handshake(
+        super::tls::handshake(
             stream,
             server_name,
             std::sync::Arc::new(verifier),
