@@ -3,6 +3,7 @@
 //!
 //! Pure so that the parsers are unit-tested with the fixtures; `observe` does the reading.
 
+pub mod api;
 pub mod cert;
 pub mod etcd;
 pub mod node;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -15,8 +14,9 @@ use kube::{Api, Client, Config};
 use crate::configmaps::KubeadmConfigMap;
 use crate::observed::{
     ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe,
-    configmap_key, later,
+    configmap_key,
 };
+use crate::readings::api::{configmap_observation, kube_node, lease_observation, scheduled_pod};
 use crate::tls_verify::GoVerifier;
 use crate::transport::install_crypto_provider;
 
@@ -187,7 +187,7 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
     };
     for (key, got) in cms {
         if let Some(cm) = got.map_err(|e| Failure::of(e, &format!("get configmap {key}")))? {
-            read.configmaps.insert(key, configmap(cm));
+            read.configmaps.insert(key, configmap_observation(cm));
         }
     }
     for node in node_list.map_err(|e| Failure::of(e, "list nodes"))? {
@@ -229,116 +229,11 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
     }
     for (name, got) in leases {
         if let Some(obj) = got.map_err(|e| Failure::of(e, &format!("get lease {name}")))? {
-            read.leases.insert(name.to_string(), lease_of(&obj));
+            read.leases
+                .insert(name.to_string(), lease_observation(&obj.data["spec"]));
         }
     }
     Ok(read)
-}
-
-fn configmap(cm: ConfigMap) -> ConfigMapObservation {
-    // Every writer's entry carries the time of its last change; the latest of those that own
-    // data is when what the readers read changed (a label or annotation is not read).
-    let changed_at = latest(
-        cm.metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|f| {
-                f.fields_v1
-                    .as_ref()
-                    .is_some_and(|v| v.0.get("f:data").is_some())
-            })
-            .filter_map(|f| rfc3339(f.time.as_ref()?)),
-    );
-    ConfigMapObservation {
-        resource_version: cm.metadata.resource_version.unwrap_or_default(),
-        data: cm.data.unwrap_or_default(),
-        changed_at,
-    }
-}
-
-/// The latest of RFC 3339 times.
-fn latest(times: impl Iterator<Item = String>) -> Option<String> {
-    times.reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a })
-}
-
-/// A metav1.Time as the API writes it (RFC 3339, UTC).
-fn rfc3339(t: &Time) -> Option<String> {
-    serde_json::to_value(t).ok()?.as_str().map(String::from)
-}
-
-const ROLE_LABEL: &str = "node-role.kubernetes.io/";
-
-fn kube_node(node: &Node) -> KubeNode {
-    let mut roles: Vec<String> = node
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .filter_map(|(k, _)| k.strip_prefix(ROLE_LABEL))
-        .filter(|r| !r.is_empty())
-        .map(String::from)
-        .collect();
-    roles.sort();
-    let status = node.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
-    let kubelet_version = status
-        .and_then(|s| s.node_info.as_ref())
-        .map(|i| i.kubelet_version.clone())
-        .unwrap_or_default();
-    KubeNode {
-        ready,
-        roles,
-        kubelet_version,
-    }
-}
-
-/// `(node, pod)` for a scheduled pod (kube-proxy, or a static pod's mirror).
-fn scheduled_pod(pod: &Pod) -> Option<(String, PodObservation)> {
-    let node = pod.spec.as_ref()?.node_name.clone()?;
-    let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
-    let restarts = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| {
-            cs.iter()
-                .map(|c| u32::try_from(c.restart_count).unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0);
-    Some((
-        node,
-        PodObservation {
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            ready,
-            restarts,
-            created_at: pod.metadata.creation_timestamp.as_ref().and_then(rfc3339),
-            // The running container's start (a static pod's mirror keeps its creation time
-            // across restarts; the container's start is what moves).
-            started_at: latest(
-                status
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
-                    .filter_map(rfc3339),
-            ),
-        },
-    ))
-}
-
-fn lease_of(obj: &DynamicObject) -> LeaseObservation {
-    let spec = &obj.data["spec"];
-    LeaseObservation {
-        holder: spec["holderIdentity"].as_str().map(String::from),
-        renew_time: spec["renewTime"].as_str().map(String::from),
-    }
 }
 
 /// Why a read failed, classified from kube's error chain.
@@ -545,110 +440,6 @@ impl GoProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture() -> serde_json::Value {
-        let text = include_str!("../../tests/fixtures/observed/fresh-1.23-docker.json");
-        serde_json::from_str(text).expect("fixture parses")
-    }
-
-    #[test]
-    fn nodes_read_roles_from_labels_sorted_and_ready_from_the_condition() {
-        let node: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "cp1", "labels": {
-                "node-role.kubernetes.io/master": "",
-                "node-role.kubernetes.io/control-plane": "",
-                "kubernetes.io/hostname": "cp1"
-            }},
-            "status": {
-                "conditions": [
-                    {"type": "MemoryPressure", "status": "False"},
-                    {"type": "Ready", "status": "True"}
-                ],
-                "nodeInfo": {"kubeletVersion": "v1.23.17", "architecture": "amd64",
-                    "bootID": "", "containerRuntimeVersion": "docker://20.10.24",
-                    "kernelVersion": "", "kubeProxyVersion": "", "machineID": "",
-                    "operatingSystem": "linux", "osImage": "", "systemUUID": ""}
-            }
-        }))
-        .expect("node");
-        let want: KubeNode =
-            serde_json::from_value(fixture()["api"]["nodes"]["cp1"].clone()).expect("fixture");
-        assert_eq!(kube_node(&node), want);
-
-        let not_ready: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "w1"},
-            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}
-        }))
-        .expect("node");
-        assert_eq!(
-            kube_node(&not_ready),
-            KubeNode {
-                ready: false,
-                roles: vec![],
-                kubelet_version: String::new()
-            }
-        );
-    }
-
-    #[test]
-    fn proxy_pods_sum_restarts_and_key_by_node() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "kube-proxy-8vq4x", "creationTimestamp": "2026-11-24T08:15:17Z"},
-            "spec": {"nodeName": "cp1", "containers": []},
-            "status": {
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [
-                    {"name": "a", "image": "", "imageID": "", "ready": true, "restartCount": 2,
-                     "state": {"running": {"startedAt": "2026-11-24T08:15:20Z"}}},
-                    {"name": "b", "image": "", "imageID": "", "ready": true, "restartCount": 3,
-                     "state": {"running": {"startedAt": "2026-11-24T08:16:00Z"}}}
-                ]
-            }
-        }))
-        .expect("pod");
-        let (node, seen) = scheduled_pod(&pod).expect("scheduled");
-        assert_eq!(node, "cp1");
-        assert_eq!(
-            seen,
-            PodObservation {
-                name: "kube-proxy-8vq4x".into(),
-                ready: true,
-                restarts: 5,
-                created_at: Some("2026-11-24T08:15:17Z".into()),
-                // The latest container start.
-                started_at: Some("2026-11-24T08:16:00Z".into()),
-            }
-        );
-        let pending: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "kube-proxy-x"}, "spec": {"containers": []}
-        }))
-        .expect("pod");
-        assert!(scheduled_pod(&pending).is_none());
-    }
-
-    #[test]
-    fn a_configmap_changed_when_its_latest_writer_wrote() {
-        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "kube-proxy", "resourceVersion": "7", "managedFields": [
-                {"manager": "kubectl-edit", "operation": "Update", "apiVersion": "v1",
-                 "time": "2026-11-24T09:00:01Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:kubeconfig.conf": {}}}},
-                {"manager": "kubeadm", "operation": "Update", "apiVersion": "v1",
-                 "time": "2026-11-24T08:15:17Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:config.conf": {}}}},
-                {"manager": "argocd", "operation": "Update", "apiVersion": "v1",
-                 "time": "2026-11-24T10:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:annotations": {"f:tracking": {}}}}}
-            ]},
-            "data": {"kubeconfig.conf": "x"}
-        }))
-        .expect("configmap");
-        assert_eq!(
-            configmap(cm.clone()).changed_at.as_deref(),
-            Some("2026-11-24T09:00:01Z")
-        );
-        // Without managedFields (a server before 1.18 wrote it), nobody can say.
-        let mut bare = cm;
-        bare.metadata.managed_fields = None;
-        assert_eq!(configmap(bare).changed_at, None);
-    }
 
     #[test]
     fn the_current_context_names_server_and_user() {

@@ -11,6 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::readings::api::{node_ready, pod_ready};
 use crate::seams::{BootstrapToken, ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
 
 /// The User-Agent of every request: the lab's API server, like kube-apiserver, names the
@@ -186,17 +187,13 @@ impl ClusterApi for KubeCluster {
             .items
             .into_iter()
             .map(|p| {
-                let status = p.status.unwrap_or_default();
+                let ready = pod_ready(&p);
                 Pod {
                     namespace: namespace.to_string(),
                     name: p.metadata.name.unwrap_or_default(),
                     node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
                     uid: p.metadata.uid.unwrap_or_default(),
-                    ready: status
-                        .conditions
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True"),
+                    ready,
                     created_at: p
                         .metadata
                         .creation_timestamp
@@ -224,15 +221,9 @@ impl ClusterApi for KubeCluster {
     async fn get_node(&self, name: &str) -> Result<NodeStatus, SeamError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let node = self.call(format!("nodes {name}"), api.get(name)).await?;
-        let ready = node
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
         Ok(NodeStatus {
             name: name.to_string(),
-            ready,
+            ready: node_ready(&node),
         })
     }
 
