@@ -4,7 +4,7 @@
 //! rollback puts it back, but only over what hactl wrote.
 
 use super::driver::{CONFLICT_RETRIES, Ctx, Sink, StepError};
-use super::journal::{Record, StepState};
+use super::journal::{ConfigMapBefore, Record, StepState};
 use crate::plan::{Operation, sha256};
 use crate::seams::{Clock, ClusterApi, NodeOps, SeamError, Signer};
 
@@ -89,7 +89,14 @@ impl<N: NodeOps, C: ClusterApi, K: Clock, S: Signer, J: Sink> Ctx<'_, N, C, K, S
     /// Puts the key's old content back if the key still holds what hactl wrote.
     pub(super) async fn configmap_undo(&mut self, state: &StepState) -> Result<(), StepError> {
         let ctx = self;
-        let Some((namespace, name, key, old, new_sha)) = &state.configmap else {
+        let Some(ConfigMapBefore {
+            namespace,
+            name,
+            key,
+            old_content: old,
+            new_sha256: new_sha,
+        }) = &state.configmap
+        else {
             return Ok(());
         };
         let what = format!("ConfigMap {namespace}/{name}, key {key}");

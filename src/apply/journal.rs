@@ -136,6 +136,16 @@ pub fn parse(file: &str, text: &str) -> Result<Journal, JournalError> {
     Ok(journal)
 }
 
+/// A ConfigMap key as it was before hactl replaced it, and the hash of what replaced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigMapBefore {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+    pub old_content: String,
+    pub new_sha256: String,
+}
+
 /// What a run did to one step, from its records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepState {
@@ -143,8 +153,8 @@ pub struct StepState {
     pub backup: Option<Backup>,
     /// The hash of what hactl was writing to the node file.
     pub writing: Option<String>,
-    /// The ConfigMap key replaced: (namespace, name, key, old content, new content's hash).
-    pub configmap: Option<(String, String, String, String, String)>,
+    /// The ConfigMap key replaced, and what it held.
+    pub configmap: Option<ConfigMapBefore>,
     pub done: bool,
     pub failed: Option<String>,
     pub undone: bool,
@@ -185,13 +195,13 @@ impl Journal {
                     new_sha256,
                     ..
                 } => {
-                    s.configmap = Some((
-                        namespace.clone(),
-                        name.clone(),
-                        key.clone(),
-                        old_content.clone(),
-                        new_sha256.clone(),
-                    ))
+                    s.configmap = Some(ConfigMapBefore {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        key: key.clone(),
+                        old_content: old_content.clone(),
+                        new_sha256: new_sha256.clone(),
+                    })
                 }
                 Record::Writing { sha256, .. } => s.writing = Some(sha256.clone()),
                 Record::StepDone { .. } => s.done = true,
