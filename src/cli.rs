@@ -389,9 +389,8 @@ fn observe_live<R>(
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    let observation = observe_with(&runtime, file, desired, live);
-    let state = observation.state.clone();
-    let closing = runtime.spawn(observation.close());
+    let (state, close) = observe_with(&runtime, file, desired, live).into_state();
+    let closing = runtime.spawn(close);
     let result = then(state);
     // Every master is closed before hactl exits (a panic while closing is only reported).
     if let Err(e) = runtime.block_on(closing) {

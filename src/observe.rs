@@ -93,10 +93,20 @@ impl std::fmt::Debug for Credentials {
 impl Observation {
     /// Closes every master connection (no ssh process is left behind).
     pub async fn close(self) {
-        let closing = self.sessions.into_values().map(SshSession::close);
-        // A master that already died has nothing left to close.
-        let _ = futures_util::future::join_all(closing).await;
+        close_all(self.sessions).await;
     }
+
+    /// What was observed, and the closing of every master connection, to run beside what
+    /// comes next when nothing after observation needs them (`plan`, `observe`).
+    pub fn into_state(self) -> (ObservedState, impl Future<Output = ()> + Send + 'static) {
+        (self.state, close_all(self.sessions))
+    }
+}
+
+async fn close_all(sessions: BTreeMap<String, SshSession>) {
+    let closing = sessions.into_values().map(SshSession::close);
+    // A master that already died has nothing left to close.
+    let _ = futures_util::future::join_all(closing).await;
 }
 
 /// The nodes of `desired` whose observation failed, with the reason, in file order.

@@ -252,7 +252,7 @@ impl From<Probe> for SshProbe {
                 let detail = reason.strip_prefix(kind.prefix())?.strip_prefix(": ")?;
                 Some(SshProbe::failed(kind, detail))
             })
-            .unwrap_or(SshProbe::unreachable(reason))
+            .unwrap_or_else(|| SshProbe::unreachable(reason))
     }
 }
 

@@ -2,7 +2,6 @@
 //! [`crate::observed`]; and the readiness both observation and apply's cluster seam read.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::observed::{ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, later};
 
@@ -53,8 +52,8 @@ pub fn latest(times: impl Iterator<Item = String>) -> Option<String> {
     times.reduce(|a, b| if later(&b, &a) == Some(true) { b } else { a })
 }
 
-/// A metav1.Time as the API writes it (RFC 3339, UTC).
-pub fn rfc3339(t: &Time) -> Option<String> {
+/// A metav1.Time or MicroTime as the API writes it (RFC 3339, UTC): its JSON string.
+pub fn rfc3339<T: serde::Serialize>(t: &T) -> Option<String> {
     serde_json::to_value(t).ok()?.as_str().map(String::from)
 }
 

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::readings::api::{node_ready, pod_ready};
+use crate::readings::api::{node_ready, pod_ready, rfc3339};
 use crate::seams::{BootstrapToken, ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
 
 /// The User-Agent of every request: the lab's API server, like kube-apiserver, names the
@@ -99,19 +99,14 @@ fn configmap(namespace: &str, name: &str, cm: KubeConfigMap) -> ConfigMap {
     }
 }
 
-/// A time as the API writes it (RFC 3339): through serde, the form the API uses.
-fn text<T: serde::Serialize>(t: &T) -> Option<String> {
-    serde_json::to_value(t).ok()?.as_str().map(String::from)
-}
-
 fn lease(l: KubeLease) -> Lease {
     let spec = l.spec.unwrap_or_default();
     Lease {
         namespace: l.metadata.namespace.unwrap_or_default(),
         name: l.metadata.name.unwrap_or_default(),
         holder: spec.holder_identity,
-        acquire_time: spec.acquire_time.as_ref().and_then(text),
-        renew_time: spec.renew_time.as_ref().and_then(text),
+        acquire_time: spec.acquire_time.as_ref().and_then(rfc3339),
+        renew_time: spec.renew_time.as_ref().and_then(rfc3339),
         duration_secs: spec.lease_duration_seconds.map(|d| d.max(0) as u32),
         resource_version: l.metadata.resource_version.unwrap_or_default(),
     }
@@ -198,7 +193,7 @@ impl ClusterApi for KubeCluster {
                         .metadata
                         .creation_timestamp
                         .as_ref()
-                        .and_then(text)
+                        .and_then(rfc3339)
                         .unwrap_or_default(),
                 }
             })

@@ -430,8 +430,8 @@ pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError 
 mod tests {
     use super::*;
 
-    /// Runs the reaper locally as the node's shell would, with `PATH` set to `bin`: the script
-    /// prints its parent's command name (`timeout`, or the reaper's `sh` it replaced).
+    /// Runs the reaper locally as the node's shell would, with `PATH` set to `bin`: its exit
+    /// status, what the script printed, and how long it took.
     fn reap(bin: &Path, script: &str, secs: u32) -> (Option<i32>, String, Duration) {
         let started = std::time::Instant::now();
         let out = std::process::Command::new("/bin/sh")
@@ -443,7 +443,8 @@ mod tests {
         (out.status.code(), text, started.elapsed())
     }
 
-    /// A `bin` directory holding `sh`, `sleep` and `cat`, and `timeout` as `how` makes it.
+    /// A `bin` directory holding `sh`, `sleep`, `cat` and `true`, and `timeout` as `how` makes
+    /// it: a copy of coreutils', a symlink to it, an old busybox's that refuses `-k`, or none.
     fn bin(how: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for tool in ["sh", "sleep", "cat", "true"] {
