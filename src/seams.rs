@@ -94,7 +94,23 @@ pub enum SeamError {
     /// An API object that does not exist (HTTP 404).
     #[error("{what} not found")]
     NotFound { what: String },
-    /// The API refused or failed otherwise (its status and message).
+    /// The API answered with another status (its code, reason and message, so that a reader
+    /// can word it as kubectl would: 401 and 403 have fixes of their own).
+    #[error("{what}: {message} ({code})")]
+    Status {
+        what: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The API server could not be reached: the TCP connection failed or broke (Go's words).
+    #[error("{what}: {detail}")]
+    Unreachable { what: String, detail: String },
+    /// The TLS handshake with the API server failed (Go's words where they can be had).
+    #[error("{what}: {detail}")]
+    Tls { what: String, detail: String },
+    /// A request that could not be made (a kubeconfig that cannot be used, a certificate that
+    /// does not verify).
     #[error("{what}: {detail}")]
     Api { what: String, detail: String },
     /// A backup that no longer holds what was copied.
@@ -166,16 +182,19 @@ impl CommandResult {
 }
 
 /// A ConfigMap as apply reads and writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigMap {
     pub namespace: String,
     pub name: String,
     pub resource_version: String,
     pub data: BTreeMap<String, String>,
+    /// RFC 3339: when its data last changed (the latest managedFields entry that owns data;
+    /// `None` when the server keeps no managedFields).
+    pub changed_at: Option<String>,
 }
 
-/// What apply reads of a Pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What apply and observation read of a Pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pod {
     pub namespace: String,
     pub name: String,
@@ -185,13 +204,23 @@ pub struct Pod {
     pub ready: bool,
     /// RFC 3339, the API server's clock.
     pub created_at: String,
+    /// The containers' restarts, summed.
+    pub restarts: u32,
+    /// RFC 3339: the latest running container's start (a static pod's mirror keeps its
+    /// creation time across restarts; this moves).
+    pub started_at: Option<String>,
+    /// What it is selected by (`k8s-app`, a static pod's `component` and `tier`).
+    pub labels: BTreeMap<String, String>,
 }
 
-/// What apply reads of a Node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What apply and observation read of a Node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
     pub name: String,
     pub ready: bool,
+    /// From the `node-role.kubernetes.io/` labels, sorted.
+    pub roles: Vec<String>,
+    pub kubelet_version: String,
 }
 
 /// A coordination.k8s.io Lease.
@@ -237,7 +266,8 @@ pub trait ClusterApi: Send + Sync {
         cm: &ConfigMap,
     ) -> impl Future<Output = Result<ConfigMap, SeamError>> + Send;
 
-    /// Pods with this label selector, on `node` when given.
+    /// Pods with this label selector (`KEY=VALUE`, comma-separated: all must hold), on `node`
+    /// when given.
     fn list_pods(
         &self,
         namespace: &str,
@@ -252,6 +282,9 @@ pub trait ClusterApi: Send + Sync {
     ) -> impl Future<Output = Result<(), SeamError>> + Send;
 
     fn get_node(&self, name: &str) -> impl Future<Output = Result<NodeStatus, SeamError>> + Send;
+
+    /// Every Node, by name.
+    fn list_nodes(&self) -> impl Future<Output = Result<Vec<NodeStatus>, SeamError>> + Send;
 
     fn get_lease(
         &self,

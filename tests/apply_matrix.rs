@@ -116,6 +116,7 @@ fn fixture_world(name: &str) -> (World, ObservedState) {
                 name: name.into(),
                 resource_version: cm.resource_version.clone(),
                 data: cm.data.clone(),
+                changed_at: cm.changed_at.clone(),
             },
         );
     }
@@ -125,6 +126,8 @@ fn fixture_world(name: &str) -> (World, ObservedState) {
             NodeStatus {
                 name: name.clone(),
                 ready: n.ready,
+                roles: n.roles.clone(),
+                kubelet_version: n.kubelet_version.clone(),
             },
         );
         w.leases.insert(
@@ -144,6 +147,9 @@ fn fixture_world(name: &str) -> (World, ObservedState) {
             uid: format!("uid-{}", p.name),
             ready: true,
             created_at: "2026-12-01T00:00:00Z".into(),
+            restarts: p.restarts,
+            started_at: p.started_at.clone(),
+            labels: [("k8s-app".to_string(), "kube-proxy".to_string())].into(),
         });
     }
     (w, observed)

@@ -5,11 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::Config;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
 
 use crate::configmaps::KubeadmConfigMap;
 use crate::observed::{
@@ -17,7 +14,9 @@ use crate::observed::{
     configmap_key,
 };
 use crate::readings::api::{configmap_observation, kube_node, lease_observation, scheduled_pod};
+use crate::seams::{ClusterApi, SeamError};
 use crate::tls_verify::GoVerifier;
+use crate::transport::cluster::KubeCluster;
 use crate::transport::install_crypto_provider;
 
 /// The leader-election Leases in kube-system.
@@ -77,10 +76,7 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
         sni: config.tls_server_name.clone(),
         roots: config.root_cert.clone(),
     };
-    let mut config = config;
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
-    let client = match Client::try_from(config) {
+    let client = match KubeCluster::from_config(config, timeout) {
         Ok(c) => c,
         Err(e) => {
             obs.reachable = failed(format!(
@@ -90,7 +86,7 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
             return obs;
         }
     };
-    match tokio::time::timeout(timeout, read_all(client)).await {
+    match tokio::time::timeout(timeout, read_all(&client)).await {
         Err(_) => obs.reachable = failed(ctx.timed_out()),
         Ok(Err(e)) => {
             let go_words = match &e {
@@ -99,13 +95,7 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
             };
             obs.reachable = failed(ctx.describe(&e, go_words));
         }
-        Ok(Ok(read)) => {
-            obs.configmaps = read.configmaps;
-            obs.nodes = read.nodes;
-            obs.kube_proxy_pods = read.kube_proxy_pods;
-            obs.leases = read.leases;
-            obs.static_pods = read.static_pods;
-        }
+        Ok(Ok(read)) => read.into_observation(&mut obs),
     }
     obs
 }
@@ -145,55 +135,50 @@ impl Current {
     }
 }
 
-struct Read {
-    configmaps: BTreeMap<String, ConfigMapObservation>,
-    nodes: BTreeMap<String, KubeNode>,
-    kube_proxy_pods: BTreeMap<String, PodObservation>,
-    leases: BTreeMap<String, LeaseObservation>,
-    static_pods: BTreeMap<String, PodObservation>,
+/// What observation keeps of the API's objects.
+#[derive(Debug, Default, PartialEq)]
+pub struct Read {
+    pub configmaps: BTreeMap<String, ConfigMapObservation>,
+    pub nodes: BTreeMap<String, KubeNode>,
+    pub kube_proxy_pods: BTreeMap<String, PodObservation>,
+    pub leases: BTreeMap<String, LeaseObservation>,
+    pub static_pods: BTreeMap<String, PodObservation>,
 }
 
-/// Every read at once; the first failure (in a fixed order) stands for all.
-async fn read_all(client: Client) -> Result<Read, Failure> {
-    let cm = |cm: KubeadmConfigMap| {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), cm.namespace());
-        async move { (configmap_key(cm), api.get_opt(cm.name()).await) }
+impl Read {
+    fn into_observation(self, obs: &mut ApiObservation) {
+        obs.configmaps = self.configmaps;
+        obs.nodes = self.nodes;
+        obs.kube_proxy_pods = self.kube_proxy_pods;
+        obs.leases = self.leases;
+        obs.static_pods = self.static_pods;
+    }
+}
+
+/// Every read through the cluster seam at once; the first failure (in a fixed order) stands
+/// for all.
+pub async fn read_all<C: ClusterApi>(api: &C) -> Result<Read, Failure> {
+    let cm = |cm: KubeadmConfigMap| async move {
+        let got = found(api.get_configmap(cm.namespace(), cm.name()).await);
+        (configmap_key(cm), got)
     };
-    let lease_resource = ApiResource::erase::<Lease>(&());
-    let lease = |name: &'static str| {
-        // Untyped, so renewTime stays the string the API wrote.
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), "kube-system", &lease_resource);
-        async move { (name, api.get_opt(name).await) }
-    };
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    let proxy_pods = ListParams::default().labels("k8s-app=kube-proxy");
-    let control_plane_pods = ListParams::default().labels("tier=control-plane");
-    let all_nodes = ListParams::default();
+    let lease =
+        |name: &'static str| async move { (name, found(api.get_lease("kube-system", name).await)) };
     let (cms, node_list, pod_list, static_list, leases) = tokio::join!(
         futures_util::future::join_all(KubeadmConfigMap::ALL.map(cm)),
-        nodes.list(&all_nodes),
-        pods.list(&proxy_pods),
-        pods.list(&control_plane_pods),
+        api.list_nodes(),
+        api.list_pods("kube-system", "k8s-app=kube-proxy", None),
+        api.list_pods("kube-system", "tier=control-plane", None),
         futures_util::future::join_all(LEASES.map(lease)),
     );
-    let mut read = Read {
-        configmaps: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-        kube_proxy_pods: BTreeMap::new(),
-        leases: BTreeMap::new(),
-        static_pods: BTreeMap::new(),
-    };
+    let mut read = Read::default();
     for (key, got) in cms {
         if let Some(cm) = got.map_err(|e| Failure::of(e, &format!("get configmap {key}")))? {
-            read.configmaps.insert(key, configmap_observation(cm));
+            read.configmaps.insert(key, configmap_observation(&cm));
         }
     }
     for node in node_list.map_err(|e| Failure::of(e, "list nodes"))? {
-        if let Some(name) = node.metadata.name.clone() {
-            read.nodes.insert(name, kube_node(&node));
-        }
+        read.nodes.insert(node.name.clone(), kube_node(&node));
     }
     for pod in pod_list.map_err(|e| Failure::of(e, "list pods -l k8s-app=kube-proxy"))? {
         let Some((node, seen)) = scheduled_pod(&pod) else {
@@ -211,12 +196,7 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
     for pod in static_list.map_err(|e| Failure::of(e, "list pods -l tier=control-plane"))? {
         // Only the static pods whose kubeconfigs hactl plans (etcd's and kube-apiserver's
         // restarts are decided otherwise).
-        let component = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("component"))
-            .map(String::as_str);
+        let component = pod.labels.get("component").map(String::as_str);
         if !matches!(
             component,
             Some("kube-controller-manager" | "kube-scheduler")
@@ -228,17 +208,25 @@ async fn read_all(client: Client) -> Result<Read, Failure> {
         }
     }
     for (name, got) in leases {
-        if let Some(obj) = got.map_err(|e| Failure::of(e, &format!("get lease {name}")))? {
+        if let Some(lease) = got.map_err(|e| Failure::of(e, &format!("get lease {name}")))? {
             read.leases
-                .insert(name.to_string(), lease_observation(&obj.data["spec"]));
+                .insert(name.to_string(), lease_observation(&lease));
         }
     }
     Ok(read)
 }
 
-/// Why a read failed, classified from kube's error chain.
+/// A get's answer with 404 as `None`.
+fn found<T>(got: Result<T, SeamError>) -> Result<Option<T>, SeamError> {
+    match got {
+        Err(SeamError::NotFound { .. }) => Ok(None),
+        got => got.map(Some),
+    }
+}
+
+/// Why a read failed, as the cluster seam sorted it.
 #[derive(Debug)]
-enum Failure {
+pub enum Failure {
     /// The API answered with a Status (`code`, `reason`, `message`).
     Status {
         what: String,
@@ -255,46 +243,35 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(e: kube::Error, what: &str) -> Failure {
-        if let kube::Error::Api(status) = &e {
-            return Failure::Status {
+    fn of(e: SeamError, what: &str) -> Failure {
+        match e {
+            SeamError::Status {
+                code,
+                reason,
+                message,
+                ..
+            } => Failure::Status {
                 what: what.to_string(),
-                code: status.code,
-                reason: status.reason.clone(),
-                message: status.message.clone(),
-            };
-        }
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = src {
-            if let Some(r) = s.downcast_ref::<rustls::Error>() {
-                return Failure::Tls(crate::tls_verify::go_tls_error(r));
-            }
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                return Failure::of_io(io);
-            }
-            if s.to_string().contains("deadline has elapsed") {
-                return Failure::Timeout;
-            }
-            src = s.source();
-        }
-        Failure::Other(e.to_string())
-    }
-
-    /// io::Error hides a custom inner error from `source()`, and hyper-rustls wraps
-    /// tokio-rustls' io::Error in another: look inside each layer.
-    fn of_io(io: &std::io::Error) -> Failure {
-        if let Some(inner) = io.get_ref() {
-            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                return Failure::Tls(crate::tls_verify::go_tls_error(r));
-            }
-            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-                return Failure::of_io(io);
-            }
-        }
-        match io.kind() {
-            std::io::ErrorKind::TimedOut => Failure::Timeout,
-            std::io::ErrorKind::UnexpectedEof => Failure::Dial("EOF".into()),
-            _ => Failure::Dial(crate::transport::tls::os_text(io)),
+                code,
+                reason,
+                message,
+            },
+            SeamError::Conflict { .. } => Failure::Status {
+                what: what.to_string(),
+                code: 409,
+                reason: "Conflict".into(),
+                message: e.to_string(),
+            },
+            SeamError::NotFound { .. } => Failure::Status {
+                what: what.to_string(),
+                code: 404,
+                reason: "NotFound".into(),
+                message: e.to_string(),
+            },
+            SeamError::Unreachable { detail, .. } => Failure::Dial(detail),
+            SeamError::Tls { detail, .. } => Failure::Tls(detail),
+            SeamError::Timeout { .. } => Failure::Timeout,
+            e => Failure::Other(e.to_string()),
         }
     }
 }
@@ -478,5 +455,137 @@ mod tests {
             "{reason}"
         );
         assert!(obs.configmaps.is_empty() && obs.nodes.is_empty());
+    }
+
+    /// A cluster in the fake: two ConfigMaps of three, a Node, kube-proxy rolling out on w1
+    /// (the new pod not ready yet), one pod not scheduled, the static pods, one Lease.
+    fn fake_world() -> crate::seams::fake::World {
+        use crate::seams::{ConfigMap, Lease, NodeStatus, Pod};
+        let mut w = crate::seams::fake::World::default();
+        for (ns, name, key) in [
+            ("kube-system", "kubeadm-config", "ClusterConfiguration"),
+            ("kube-public", "cluster-info", "kubeconfig"),
+        ] {
+            w.configmaps.insert(
+                (ns.into(), name.into()),
+                ConfigMap {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    resource_version: "11".into(),
+                    data: [(key.to_string(), format!("{name} data"))].into(),
+                    changed_at: Some("2026-11-24T08:15:17Z".into()),
+                },
+            );
+        }
+        w.nodes.insert(
+            "cp1".into(),
+            NodeStatus {
+                name: "cp1".into(),
+                ready: true,
+                roles: vec!["control-plane".into()],
+                kubelet_version: "v1.31.2".into(),
+            },
+        );
+        let pod = |name: &str, node: &str, ready: bool, labels: &[(&str, &str)]| Pod {
+            namespace: "kube-system".into(),
+            name: name.into(),
+            node: node.into(),
+            uid: format!("uid-{name}"),
+            ready,
+            created_at: "2026-11-24T08:15:17Z".into(),
+            restarts: 1,
+            started_at: Some("2026-11-24T08:16:00Z".into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let proxy = [("k8s-app", "kube-proxy")];
+        w.pods.push(pod("kube-proxy-old", "w1", true, &proxy));
+        w.pods.push(pod("kube-proxy-new", "w1", false, &proxy));
+        w.pods.push(pod("kube-proxy-pending", "", false, &proxy));
+        let static_pod = |c: &'static str| [("tier", "control-plane"), ("component", c)];
+        w.pods.push(pod(
+            "kube-scheduler-cp1",
+            "cp1",
+            true,
+            &static_pod("kube-scheduler"),
+        ));
+        w.pods
+            .push(pod("etcd-cp1", "cp1", true, &static_pod("etcd")));
+        w.leases.insert(
+            ("kube-system".into(), "kube-scheduler".into()),
+            Lease {
+                namespace: "kube-system".into(),
+                name: "kube-scheduler".into(),
+                holder: Some("cp1_0d6c".into()),
+                acquire_time: None,
+                renew_time: Some("2026-11-24T08:20:00.000000Z".into()),
+                duration_secs: Some(15),
+                resource_version: "12".into(),
+            },
+        );
+        w
+    }
+
+    #[tokio::test]
+    async fn the_fake_cluster_drives_the_api_reads() {
+        let fake = crate::seams::fake::FakeCluster::new(fake_world());
+        let read = read_all(&fake).await.expect("reads");
+        assert_eq!(
+            read.configmaps.keys().collect::<Vec<_>>(),
+            ["kube-public/cluster-info", "kube-system/kubeadm-config"]
+        );
+        assert_eq!(
+            read.configmaps["kube-public/cluster-info"],
+            ConfigMapObservation {
+                resource_version: "11".into(),
+                data: [("kubeconfig".to_string(), "cluster-info data".to_string())].into(),
+                changed_at: Some("2026-11-24T08:15:17Z".into()),
+            }
+        );
+        assert_eq!(read.nodes["cp1"].roles, ["control-plane"]);
+        // The ready pod of the rollout tells w1's state; the unscheduled one is left out.
+        assert_eq!(read.kube_proxy_pods.len(), 1);
+        assert_eq!(read.kube_proxy_pods["w1"].name, "kube-proxy-old");
+        assert_eq!(read.kube_proxy_pods["w1"].restarts, 1);
+        // etcd's static pod is not one hactl restarts for a kubeconfig.
+        assert_eq!(
+            read.static_pods.keys().collect::<Vec<_>>(),
+            ["kube-scheduler-cp1"]
+        );
+        assert_eq!(
+            read.leases["kube-scheduler"].holder.as_deref(),
+            Some("cp1_0d6c")
+        );
+        assert!(!read.leases.contains_key("kube-controller-manager"));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_through_the_seam_is_worded_for_the_operator() {
+        use crate::seams::fake::{Call, FakeCluster, Injected};
+        let ctx = ErrorContext {
+            server: "https://10.0.0.10:6443".into(),
+            origin: "cp1:/etc/kubernetes/admin.conf".into(),
+            user: Some("kubernetes-admin".into()),
+            timeout: Duration::from_secs(5),
+        };
+        let fake = FakeCluster::new(fake_world());
+        fake.fail(Call::ListNodes, 1, Injected::Timeout);
+        let e = read_all(&fake).await.expect_err("fails");
+        assert_eq!(
+            ctx.describe(&e, None),
+            "the API server https://10.0.0.10:6443 (from cp1:/etc/kubernetes/admin.conf) did not answer within 5s: is kube-apiserver running there, and does nothing drop packets to it?"
+        );
+        let fake = FakeCluster::new(fake_world());
+        fake.fail(Call::ListPods, 2, Injected::LostBefore);
+        let e = read_all(&fake).await.expect_err("fails");
+        assert!(
+            ctx.describe(&e, None).starts_with(
+                "cannot read the API server https://10.0.0.10:6443 (from cp1:/etc/kubernetes/admin.conf): the API: connection lost"
+            ),
+            "{}",
+            ctx.describe(&e, None)
+        );
     }
 }

@@ -28,6 +28,7 @@ pub enum Call {
     ListPods,
     DeletePod,
     GetNode,
+    ListNodes,
     GetLease,
     CreateLease,
     RenewLease,
@@ -37,7 +38,7 @@ pub enum Call {
 }
 
 impl Call {
-    pub const ALL: [Call; 16] = [
+    pub const ALL: [Call; 17] = [
         Call::ReadFile,
         Call::WriteFile,
         Call::Backup,
@@ -48,6 +49,7 @@ impl Call {
         Call::ListPods,
         Call::DeletePod,
         Call::GetNode,
+        Call::ListNodes,
         Call::GetLease,
         Call::CreateLease,
         Call::RenewLease,
@@ -536,6 +538,7 @@ impl ClusterApi for FakeCluster {
             let rv = FakeCluster::next_revision(&mut st);
             let mut stored = ConfigMap {
                 resource_version: rv,
+                changed_at: Some(FakeCluster::rfc3339(st.now)),
                 ..cm.clone()
             };
             // The bootstrapsigner re-signs cluster-info for every token (unless stuck).
@@ -573,6 +576,7 @@ impl ClusterApi for FakeCluster {
             .pods
             .iter()
             .filter(|p| p.namespace == namespace && node.is_none_or(|n| p.node == n))
+            .filter(|p| selected(p, selector))
             .cloned()
             .collect();
         answer(lost, pods)
@@ -599,6 +603,8 @@ impl ClusterApi for FakeCluster {
             name: format!("{}-r{rv}", old.name),
             uid: format!("uid-{rv}"),
             created_at: FakeCluster::rfc3339(now),
+            restarts: 0,
+            started_at: Some(FakeCluster::rfc3339(now)),
             ..old
         });
         answer(lost, ())
@@ -613,6 +619,13 @@ impl ClusterApi for FakeCluster {
             Some(n) => answer(lost, n),
             None => Err(SeamError::NotFound { what }),
         }
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeStatus>, SeamError> {
+        self.pause().await;
+        let lost = self.enter(Call::ListNodes, "nodes", None)?;
+        let nodes = self.lock().world.nodes.values().cloned().collect();
+        answer(lost, nodes)
     }
 
     async fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, SeamError> {
@@ -716,9 +729,10 @@ impl ClusterApi for FakeCluster {
             .get(address)
             .and_then(|node| st.world.served.get(node));
         let result = match served {
-            None => Err(SeamError::Transport(format!(
-                "{what}: dial tcp {address}: connect: connection refused"
-            ))),
+            None => Err(SeamError::Unreachable {
+                what,
+                detail: format!("dial tcp {address}: connect: connection refused"),
+            }),
             Some(cert) if FakeCluster::names(cert, server_name) => Ok(()),
             Some(_) => Err(SeamError::Api {
                 what,
@@ -728,6 +742,17 @@ impl ClusterApi for FakeCluster {
         drop(st);
         result.and_then(|()| answer(lost, ()))
     }
+}
+
+/// Whether the pod's labels hold every `KEY=VALUE` of the selector.
+fn selected(pod: &Pod, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|term| !term.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => pod.labels.get(k.trim()).is_some_and(|l| l == v.trim()),
+            None => false,
+        })
 }
 
 impl FakeCluster {
@@ -819,6 +844,7 @@ mod tests {
                 name: "kube-proxy".into(),
                 resource_version: "7".into(),
                 data: [("kubeconfig.conf".to_string(), "server: a\n".to_string())].into(),
+                changed_at: None,
             },
         );
         w
@@ -936,6 +962,8 @@ mod tests {
                 uid: "u1".into(),
                 ready: true,
                 created_at: "2026-01-01T00:00:00Z".into(),
+                labels: [("k8s-app".to_string(), "kube-proxy".to_string())].into(),
+                ..Pod::default()
             })
         });
         block_on(fake.delete_pod("kube-system", "kube-proxy-abcde")).unwrap();
@@ -960,6 +988,6 @@ mod tests {
             .iter()
             .flat_map(|c| Injected::ALL.iter().filter(move |f| f.applies_to(*c)))
             .count();
-        assert_eq!(pairs, 16 * 3 + 3 + 2);
+        assert_eq!(pairs, 17 * 3 + 3 + 2);
     }
 }

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::readings::api::{node_ready, pod_ready, rfc3339};
+use crate::readings::api::{configmap, lease, node_status, pod};
 use crate::seams::{BootstrapToken, ClusterApi, ConfigMap, Lease, NodeStatus, Pod, SeamError};
 
 /// The User-Agent of every request: the lab's API server, like kube-apiserver, names the
@@ -39,17 +39,24 @@ impl KubeCluster {
             detail: e,
         };
         let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| bad(e.to_string()))?;
-        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| bad(e.to_string()))?;
+        KubeCluster::from_config(config, timeout).map_err(bad)
+    }
+
+    /// A client for `config`, every call and connection bounded by `timeout`, with hactl's
+    /// User-Agent; the error in kube's words.
+    pub fn from_config(mut config: Config, timeout: Duration) -> Result<Self, String> {
+        super::install_crypto_provider();
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         config.headers.push((
             hyper::header::USER_AGENT,
-            hyper::header::HeaderValue::from_str(&user_agent()).map_err(|e| bad(e.to_string()))?,
+            hyper::header::HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?,
         ));
-        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        let client = Client::try_from(config).map_err(|e| e.to_string())?;
         Ok(KubeCluster { client, timeout })
     }
 
@@ -65,21 +72,76 @@ impl KubeCluster {
                 after: self.timeout,
             }),
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(sort(what, e)),
+            Ok(Err(e)) => Err(sort(what, &e, self.timeout)),
         }
     }
 }
 
-/// 409 and 404 are kinds apply decides on; other refusals keep the API's message.
-fn sort(what: String, e: kube::Error) -> SeamError {
-    match e {
-        kube::Error::Api(s) if s.code == 409 => SeamError::Conflict { what },
-        kube::Error::Api(s) if s.code == 404 => SeamError::NotFound { what },
-        kube::Error::Api(s) => SeamError::Api {
+/// kube's error sorted into the seam's kinds: 409 and 404 are what apply decides on; other
+/// statuses keep code, reason and message; a failed connection or handshake keeps Go's words
+/// (kube's error chain is searched for rustls' and the OS's errors).
+fn sort(what: String, e: &kube::Error, timeout: Duration) -> SeamError {
+    if let kube::Error::Api(s) = e {
+        return match s.code {
+            409 => SeamError::Conflict { what },
+            404 => SeamError::NotFound { what },
+            code => SeamError::Status {
+                what,
+                code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+        };
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return SeamError::Tls {
+                what,
+                detail: crate::tls_verify::go_tls_error(r),
+            };
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return sort_io(what, io, timeout);
+        }
+        if s.to_string().contains("deadline has elapsed") {
+            return SeamError::Timeout {
+                what,
+                after: timeout,
+            };
+        }
+        src = s.source();
+    }
+    SeamError::Transport(format!("{what}: {e}"))
+}
+
+/// io::Error hides a custom inner error from `source()`, and hyper-rustls wraps tokio-rustls'
+/// io::Error in another: look inside each layer.
+fn sort_io(what: String, io: &std::io::Error, timeout: Duration) -> SeamError {
+    if let Some(inner) = io.get_ref() {
+        if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+            return SeamError::Tls {
+                what,
+                detail: crate::tls_verify::go_tls_error(r),
+            };
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return sort_io(what, io, timeout);
+        }
+    }
+    match io.kind() {
+        std::io::ErrorKind::TimedOut => SeamError::Timeout {
             what,
-            detail: format!("{} ({})", s.message, s.code),
+            after: timeout,
         },
-        e => SeamError::Transport(format!("{what}: {e}")),
+        std::io::ErrorKind::UnexpectedEof => SeamError::Unreachable {
+            what,
+            detail: "EOF".into(),
+        },
+        _ => SeamError::Unreachable {
+            what,
+            detail: super::tls::os_text(io),
+        },
     }
 }
 
@@ -87,28 +149,6 @@ fn writes() -> PostParams {
     PostParams {
         field_manager: Some("hactl".into()),
         ..PostParams::default()
-    }
-}
-
-fn configmap(namespace: &str, name: &str, cm: KubeConfigMap) -> ConfigMap {
-    ConfigMap {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        resource_version: cm.metadata.resource_version.unwrap_or_default(),
-        data: cm.data.unwrap_or_default().into_iter().collect(),
-    }
-}
-
-fn lease(l: KubeLease) -> Lease {
-    let spec = l.spec.unwrap_or_default();
-    Lease {
-        namespace: l.metadata.namespace.unwrap_or_default(),
-        name: l.metadata.name.unwrap_or_default(),
-        holder: spec.holder_identity,
-        acquire_time: spec.acquire_time.as_ref().and_then(rfc3339),
-        renew_time: spec.renew_time.as_ref().and_then(rfc3339),
-        duration_secs: spec.lease_duration_seconds.map(|d| d.max(0) as u32),
-        resource_version: l.metadata.resource_version.unwrap_or_default(),
     }
 }
 
@@ -180,23 +220,8 @@ impl ClusterApi for KubeCluster {
             .await?;
         let mut pods: Vec<Pod> = list
             .items
-            .into_iter()
-            .map(|p| {
-                let ready = pod_ready(&p);
-                Pod {
-                    namespace: namespace.to_string(),
-                    name: p.metadata.name.unwrap_or_default(),
-                    node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
-                    uid: p.metadata.uid.unwrap_or_default(),
-                    ready,
-                    created_at: p
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .and_then(rfc3339)
-                        .unwrap_or_default(),
-                }
-            })
+            .iter()
+            .map(|p| pod(namespace, p))
             .filter(|p| node.is_none_or(|n| p.node == n))
             .collect();
         pods.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
@@ -216,10 +241,15 @@ impl ClusterApi for KubeCluster {
     async fn get_node(&self, name: &str) -> Result<NodeStatus, SeamError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let node = self.call(format!("nodes {name}"), api.get(name)).await?;
-        Ok(NodeStatus {
-            name: name.to_string(),
-            ready: node_ready(&node),
-        })
+        Ok(node_status(&node))
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeStatus>, SeamError> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let list = self
+            .call("nodes".to_string(), api.list(&ListParams::default()))
+            .await?;
+        Ok(list.items.iter().map(node_status).collect())
     }
 
     async fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, SeamError> {
@@ -297,9 +327,13 @@ impl ClusterApi for KubeCluster {
             .map_err(|e| failed(format!("{address}: {e}")))?;
         let verifier =
             crate::tls_verify::GoVerifier::from_ca_pem(ca_pem.as_bytes()).map_err(failed)?;
-        let stream = super::tls::dial(addr, self.timeout)
-            .await
-            .map_err(|e| SeamError::Transport(format!("{what}: {e}")))?;
+        let stream =
+            super::tls::dial(addr, self.timeout)
+                .await
+                .map_err(|e| SeamError::Unreachable {
+                    what: what.clone(),
+                    detail: e,
+                })?;
         super::tls::handshake(
             stream,
             server_name,
