@@ -14,10 +14,13 @@
 pub mod api;
 pub mod endpoint;
 pub mod etcd;
+pub mod fake;
 pub mod node;
+pub mod reach;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,10 +31,10 @@ use crate::observed::{
     ObservedState, Probe,
 };
 use crate::spec::{DesiredState, Node, Role};
-use crate::transport::ssh::SshSession;
 use crate::transport::{SshTarget, resolve_path};
 
 use node::NodeReading;
+use reach::{Reach, SshReach};
 
 /// How observation runs.
 #[derive(Clone, Debug)]
@@ -66,9 +69,9 @@ impl ObserveOptions {
 
 /// The observed state, and the connections that observed it (reused by whatever runs next in
 /// the same process; close them with [`Observation::close`]).
-pub struct Observation {
+pub struct Observation<R: Reach = SshReach> {
     pub state: ObservedState,
-    pub sessions: BTreeMap<String, SshSession>,
+    pub sessions: BTreeMap<String, R::Session>,
     /// What was found but left out of the state (a file that does not parse), each naming the
     /// node and the file.
     pub warnings: Vec<String>,
@@ -90,23 +93,21 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Observation {
+impl<R: Reach> Observation<R> {
     /// Closes every master connection (no ssh process is left behind).
     pub async fn close(self) {
-        close_all(self.sessions).await;
+        close_all::<R>(self.sessions).await;
     }
 
     /// What was observed, and the closing of every master connection, to run beside what
     /// comes next when nothing after observation needs them (`plan`, `observe`).
     pub fn into_state(self) -> (ObservedState, impl Future<Output = ()> + Send + 'static) {
-        (self.state, close_all(self.sessions))
+        (self.state, close_all::<R>(self.sessions))
     }
 }
 
-async fn close_all(sessions: BTreeMap<String, SshSession>) {
-    let closing = sessions.into_values().map(SshSession::close);
-    // A master that already died has nothing left to close.
-    let _ = futures_util::future::join_all(closing).await;
+async fn close_all<R: Reach>(sessions: BTreeMap<String, R::Session>) {
+    futures_util::future::join_all(sessions.into_values().map(R::close)).await;
 }
 
 /// The nodes of `desired` whose observation failed, with the reason, in file order.
@@ -124,8 +125,17 @@ pub fn unreachable_nodes<'a>(
         .collect()
 }
 
-/// Observes the cluster `desired` describes.
+/// Observes the cluster `desired` describes, over SSH and `kube`.
 pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observation {
+    observe_with(Arc::new(SshReach), desired, opts).await
+}
+
+/// Observes the cluster `desired` describes through `reach`.
+pub async fn observe_with<R: Reach>(
+    reach: Arc<R>,
+    desired: &DesiredState,
+    opts: &ObserveOptions,
+) -> Observation<R> {
     let kubeconfig_file = desired
         .cluster
         .kubeconfig
@@ -137,12 +147,12 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
     // soon as that node has answered, beside the other nodes' reads.
     let api_from_file = async {
         match &kubeconfig_file {
-            Some(path) => Some(read_api_file(path, opts.probe_timeout).await),
+            Some(path) => Some(read_api_file(&*reach, path, opts.probe_timeout).await),
             None => None,
         }
     };
     let (round1, api_from_file) = tokio::join!(
-        read_nodes(desired, opts, kubeconfig_file.is_none()),
+        read_nodes(&reach, desired, opts, kubeconfig_file.is_none()),
         api_from_file
     );
     let Round1 {
@@ -173,7 +183,7 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
                 .or(cas.first())
                 .map(|(_, pem)| pem.as_str());
             let (etcd, endpoint) =
-                etcd_and_lb(from, &desired.endpoint, ca_pem, opts.probe_timeout).await;
+                etcd_and_lb(&*reach, from, &desired.endpoint, ca_pem, opts.probe_timeout).await;
             (etcd, endpoint, None)
         }
     };
@@ -246,19 +256,19 @@ pub async fn observe(desired: &DesiredState, opts: &ObserveOptions) -> Observati
 
 /// What round 1 found: the nodes' sessions and observations, their CAs, the existing control
 /// plane (the `kubeadm init` node, the one with admin.conf, first) and round 2, begun.
-struct Round1<'a> {
-    sessions: BTreeMap<String, SshSession>,
+struct Round1<'a, R: Reach> {
+    sessions: BTreeMap<String, R::Session>,
     observations: BTreeMap<String, NodeObservation>,
     cas: Vec<(String, String)>,
     warnings: Vec<String>,
     control_planes: Vec<&'a Node>,
-    early: Option<tokio::task::JoinHandle<Round2>>,
+    early: Option<tokio::task::JoinHandle<Round2<R>>>,
 }
 
 /// Round 2 through the `kubeadm init` node, which holds its session until it is done.
-struct Round2 {
+struct Round2<R: Reach> {
     node: String,
-    session: SshSession,
+    session: R::Session,
     etcd: EtcdObservation,
     endpoint: EndpointObservation,
     /// None when the API is read through cluster.kubeconfig instead.
@@ -268,11 +278,12 @@ struct Round2 {
 /// Round 1: connects to every node and reads it, `parallelism` at a time; the answers are taken
 /// in file order, and the first control-plane node running an API server with admin.conf (the
 /// `kubeadm init` node) starts round 2 at once (the API through its admin.conf when `read_api`).
-async fn read_nodes<'a>(
+async fn read_nodes<'a, R: Reach>(
+    reach: &Arc<R>,
     desired: &'a DesiredState,
     opts: &ObserveOptions,
     read_api: bool,
-) -> Round1<'a> {
+) -> Round1<'a, R> {
     let answers = stream::iter(desired.nodes.iter().map(|n| async move {
         let target = SshTarget::new(
             desired,
@@ -282,7 +293,7 @@ async fn read_nodes<'a>(
             opts.connect_timeout,
             opts.command_timeout,
         );
-        match SshSession::connect(target).await {
+        match reach.connect(target).await {
             Ok(session) => {
                 let reading = node::read_node(&session, n).await;
                 (n, Some(session), reading)
@@ -322,12 +333,12 @@ async fn read_nodes<'a>(
                 (Some(kubeconfig), None, Some(init)) => {
                     round.control_planes.insert(0, node);
                     round.early = Some(tokio::spawn(round2(
+                        reach.clone(),
                         node.name.clone(),
                         init,
-                        kubeconfig,
+                        read_api.then_some(kubeconfig),
                         ca_pem.clone(),
                         desired.endpoint.clone(),
-                        read_api,
                         opts.probe_timeout,
                     )));
                 }
@@ -349,26 +360,24 @@ async fn read_nodes<'a>(
 }
 
 /// Round 2 through the `kubeadm init` node: etcd, the LB verified against its CA, and the API
-/// through its admin.conf (held in memory only).
-async fn round2(
+/// through its admin.conf (held in memory only) when it is given.
+async fn round2<R: Reach>(
+    reach: Arc<R>,
     node: String,
-    session: SshSession,
-    kubeconfig: String,
+    session: R::Session,
+    admin_conf: Option<String>,
     ca_pem: Option<String>,
     lb: crate::spec::Endpoint,
-    read_api: bool,
     timeout: Duration,
-) -> Round2 {
+) -> Round2<R> {
     let api = async {
-        if !read_api {
-            return None;
-        }
+        let kubeconfig = admin_conf?;
         let origin = format!("{node}:/etc/kubernetes/admin.conf");
-        let api = api::read_api(&kubeconfig, &origin, timeout).await;
+        let api = api::read_api(&*reach, &kubeconfig, &origin, timeout).await;
         Some((api, Some(Credentials { origin, kubeconfig })))
     };
     let ((etcd, endpoint), api) = tokio::join!(
-        etcd_and_lb(Some(&session), &lb, ca_pem.as_deref(), timeout),
+        etcd_and_lb(&*reach, Some(&session), &lb, ca_pem.as_deref(), timeout),
         api
     );
     Round2 {
@@ -382,8 +391,9 @@ async fn round2(
 
 /// etcd through `session` (unasked without one) and the LB verified against `ca_pem`, side by
 /// side.
-async fn etcd_and_lb(
-    session: Option<&SshSession>,
+async fn etcd_and_lb<R: Reach>(
+    reach: &R,
+    session: Option<&R::Session>,
     lb: &crate::spec::Endpoint,
     ca_pem: Option<&str>,
     timeout: Duration,
@@ -394,15 +404,19 @@ async fn etcd_and_lb(
             None => EtcdObservation::unasked(),
         }
     };
-    tokio::join!(etcd, endpoint::probe_endpoint(lb, ca_pem, timeout))
+    tokio::join!(etcd, reach.probe_endpoint(lb, ca_pem, timeout))
 }
 
 /// The API through a kubeconfig file on this machine.
-async fn read_api_file(path: &Path, timeout: Duration) -> (ApiObservation, Option<Credentials>) {
+async fn read_api_file<R: Reach>(
+    reach: &R,
+    path: &Path,
+    timeout: Duration,
+) -> (ApiObservation, Option<Credentials>) {
     match tokio::fs::read_to_string(path).await {
         Ok(kubeconfig) => {
             let origin = path.display().to_string();
-            let api = api::read_api(&kubeconfig, &origin, timeout).await;
+            let api = api::read_api(reach, &kubeconfig, &origin, timeout).await;
             (api, Some(Credentials { origin, kubeconfig }))
         }
         Err(e) => (

@@ -58,6 +58,24 @@ impl GoVerifier {
         Ok(GoVerifier { inner, roots: ders })
     }
 
+    /// What a TLS client verifying for `host` at `now` (Unix seconds) says of a server that
+    /// presents `served_pem` (the leaf first, then intermediates): x509's words, as a
+    /// handshake with that server ends.
+    pub fn verify_served_pem(&self, served_pem: &[u8], host: &str, now: i64) -> Result<(), String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(served_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("x509: malformed certificate: {e}"))?;
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("x509: malformed certificate: no PEM block".into());
+        };
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| format!("tls: invalid server name {host:?}"))?;
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64));
+        self.verify_server_cert(leaf, intermediates, &name, &[], now)
+            .map(|_| ())
+            .map_err(|e| x509_message(&e).unwrap_or_else(|| go_tls_error(&e)))
+    }
+
     /// Go's `Certificate.Verify` with `KeyUsages: Any` and no host name, as kubeadm's
     /// `VerifyCertChain` checks a certificate on disk against `ca.crt`: the validity period at
     /// `now` (Unix seconds), then a trusted CA that issued and signed it.

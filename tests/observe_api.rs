@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hactl::observe::api::read_api;
 use hactl::observe::endpoint::probe_endpoint;
+use hactl::observe::reach::SshReach;
 use hactl::observed::{ApiObservation, ObservedState, Probe};
 use hactl::spec::Endpoint;
 use lab_support::{Lab, plan};
@@ -146,7 +147,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
     let rt = rt();
     let (admin, origin) = admin_conf(&lab);
 
-    let obs = rt.block_on(read_api(&admin, &origin, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &admin, &origin, TIMEOUT));
     assert_eq!(obs.server.as_deref(), Some("https://127.0.24.11:6443"));
     assert_matches_kubectl(&lab, &obs);
     assert_eq!(obs.nodes["cp1"].roles, ["control-plane"]);
@@ -189,7 +190,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
     // Nothing listens: refused, naming the server, the file and what to check.
     let nowhere = admin.replace("https://127.0.24.11:6443", "https://127.0.24.99:6443");
     let origin_cp1 = "cp1:/etc/kubernetes/admin.conf";
-    let obs = rt.block_on(read_api(&nowhere, origin_cp1, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &nowhere, origin_cp1, TIMEOUT));
     let reason = obs.reachable.failure().expect("unreachable");
     assert_eq!(
         reason,
@@ -200,7 +201,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
 
     // Through the LB's address, which cp1's fresh certificate does not carry: Go's words.
     let via_lb = admin.replace("https://127.0.24.11:6443", "https://127.0.24.100:6443");
-    let obs = rt.block_on(read_api(&via_lb, origin_cp1, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &via_lb, origin_cp1, TIMEOUT));
     assert_eq!(
         obs.reachable.failure(),
         Some(
@@ -210,7 +211,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
 
     // A CA that did not sign the API server's certificate: Go's words, and what to use.
     let foreign = with_ca(&admin, &foreign_ca());
-    let obs = rt.block_on(read_api(&foreign, origin_cp1, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &foreign, origin_cp1, TIMEOUT));
     assert_eq!(
         obs.reachable.failure(),
         Some(
@@ -220,7 +221,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
 
     // A token the API server does not know: 401, naming the kubeconfig's user.
     let token_user = token_kubeconfig(&admin, "abcdef.0123456789abcdef");
-    let obs = rt.block_on(read_api(&token_user, &origin, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &token_user, &origin, TIMEOUT));
     let reason = obs.reachable.failure().expect("401");
     assert_eq!(
         reason,
@@ -238,7 +239,7 @@ fn the_api_reads_what_kubectl_sees_and_failures_say_why() {
     let token = lab.ssh_ok("cp1", "kubeadm token create").trim().to_string();
     let (_, secret) = token.split_once('.').expect("a bootstrap token");
     let bootstrapper = token_kubeconfig(&admin, &token);
-    let obs = rt.block_on(read_api(&bootstrapper, &origin, TIMEOUT));
+    let obs = rt.block_on(read_api(&SshReach, &bootstrapper, &origin, TIMEOUT));
     let reason = obs.reachable.failure().expect("403");
     assert_eq!(
         reason,
@@ -259,7 +260,12 @@ fn an_api_server_that_never_answers_times_out_within_the_bound() {
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://127.0.25.98:{port}\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: kubernetes-admin\n  name: kubernetes-admin@kubernetes\ncurrent-context: kubernetes-admin@kubernetes\nusers:\n- name: kubernetes-admin\n  user: {{}}\n"
     );
     let started = Instant::now();
-    let obs = rt().block_on(read_api(&kubeconfig, "/tmp/x.conf", Duration::from_secs(1)));
+    let obs = rt().block_on(read_api(
+        &SshReach,
+        &kubeconfig,
+        "/tmp/x.conf",
+        Duration::from_secs(1),
+    ));
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -317,7 +323,7 @@ fn a_1_23_docker_cluster_reads_as_its_fixture() {
         &["--kubernetes-version", "1.23", "--runtime", "docker"],
     );
     let (admin, origin) = admin_conf(&lab);
-    let obs = rt().block_on(read_api(&admin, &origin, TIMEOUT));
+    let obs = rt().block_on(read_api(&SshReach, &admin, &origin, TIMEOUT));
     assert_matches_kubectl(&lab, &obs);
     let want = fixture("fresh-1.23-docker.json");
     assert_eq!(obs.nodes["cp1"], want.api.nodes["cp1"]);

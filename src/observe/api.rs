@@ -1,13 +1,12 @@
 //! The Kubernetes API through `kube`: the three ConfigMaps, Nodes, kube-proxy Pods, Leases.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Config;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use super::reach::Reach;
 use crate::configmaps::KubeadmConfigMap;
 use crate::observed::{
     ApiObservation, ConfigMapObservation, KubeNode, LeaseObservation, PodObservation, Probe,
@@ -15,8 +14,6 @@ use crate::observed::{
 };
 use crate::readings::api::{configmap_observation, kube_node, lease_observation, scheduled_pod};
 use crate::seams::{ClusterApi, SeamError};
-use crate::tls_verify::GoVerifier;
-use crate::transport::cluster::KubeCluster;
 use crate::transport::install_crypto_provider;
 
 /// The leader-election Leases in kube-system.
@@ -24,8 +21,14 @@ pub const LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
 
 /// Reads the API as the kubeconfig `kubeconfig` (its text, held in memory) says; `origin`
 /// names where it came from (`/path/admin.conf`, `cp1:/etc/kubernetes/admin.conf`) for
-/// messages. Failures are data (`reachable: failed`), never an early return.
-pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiObservation {
+/// messages; the client is `reach`'s. Failures are data (`reachable: failed`), never an early
+/// return.
+pub async fn read_api<R: Reach>(
+    reach: &R,
+    kubeconfig: &str,
+    origin: &str,
+    timeout: Duration,
+) -> ApiObservation {
     install_crypto_provider();
     let mut obs = ApiObservation::new(Probe::Ok);
     let kc = match Kubeconfig::from_yaml(kubeconfig) {
@@ -64,19 +67,7 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
             return obs;
         }
     };
-    let go_probe = GoProbe {
-        host: config
-            .cluster_url
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port: config.cluster_url.port_u16().unwrap_or(443),
-        sni: config.tls_server_name.clone(),
-        roots: config.root_cert.clone(),
-    };
-    let client = match KubeCluster::from_config(config, timeout) {
+    let client = match reach.api(config.clone(), timeout) {
         Ok(c) => c,
         Err(e) => {
             obs.reachable = failed(format!(
@@ -86,11 +77,11 @@ pub async fn read_api(kubeconfig: &str, origin: &str, timeout: Duration) -> ApiO
             return obs;
         }
     };
-    match tokio::time::timeout(timeout, read_all(&client)).await {
+    match tokio::time::timeout(timeout, read_all(&*client)).await {
         Err(_) => obs.reachable = failed(ctx.timed_out()),
         Ok(Err(e)) => {
             let go_words = match &e {
-                Failure::Tls(_) => go_probe.x509_words(timeout).await,
+                Failure::Tls(_) => reach.x509_words(&config, timeout).await,
                 _ => None,
             };
             obs.reachable = failed(ctx.describe(&e, go_words));
@@ -381,39 +372,6 @@ impl ErrorContext {
     }
 }
 
-/// Where kube connected, to ask [`GoVerifier`] for the x509 failure in Go's words (kube's
-/// verifier words errors its own way).
-struct GoProbe {
-    host: String,
-    port: u16,
-    sni: Option<String>,
-    roots: Option<Vec<Vec<u8>>>,
-}
-
-impl GoProbe {
-    /// A second handshake against the same server and CA bundle; `None` when it does not
-    /// fail on the certificate.
-    async fn x509_words(self, timeout: Duration) -> Option<String> {
-        let verifier = Arc::new(GoVerifier::from_ca_der(self.roots?).ok()?);
-        let ip = match self.host.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await
-                .ok()?
-                .next()?
-                .ip(),
-        };
-        let stream = crate::transport::tls::dial(SocketAddr::new(ip, self.port), timeout)
-            .await
-            .ok()?;
-        let name = self.sni.as_deref().unwrap_or(&self.host);
-        let err = crate::transport::tls::handshake(stream, name, verifier, timeout)
-            .await
-            .err()?;
-        err.starts_with("x509:").then_some(err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,7 +390,13 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_host_says_so_and_what_to_add() {
         let kc = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://no-such-host.invalid:6443\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: u\n  name: c\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n";
-        let obs = read_api(kc, "/tmp/x.conf", Duration::from_secs(3)).await;
+        let obs = read_api(
+            &super::super::reach::SshReach,
+            kc,
+            "/tmp/x.conf",
+            Duration::from_secs(3),
+        )
+        .await;
         assert_eq!(
             obs.reachable.failure(),
             Some(
@@ -444,6 +408,7 @@ mod tests {
     #[tokio::test]
     async fn garbage_is_a_failed_read_naming_the_file() {
         let obs = read_api(
+            &super::super::reach::SshReach,
             "clusters: [",
             "cp1:/etc/kubernetes/admin.conf",
             Duration::from_secs(1),

@@ -113,6 +113,16 @@ pub struct World {
     pub served: BTreeMap<String, Vec<u8>>,
     /// Bootstrap token id → secret: what the bootstrapsigner signs cluster-info with.
     pub tokens: BTreeMap<String, String>,
+    /// node → what each command of observation's scripts prints there: section → (exit
+    /// code, its stdout and stderr). The node script's `user`, `kubeadm`, `kubelet`,
+    /// `sockets`, `kubelet-unit`; the etcd script's `endpoint`, `members`, `health`.
+    pub commands: BTreeMap<String, BTreeMap<String, (i32, String)>>,
+    /// (node, path) → modification time (Unix seconds); a write or a restore makes it now.
+    pub mtimes: BTreeMap<(String, String), i64>,
+    /// The `ADDRESS:PORT`s that accept TCP from the nodes (API servers, etcd).
+    pub listening: BTreeSet<String>,
+    /// The load balancer: `ADDRESS:PORT` → the node whose API server it forwards to.
+    pub balancers: BTreeMap<String, String>,
 }
 
 /// `never_renews(BOOTSTRAPSIGNER)`: cluster-info is never re-signed.
@@ -226,6 +236,20 @@ impl FakeCluster {
     /// Every call to `node` fails as an unreachable node's would.
     pub fn take_down(&self, node: &str) {
         self.lock().down.insert(node.to_string());
+    }
+
+    /// Whether `node` was taken down.
+    pub fn is_down(&self, node: &str) -> bool {
+        self.lock().down.contains(node)
+    }
+
+    /// A file was written: its mtime is now, and an API server rereads its certificate.
+    fn changed(st: &mut State, node: &str, path: &str) {
+        let now = st.now.as_secs() as i64;
+        st.world
+            .mtimes
+            .insert((node.to_string(), path.to_string()), now);
+        FakeCluster::reload(st, node, path);
     }
 
     /// Calls give way once before they act (see `State::yielding`).
@@ -372,7 +396,7 @@ impl NodeOps for FakeCluster {
         st.world
             .files
             .insert((node.to_string(), path.to_string()), file.clone());
-        FakeCluster::reload(&mut st, node, path);
+        FakeCluster::changed(&mut st, node, path);
         drop(st);
         answer(lost, ())
     }
@@ -445,7 +469,7 @@ impl NodeOps for FakeCluster {
                 gid: backup.gid,
             },
         );
-        FakeCluster::reload(&mut st, node, &backup.path);
+        FakeCluster::changed(&mut st, node, &backup.path);
         answer(lost, ())
     }
 
@@ -935,6 +959,13 @@ mod tests {
         after
             .files
             .remove(&("cp1".to_string(), b.backup_path.clone()));
+        // A restore is a write, as on a node: the file's mtime moves; all else is as before.
+        assert!(
+            after
+                .mtimes
+                .remove(&("cp1".to_string(), path.to_string()))
+                .is_some()
+        );
         assert_eq!(after, before);
         fake.edit(|w| {
             w.files.insert(
