@@ -1,7 +1,8 @@
 //! The live-plan benchmark: `hactl plan` against labs of 1 control-plane node and 0, 10 and 50
 //! workers, beside the floor for reading those nodes (plain OpenSSH: one `ssh` per node, all at
 //! once, each running observation's node script, with the same ssh config and key exchange),
-//! reported as wall times, hactl's peak memory and CPU, and hactl's ratio to the floor.
+//! reported as wall times, hactl's peak memory and CPU, the machine's busy CPU during each
+//! run, and hactl's ratio to the floor.
 //!
 //! `cargo bench --bench plan` (root, the lab's packages; see README). Runs are interleaved
 //! (0, 10, 50, 0, 10, 50, …) so that load on the machine affects every size alike; the
@@ -28,11 +29,31 @@ struct Run {
     /// User + system CPU of hactl and the children it waited for (each node's `ssh` master
     /// until it backgrounds itself, i.e. the client side of every handshake), seconds.
     cpu: f64,
+    /// The machine's busy CPU during the run (hactl, the lab's sshds, etcd, …).
+    machine: f64,
     code: i32,
+}
+
+/// The machine's busy CPU time so far, all cores (`/proc/stat`: everything but idle and iowait):
+/// read around a run, it shows whether the run kept both cores busy or waited.
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .expect("the cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().expect("a tick count"))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks.iter().sum::<f64>() - ticks[3] - ticks[4]) / hz
 }
 
 /// Runs `hactl plan FILE` once.
 fn run_plan(file: &std::path::Path) -> Run {
+    let busy = machine_busy();
     let started = Instant::now();
     let child = Command::new(HACTL)
         .args(["plan", "--no-color"])
@@ -50,6 +71,7 @@ fn run_plan(file: &std::path::Path) -> Run {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4 failed");
     let elapsed = started.elapsed();
+    let machine = machine_busy() - busy;
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -61,14 +83,17 @@ fn run_plan(file: &std::path::Path) -> Run {
         wall: elapsed,
         peak_kib: usage.ru_maxrss,
         cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+        machine,
         code,
     }
 }
 
 /// The floor: every node read at once by plain OpenSSH, one `ssh` per node (a full handshake,
 /// as hactl's master connection makes), each running observation's node script sent on stdin.
-fn run_floor(ssh_config: &std::path::Path, nodes: &[String]) -> Duration {
+fn run_floor(ssh_config: &std::path::Path, nodes: &[String]) -> Floor {
     let script = hactl::readings::node::node_script();
+    let clients = children_cpu();
+    let busy = machine_busy();
     let started = Instant::now();
     let children: Vec<_> = nodes
         .iter()
@@ -91,7 +116,31 @@ fn run_floor(ssh_config: &std::path::Path, nodes: &[String]) -> Duration {
         let status = child.wait().expect("wait for ssh");
         assert!(status.success(), "ssh {node} exited {status}");
     }
-    started.elapsed()
+    Floor {
+        wall: started.elapsed(),
+        machine: machine_busy() - busy,
+        clients: children_cpu() - clients,
+    }
+}
+
+/// One run of the floor.
+struct Floor {
+    wall: Duration,
+    /// The machine's busy CPU during the run.
+    machine: f64,
+    /// User + system CPU of its `ssh` clients.
+    clients: f64,
+}
+
+/// User + system CPU of every child this process has waited for, seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live local.
+    let got = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(got, 0, "getrusage failed");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
@@ -104,6 +153,9 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 struct Series {
     wall: Vec<f64>,
     floor: Vec<f64>,
+    machine: Vec<f64>,
+    floor_machine: Vec<f64>,
+    floor_clients: Vec<f64>,
     peak_kib: Vec<i64>,
     cpu: Vec<f64>,
 }
@@ -145,8 +197,13 @@ fn main() {
         // `cargo test --benches` runs this without --bench: nothing to measure then.
         return;
     }
+    // HACTL_BENCH_WORKERS=50 measures only that lab (for quick comparisons while working).
+    let only: Option<usize> = std::env::var("HACTL_BENCH_WORKERS")
+        .ok()
+        .map(|w| w.parse().expect("HACTL_BENCH_WORKERS is a worker count"));
     let labs: Vec<(usize, Lab)> = SIZES
         .iter()
+        .filter(|(workers, _)| only.is_none_or(|o| o == *workers))
         .map(|&(workers, net)| {
             eprintln!("lab up: 1 control-plane node, {workers} workers (127.0.{net}.x)");
             (
@@ -182,9 +239,12 @@ fn main() {
                 if round > 0 {
                     let series = &mut series[s][i];
                     series.wall.push(run.wall.as_secs_f64());
-                    series.floor.push(floor.as_secs_f64());
+                    series.floor.push(floor.wall.as_secs_f64());
                     series.peak_kib.push(run.peak_kib);
                     series.cpu.push(run.cpu);
+                    series.machine.push(run.machine);
+                    series.floor_machine.push(floor.machine);
+                    series.floor_clients.push(floor.clients);
                 }
             }
         }
@@ -193,9 +253,9 @@ fn main() {
         "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {ROUNDS} interleaved rounds"
     );
     println!(
-        "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | CPU (hactl + ssh clients) |"
+        "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | client CPU, hactl + ssh / floor's ssh | machine CPU, hactl / floor |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (s, (name, _)) in SETTINGS.iter().enumerate() {
         for (i, (workers, _)) in labs.iter().enumerate() {
             let series = &series[s][i];
@@ -211,10 +271,13 @@ fn main() {
                     .collect(),
             );
             println!(
-                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.2} | {:.1} MiB | {:.2} s |",
+                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.2} | {:.1} MiB | {:.2} s / {:.2} s | {:.2} s / {:.2} s |",
                 workers + 1,
                 median(series.peak_kib.clone()) as f64 / 1024.0,
                 median(series.cpu.clone()),
+                median(series.floor_clients.clone()),
+                median(series.machine.clone()),
+                median(series.floor_machine.clone()),
             );
         }
     }
