@@ -502,6 +502,53 @@ fn etcd_client_does_revisions_conflicts_and_members() {
 }
 
 #[test]
+fn the_api_server_compacts_etcd_history_as_kube_apiserver_does() {
+    let f = shared();
+    let c = &f.etcd.client;
+    let mut config = server_config(
+        &f.pki,
+        "127.0.0.50:6444".parse().unwrap(),
+        "127.0.0.50",
+        "apiserver",
+    );
+    let interval = Duration::from_millis(300);
+    config.etcd_compaction_interval = interval;
+    rt().block_on(async {
+        let first = c
+            .create("/test/compact/a", b"one")
+            .await
+            .expect("create")
+            .expect("new");
+        c.update("/test/compact/a", b"two", first)
+            .await
+            .expect("update")
+            .expect("ok");
+        let started = Instant::now();
+        let server = apiserver::start(config).await.expect("start API server");
+        // The old value stays readable until a compaction passes its revision, which is not
+        // before one interval has gone by (kube-apiserver compacts to the previous round's).
+        let compacted = loop {
+            match c.get_at("/test/compact/a", first).await {
+                Ok(kv) => assert_eq!(kv.expect("at its revision").value, b"one"),
+                Err(e) => {
+                    assert!(e.to_string().contains("compacted"), "{e}");
+                    break started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "etcd was never compacted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(compacted >= interval, "compacted after {compacted:?}");
+        let now = c.get("/test/compact/a").await.expect("get").expect("kept");
+        assert_eq!(now.value, b"two");
+        server.stop().await;
+    });
+}
+
+#[test]
 fn kubectl_gets_configmaps_as_table_yaml_and_json() {
     let f = shared();
     let table = f.ok(&["get", "configmaps", "-n", "kube-system"]);

@@ -65,7 +65,13 @@ pub struct ApiServerConfig {
     pub enable_bootstrap_token_auth: bool,
     /// What `/version` says.
     pub version: KubeVersion,
+    /// `--etcd-compaction-interval` (5m by default, 0 off): without compaction etcd keeps every
+    /// revision, and a lab left running grows until etcd's space quota stops it.
+    pub etcd_compaction_interval: Duration,
 }
+
+/// kube-apiserver's default `--etcd-compaction-interval`.
+const ETCD_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiServerError {
@@ -127,6 +133,7 @@ impl ApiServerConfig {
             service_account_issuers: vec!["https://kubernetes.default.svc.cluster.local".into()],
             enable_bootstrap_token_auth: true,
             version,
+            etcd_compaction_interval: ETCD_COMPACTION_INTERVAL,
         }
     }
 
@@ -212,6 +219,11 @@ impl ApiServerConfig {
             enable_bootstrap_token_auth: get("enable-bootstrap-token-auth").as_deref()
                 == Some("true"),
             version,
+            etcd_compaction_interval: match get("etcd-compaction-interval") {
+                Some(text) => crate::lab::kubeadm::token::parse_go_duration(&text)
+                    .map_err(|e| format!("invalid --etcd-compaction-interval: {e}"))?,
+                None => ETCD_COMPACTION_INTERVAL,
+            },
         })
     }
 }
@@ -411,6 +423,9 @@ pub async fn start_with(
         started: Instant::now(),
     });
     let (shutdown, mut stopped) = watch::channel(false);
+    let interval = state.config.etcd_compaction_interval;
+    let compactor =
+        (!interval.is_zero()).then(|| tokio::spawn(compact_every(state.etcd.clone(), interval)));
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -428,6 +443,9 @@ pub async fn start_with(
         }
         // Dropping the listener closes it; aborting the tasks closes the connections.
         drop(listener);
+        if let Some(compactor) = compactor {
+            compactor.abort();
+        }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     });
@@ -436,6 +454,28 @@ pub async fn start_with(
         shutdown,
         task,
     })
+}
+
+/// Compacts etcd as kube-apiserver's compactor does: every `interval`, to the revision the
+/// previous interval saw, so that about one interval of history stays. A failed round (etcd
+/// down, or another API server compacted first) waits for the next, as kube-apiserver's does.
+async fn compact_every(etcd: EtcdClient, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // tokio's first tick is immediate: skipped, so the first revision is taken one interval
+    // in and the first compaction comes at two, as kube-apiserver's.
+    ticks.tick().await;
+    let mut previous = None;
+    loop {
+        ticks.tick().await;
+        let Ok(now) = etcd.revision().await else {
+            continue;
+        };
+        if let Some(revision) = previous {
+            let _ = etcd.compact(revision).await;
+        }
+        previous = Some(now);
+    }
 }
 
 async fn serve_connection(

@@ -305,6 +305,38 @@ impl EtcdClient {
         }
     }
 
+    /// `key` as it was at `revision` (etcd's error once that revision is compacted).
+    pub async fn get_at(&self, key: &str, revision: i64) -> Result<Option<KeyValue>, EtcdError> {
+        let resp = self
+            .call(
+                "/v3/kv/range",
+                json!({ "key": b64(key.as_bytes()), "revision": revision }),
+            )
+            .await?;
+        match resp["kvs"].as_array().and_then(|a| a.first()) {
+            None => Ok(None),
+            Some(kv) => key_value(kv).map(Some),
+        }
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64, EtcdError> {
+        let resp = self
+            .call(
+                "/v3/kv/range",
+                json!({ "key": b64(b"compact_rev_key"), "count_only": true }),
+            )
+            .await?;
+        Ok(int(&resp["header"]["revision"]))
+    }
+
+    /// Drops the history before `revision`, as kube-apiserver's compactor does.
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        self.call("/v3/kv/compaction", json!({ "revision": revision }))
+            .await
+            .map(|_| ())
+    }
+
     /// Every key under `prefix`, in key order, and the store's revision at that read.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), EtcdError> {
         let resp = self
