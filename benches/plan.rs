@@ -78,7 +78,6 @@ fn run_plan(file: &std::path::Path) -> Run {
         -1
     };
     std::mem::forget(child);
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Run {
         wall: elapsed,
         peak_kib: usage.ru_maxrss,
@@ -139,8 +138,12 @@ fn children_cpu() -> f64 {
     // SAFETY: the pointer is to a live local.
     let got = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     assert_eq!(got, 0, "getrusage failed");
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// A rusage time, in seconds.
+fn secs(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {

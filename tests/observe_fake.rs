@@ -160,7 +160,7 @@ async fn world_of(lab: &Lab, desired: &DesiredState) -> World {
     for ip in &desired.endpoint.addresses {
         let addr = SocketAddr::new(*ip, desired.endpoint.port);
         if open(addr) {
-            w.balancers.insert(addr.to_string(), "cp1".into());
+            w.apiservers.insert(addr.to_string(), "cp1".into());
         }
     }
     for (_, t) in transports {
@@ -195,7 +195,7 @@ async fn world_of(lab: &Lab, desired: &DesiredState) -> World {
             .expect("pods");
         w.pods.extend(pods);
     }
-    for name in ["kube-controller-manager", "kube-scheduler"] {
+    for name in hactl::observe::api::LEASES {
         match api.get_lease("kube-system", name).await {
             Ok(l) => {
                 w.leases.insert(("kube-system".into(), name.into()), l);

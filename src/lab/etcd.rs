@@ -296,23 +296,18 @@ impl EtcdClient {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
-        let resp = self
-            .call("/v3/kv/range", json!({ "key": b64(key.as_bytes()) }))
-            .await?;
-        match resp["kvs"].as_array().and_then(|a| a.first()) {
-            None => Ok(None),
-            Some(kv) => key_value(kv).map(Some),
-        }
+        self.range_one(json!({ "key": b64(key.as_bytes()) })).await
     }
 
     /// `key` as it was at `revision` (etcd's error once that revision is compacted).
     pub async fn get_at(&self, key: &str, revision: i64) -> Result<Option<KeyValue>, EtcdError> {
-        let resp = self
-            .call(
-                "/v3/kv/range",
-                json!({ "key": b64(key.as_bytes()), "revision": revision }),
-            )
-            .await?;
+        self.range_one(json!({ "key": b64(key.as_bytes()), "revision": revision }))
+            .await
+    }
+
+    /// The first key of the range `request` asks for.
+    async fn range_one(&self, request: Value) -> Result<Option<KeyValue>, EtcdError> {
+        let resp = self.call("/v3/kv/range", request).await?;
         match resp["kvs"].as_array().and_then(|a| a.first()) {
             None => Ok(None),
             Some(kv) => key_value(kv).map(Some),

@@ -1,8 +1,8 @@
 //! Observation's edge in memory, over a [`FakeCluster`]: its nodes answer the observation
 //! scripts from its world (the files with their modification times, what each command prints,
-//! which addresses accept TCP), its API is the cluster seam's fake, and its load balancer
-//! forwards to the API server the world names and serves that server's certificate, verified
-//! as Go verifies it. A test drives a whole observation through it without a lab.
+//! which addresses accept TCP), its API is the cluster seam's fake, and its load balancer is
+//! whichever API server the world's `apiservers` names at its address, serving that server's
+//! certificate, verified as Go verifies it. A test drives a whole observation through it without a lab.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ impl Reach for FakeReach {
         let mut first = None;
         for ip in &endpoint.addresses {
             let at = std::net::SocketAddr::new(*ip, endpoint.port).to_string();
-            match world.balancers.get(&at) {
+            match world.apiservers.get(&at) {
                 Some(backend) => {
                     addresses.insert(ip.to_string(), Probe::Ok);
                     first = first.or(Some(backend.clone()));
@@ -296,6 +296,26 @@ mod tests {
         assert_eq!(got["0"].status, SectionStatus::Exit(0));
         assert_eq!(got["1"].status, SectionStatus::Exit(1));
         assert!(got["1"].text().ends_with("Connection refused"));
+    }
+
+    /// The `c NAME …` lines of `script`: the commands whose output it prints as a section.
+    fn command_sections(script: &str) -> Vec<&str> {
+        script
+            .lines()
+            .filter_map(|l| l.strip_prefix("c ")?.split_whitespace().next())
+            .collect()
+    }
+
+    #[test]
+    fn the_command_lists_are_the_scripts_commands() {
+        // `mtimes` is answered from the world's files; `endpoint` is printed without `c`.
+        let node = node_script();
+        let mut commands = command_sections(&node);
+        commands.retain(|c| *c != "mtimes");
+        assert_eq!(commands, NODE_COMMANDS);
+        let etcd = etcd_script();
+        assert_eq!(command_sections(&etcd), ETCD_COMMANDS[1..]);
+        assert!(etcd.contains("\nh endpoint exit:0"));
     }
 
     #[test]

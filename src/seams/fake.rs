@@ -106,7 +106,8 @@ pub struct World {
     pub nodes: BTreeMap<String, NodeStatus>,
     /// (namespace, name) → Lease.
     pub leases: BTreeMap<(String, String), Lease>,
-    /// `ADDRESS:PORT` → the node whose API server listens there.
+    /// `ADDRESS:PORT` → the node whose API server answers there: its own address, or a load
+    /// balancer's that forwards to it.
     pub apiservers: BTreeMap<String, String>,
     /// node → the certificate its API server serves (it rereads `apiserver.crt` when the
     /// file changes, unless told not to; a restart always does).
@@ -121,8 +122,6 @@ pub struct World {
     pub mtimes: BTreeMap<(String, String), i64>,
     /// The `ADDRESS:PORT`s that accept TCP from the nodes (API servers, etcd).
     pub listening: BTreeSet<String>,
-    /// The load balancer: `ADDRESS:PORT` → the node whose API server it forwards to.
-    pub balancers: BTreeMap<String, String>,
 }
 
 /// `never_renews(BOOTSTRAPSIGNER)`: cluster-info is never re-signed.
