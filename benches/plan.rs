@@ -4,9 +4,10 @@
 //! reported as wall times, hactl's peak memory and CPU, the machine's busy CPU during each
 //! run, and hactl's ratio to the floor.
 //!
-//! `cargo bench --bench plan` (root, the lab's packages; see README). Runs are interleaved
-//! (0, 10, 50, 0, 10, 50, …) so that load on the machine affects every size alike; the
-//! figures are medians. Not a test: nothing here fails on a slow machine.
+//! `cargo bench --bench plan` (root, the lab's packages; see README). One lab is up at a time;
+//! in each round the floor and hactl run one after the other under both ssh settings, which
+//! of the two goes first alternating by round; the figures are medians. Not a test: nothing
+//! here fails on a slow machine.
 
 #[path = "../tests/lab_support/mod.rs"]
 mod lab_support;
@@ -19,7 +20,7 @@ use lab_support::{HACTL, Lab, plan};
 
 /// Workers per lab; each lab gets its own loopback net (127.0.<net>.x).
 const SIZES: [(usize, u8); 3] = [(0, 40), (10, 41), (50, 42)];
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 
 /// One run of `hactl plan`.
 struct Run {
@@ -204,39 +205,49 @@ fn main() {
     let only: Option<usize> = std::env::var("HACTL_BENCH_WORKERS")
         .ok()
         .map(|w| w.parse().expect("HACTL_BENCH_WORKERS is a worker count"));
-    let labs: Vec<(usize, Lab)> = SIZES
+    let sizes: Vec<(usize, u8)> = SIZES
         .iter()
+        .copied()
         .filter(|(workers, _)| only.is_none_or(|o| o == *workers))
-        .map(|&(workers, net)| {
-            eprintln!("lab up: 1 control-plane node, {workers} workers (127.0.{net}.x)");
-            (
-                workers,
-                Lab::up(&format!("bench{net}"), &plan(net, 1, workers), &[]),
-            )
-        })
-        .collect();
-    let files: Vec<Vec<(std::path::PathBuf, std::path::PathBuf)>> = SETTINGS
-        .iter()
-        .map(|(_, kex)| labs.iter().map(|(_, lab)| plan_file(lab, *kex)).collect())
         .collect();
     let mut series: Vec<Vec<Series>> = SETTINGS
         .iter()
-        .map(|_| labs.iter().map(|_| Series::default()).collect())
+        .map(|_| sizes.iter().map(|_| Series::default()).collect())
         .collect();
-    for round in 0..=ROUNDS {
-        for (s, files) in files.iter().enumerate() {
-            for (i, (workers, _)) in labs.iter().enumerate() {
-                let (file, ssh_config) = &files[i];
-                let nodes: Vec<String> = std::iter::once("cp1".to_string())
-                    .chain((1..=*workers).map(|w| format!("w{w}")))
-                    .collect();
-                // The floor and hactl one after the other, so load affects both alike.
-                let floor = run_floor(ssh_config, &nodes);
-                let run = run_plan(file);
+    // One lab up at a time: another lab's kubelets, API server and etcd would load the same
+    // two cores while this one is measured.
+    for (i, &(workers, net)) in sizes.iter().enumerate() {
+        eprintln!("lab up: 1 control-plane node, {workers} workers (127.0.{net}.x)");
+        let lab = Lab::up(&format!("bench{net}"), &plan(net, 1, workers), &[]);
+        let files: Vec<_> = SETTINGS
+            .iter()
+            .map(|(_, kex)| plan_file(&lab, *kex))
+            .collect();
+        let nodes: Vec<String> = std::iter::once("cp1".to_string())
+            .chain((1..=workers).map(|w| format!("w{w}")))
+            .collect();
+        for round in 0..=ROUNDS {
+            for (s, (file, ssh_config)) in files.iter().enumerate() {
+                // The floor and hactl one after the other, which first alternating by round,
+                // so that the machine speeding up or slowing down (it is a VM) favours neither.
+                let (floor, run) = if round % 2 == 0 {
+                    let floor = run_floor(ssh_config, &nodes);
+                    (floor, run_plan(file))
+                } else {
+                    let run = run_plan(file);
+                    (run_floor(ssh_config, &nodes), run)
+                };
                 assert!(
                     run.code == 0 || run.code == 2,
                     "hactl plan against the {workers}-worker lab exited {}",
                     run.code
+                );
+                eprintln!(
+                    "round {round}, {workers} workers, {}: floor {:.3} s, hactl {:.3} s ({} first)",
+                    SETTINGS[s].0,
+                    floor.wall.as_secs_f64(),
+                    run.wall.as_secs_f64(),
+                    if round % 2 == 0 { "floor" } else { "hactl" }
                 );
                 // Round 0 warms caches (binary, page cache, sshd's first fork); not counted.
                 if round > 0 {
@@ -251,16 +262,17 @@ fn main() {
                 }
             }
         }
+        drop(lab);
     }
     println!(
-        "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {ROUNDS} interleaved rounds"
+        "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {ROUNDS} rounds"
     );
     println!(
         "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | client CPU, hactl + ssh / floor's ssh | machine CPU, hactl / floor |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (s, (name, _)) in SETTINGS.iter().enumerate() {
-        for (i, (workers, _)) in labs.iter().enumerate() {
+        for (i, (workers, _)) in sizes.iter().enumerate() {
             let series = &series[s][i];
             let t = median(series.wall.clone());
             let f = median(series.floor.clone());
