@@ -3,7 +3,8 @@
 //! `connect` starts one `ssh -M` master per node (OpenSSH's own client, so the operator's
 //! `config_file` — ProxyJump, Port, IdentityFile — and known_hosts work as with `ssh`); every
 //! `run` is a new channel over that master's control socket (native mux: no extra `ssh`
-//! process per command). The master's control directory is a private (0700) temp dir.
+//! process per command). The master's control directory is a private (0700) dir on a memory
+//! filesystem where there is one (`control_directory`).
 //!
 //! Every command has a deadline (`SshTarget::command_timeout`). When it passes, `run` drops the
 //! command's channel and returns [`TransportError::Timeout`] at once; the master and its other
