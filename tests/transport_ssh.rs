@@ -155,10 +155,15 @@ async fn checks(lab: &Lab, work: &Path) {
     // One master per node, reused: every command comes over the same TCP connection (same
     // client port in SSH_CONNECTION), and one ssh process serves them, in turn or at once.
     let ctl = cp1_session.control_socket().to_path_buf();
-    // On a memory filesystem where there is one (made and removed on every run).
+    // On a memory filesystem where there is one (made and removed on every run), inside a
+    // directory no one else may enter.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() && Path::new("/dev/shm").is_dir() {
         assert!(ctl.starts_with("/dev/shm/"), "{}", ctl.display());
     }
+    let private = ctl.parent().and_then(Path::parent).unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(private).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
     let before = masters(&ctl);
     assert_eq!(before.len(), 1, "one ssh master for cp1: {before:?}");
     let mut seen = std::collections::BTreeSet::new();

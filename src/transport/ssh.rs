@@ -3,8 +3,8 @@
 //! `connect` starts one `ssh -M` master per node (OpenSSH's own client, so the operator's
 //! `config_file` — ProxyJump, Port, IdentityFile — and known_hosts work as with `ssh`); every
 //! `run` is a new channel over that master's control socket (native mux: no extra `ssh`
-//! process per command). The master's control directory is a private (0700) dir on a memory
-//! filesystem where there is one (`control_directory`).
+//! process per command). The masters' control directories are in a private (0700) one of this
+//! user's, on a memory filesystem where there is one (`control_directory`).
 //!
 //! Every command has a deadline (`SshTarget::command_timeout`). When it passes, `run` drops the
 //! command's channel and returns [`TransportError::Timeout`] at once; the master and its other
@@ -47,33 +47,51 @@ const REAPER: &str = r#"t=; set -f; IFS=:; for d in $PATH; do if [ -f "$d/timeou
 if [ -n "$t" ] && { [ ! -L "$t" ] || "$t" -k 1 1 true >/dev/null 2>&1; }; then exec "$t" -k "$3" "$2" sh -c "$1"; fi
 exec sh -c "$1""#;
 
-/// Where the masters' control dirs go: a memory filesystem when there is one
-/// (`$XDG_RUNTIME_DIR`, then `/dev/shm`), else the temp dir. Every run makes and removes a
-/// dir, a socket and a log per node; on a disk filesystem (ext4's inode allocator skipping
-/// recently deleted inodes) that cost a 50-worker plan about 0.3 s of CPU, more than hactl's
-/// own work (see the benchmark in README).
+/// Where the masters' control dirs go: `hactl-<uid>` (this user's, 0700) on a memory
+/// filesystem when there is one (`$XDG_RUNTIME_DIR`, then `/dev/shm`), else in the temp dir.
+/// Every run makes and removes a dir, a socket and a log per node; on a disk filesystem (ext4's
+/// inode allocator skipping recently deleted inodes) that cost a 50-worker plan about 0.3 s of
+/// CPU, more than hactl's own work (see the benchmark in README). The crate's own per-master
+/// dirs are made with the umask's mode (0755), so the private one is this.
 fn control_directory() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        let candidates = runtime.into_iter().chain([PathBuf::from("/dev/shm")]);
+        let candidates = runtime
+            .into_iter()
+            .chain([PathBuf::from("/dev/shm"), std::env::temp_dir()]);
         first_usable_dir(candidates).unwrap_or_else(std::env::temp_dir)
     })
 }
 
-/// The first of `candidates` that is absolute, short enough for a control socket beneath it,
-/// and where this process can make (and remove) a directory.
+/// `hactl-<uid>` in the first of `candidates` where it can be had private (see [`private_dir`])
+/// with a short enough path for the control sockets beneath it.
 fn first_usable_dir(candidates: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
     // `<dir>/.ssh-connectionXXXXXX/master` must fit sun_path (108 bytes with its NUL).
-    const MAX_LEN: usize = 64;
-    candidates.into_iter().find(|dir| {
+    const MAX_LEN: usize = 80;
+    let name = format!("hactl-{}", rustix::process::geteuid().as_raw());
+    candidates.into_iter().find_map(|parent| {
+        let dir = parent.join(&name);
         if !dir.is_absolute() || dir.as_os_str().len() > MAX_LEN {
-            return false;
+            return None;
         }
-        let probe = dir.join(format!(".hactl-probe-{}", std::process::id()));
-        let made = std::fs::create_dir(&probe).is_ok();
-        made && std::fs::remove_dir(&probe).is_ok()
+        private_dir(&dir)
     })
+}
+
+/// `dir`, made (0700) when missing; `Some` only when it is a directory, not a symlink, that this
+/// user owns and no one else may enter (a world-writable parent lets anyone make it first).
+fn private_dir(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    let ours = meta.uid() == rustix::process::geteuid().as_raw();
+    let private = meta.permissions().mode() & 0o077 == 0;
+    (meta.is_dir() && ours && private).then(|| dir.to_path_buf())
 }
 
 /// A live connection to one node; every command of a run goes through it.
@@ -108,8 +126,8 @@ impl SshSession {
         if let Some(idle) = std::num::NonZeroUsize::new(MASTER_IDLE_EXIT.as_secs() as usize) {
             b.control_persist(openssh::ControlPersist::IdleFor(idle));
         }
-        // The crate makes a 0700 `.ssh-connection*` dir inside this one: private, and a
-        // short path (unix socket paths are limited to ~100 bytes).
+        // The crate makes a `.ssh-connection*` dir inside this private one, a short path
+        // (unix socket paths are limited to ~100 bytes).
         b.control_directory(control_directory());
         // The crate already passes BatchMode=yes: no password or passphrase prompts.
         match b.connect_mux(target.address.to_string()).await {
@@ -462,24 +480,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_control_directory_is_the_first_absolute_short_writable_candidate() {
+    fn the_control_directory_is_a_private_dir_in_the_first_usable_candidate() {
+        use std::os::unix::fs::PermissionsExt;
+        let name = format!("hactl-{}", rustix::process::geteuid().as_raw());
         let writable = tempfile::tempdir().unwrap();
         let missing = writable.path().join("missing");
         // Writable, but too long a path for a control socket beneath it.
         let elsewhere = tempfile::tempdir().unwrap();
-        let long = elsewhere.path().join("d".repeat(64));
+        let long = elsewhere.path().join("d".repeat(80));
         std::fs::create_dir(&long).unwrap();
         let chosen = first_usable_dir([
             PathBuf::from("relative"),
             missing,
-            long,
+            long.clone(),
             writable.path().to_path_buf(),
             PathBuf::from("/"),
         ]);
-        assert_eq!(chosen.as_deref(), Some(writable.path()));
-        // The probe leaves nothing behind.
-        assert_eq!(std::fs::read_dir(writable.path()).unwrap().count(), 0);
-        assert_eq!(first_usable_dir([PathBuf::from("relative")]), None);
+        let expected = writable.path().join(&name);
+        assert_eq!(chosen.as_deref(), Some(expected.as_path()));
+        let mode = std::fs::metadata(&expected).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(
+            std::fs::read_dir(&long).unwrap().count(),
+            0,
+            "nothing made there"
+        );
+        // Made once, then used as it is.
+        assert_eq!(first_usable_dir([writable.path().to_path_buf()]), chosen);
+
+        // One that others may enter, or a symlink to a private one, is passed over.
+        let open = tempfile::tempdir().unwrap();
+        std::fs::create_dir(open.path().join(&name)).unwrap();
+        std::fs::set_permissions(
+            open.path().join(&name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&expected, linked.path().join(&name)).unwrap();
+        let chosen = first_usable_dir([open.path().to_path_buf(), linked.path().to_path_buf()]);
+        assert_eq!(chosen, None);
     }
 
     /// Runs the reaper locally as the node's shell would, with `PATH` set to `bin`: its exit
