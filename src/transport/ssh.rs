@@ -67,8 +67,9 @@ fn control_directory() -> &'static Path {
 /// `hactl-<uid>` in the first of `candidates` where it can be had private (see [`private_dir`])
 /// with a short enough path for the control sockets beneath it.
 fn first_usable_dir(candidates: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-    // `<dir>/.ssh-connectionXXXXXX/master` must fit sun_path (108 bytes with its NUL).
-    const MAX_LEN: usize = 80;
+    // `<dir>/.ssh-connectionXXXXXX/master` (29 bytes more) must fit sun_path (108 bytes with
+    // its NUL).
+    const MAX_LEN: usize = 78;
     let name = format!("hactl-{}", rustix::process::geteuid().as_raw());
     candidates.into_iter().find_map(|parent| {
         let dir = parent.join(&name);
