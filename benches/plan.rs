@@ -230,7 +230,8 @@ fn main() {
             for (s, (file, ssh_config)) in files.iter().enumerate() {
                 // The floor and hactl one after the other, which first alternating by round,
                 // so that the machine speeding up or slowing down (it is a VM) favours neither.
-                let (floor, run) = if round % 2 == 0 {
+                let floor_first = round % 2 == 0;
+                let (floor, run) = if floor_first {
                     let floor = run_floor(ssh_config, &nodes);
                     (floor, run_plan(file))
                 } else {
@@ -247,7 +248,7 @@ fn main() {
                     SETTINGS[s].0,
                     floor.wall.as_secs_f64(),
                     run.wall.as_secs_f64(),
-                    if round % 2 == 0 { "floor" } else { "hactl" }
+                    if floor_first { "floor" } else { "hactl" }
                 );
                 // Round 0 warms caches (binary, page cache, sshd's first fork); not counted.
                 if round > 0 {
