@@ -389,7 +389,7 @@ fn observe_live<R>(
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    let (state, close) = observe_with(&runtime, file, desired, live).into_state();
+    let (state, close) = observe_with(&runtime, file, desired, live, false).into_state();
     let closing = runtime.spawn(close);
     let result = then(state);
     // Every master is closed before hactl exits (a panic while closing is only reported).
@@ -399,13 +399,15 @@ fn observe_live<R>(
     Ok(result)
 }
 
-/// Observes on `runtime` and keeps the connections (and the API's kubeconfig, in memory) for
-/// what runs next; says on stderr what `observe_live` says.
+/// Observes on `runtime` and keeps the connections (the workers' only with `keep_workers`)
+/// and the API's kubeconfig, in memory, for what runs next; says on stderr what
+/// `observe_live` says.
 fn observe_with(
     runtime: &tokio::runtime::Runtime,
     file: &Path,
     desired: &spec::DesiredState,
     live: &LiveArgs,
+    keep_workers: bool,
 ) -> observe::Observation {
     crate::transport::install_crypto_provider();
     let plan_dir = match file.parent() {
@@ -416,6 +418,7 @@ fn observe_with(
     opts.parallelism = usize::from(live.parallelism);
     opts.connect_timeout = std::time::Duration::from_secs(u64::from(live.connect_timeout));
     opts.command_timeout = std::time::Duration::from_secs(u64::from(live.command_timeout));
+    opts.keep_workers = keep_workers;
     let started = std::time::Instant::now();
     let observation = runtime.block_on(observe::observe(desired, &opts));
     for warning in &observation.warnings {

@@ -2,8 +2,9 @@
 //! parallel, into one [`ObservedState`]. Read-only: nothing on the cluster changes.
 //!
 //! Three rounds, each as parallel as its inputs allow:
-//! 1. every node (connect, then one read), bounded by `parallelism`; meanwhile the API, when
-//!    the plan names a kubeconfig file;
+//! 1. every node (connect, then one read), bounded by `parallelism`, a worker's connection
+//!    closing as soon as it is read unless `keep_workers`; meanwhile the API, when the plan
+//!    names a kubeconfig file;
 //! 2. etcd and the LB through what round 1 found (the existing control plane, its CA), and the
 //!    API through its admin.conf when the plan names no kubeconfig;
 //! 3. from each control-plane node that is not a member yet, TCP to the members' 6443/2379/2380.
@@ -52,6 +53,10 @@ pub struct ObserveOptions {
     pub plan_dir: PathBuf,
     /// For `~/` in paths.
     pub home: Option<PathBuf>,
+    /// Keep every node's connection for what runs next (apply). When false (plan, observe),
+    /// a worker's connection closes as soon as the worker is read, beside the other nodes'
+    /// reads, as a plain `ssh` would end; only control-plane nodes' are kept to the end.
+    pub keep_workers: bool,
 }
 
 impl ObserveOptions {
@@ -63,6 +68,7 @@ impl ObserveOptions {
             probe_timeout: Duration::from_secs(5),
             plan_dir: plan_dir.to_path_buf(),
             home: std::env::var_os("HOME").map(PathBuf::from),
+            keep_workers: true,
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct Observation<R: Reach = SshReach> {
     /// The kubeconfig the API was read with, held in memory for what runs next (apply);
     /// `None` when there was none to read.
     pub credentials: Option<Credentials>,
+    /// The workers' connections already closing (`ObserveOptions::keep_workers` false).
+    closing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A kubeconfig's text and where it came from; its `Debug` never shows the text.
@@ -96,18 +104,29 @@ impl std::fmt::Debug for Credentials {
 impl<R: Reach> Observation<R> {
     /// Closes every master connection (no ssh process is left behind).
     pub async fn close(self) {
-        close_all::<R>(self.sessions).await;
+        close_all::<R>(self.sessions, self.closing).await;
     }
 
     /// What was observed, and the closing of every master connection, to run beside what
     /// comes next when nothing after observation needs them (`plan`, `observe`).
     pub fn into_state(self) -> (ObservedState, impl Future<Output = ()> + Send + 'static) {
-        (self.state, close_all::<R>(self.sessions))
+        (self.state, close_all::<R>(self.sessions, self.closing))
     }
 }
 
-async fn close_all<R: Reach>(sessions: BTreeMap<String, R::Session>) {
+async fn close_all<R: Reach>(
+    sessions: BTreeMap<String, R::Session>,
+    closing: Vec<tokio::task::JoinHandle<()>>,
+) {
     futures_util::future::join_all(sessions.into_values().map(R::close)).await;
+    for task in closing {
+        // A panic while closing is the caller's to report, as a panic in `R::close` would be.
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 /// The nodes of `desired` whose observation failed, with the reason, in file order.
@@ -162,6 +181,7 @@ pub async fn observe_with<R: Reach>(
         warnings,
         control_planes,
         early,
+        closing,
     } = round1;
 
     let (etcd, endpoint, api) = match early {
@@ -251,6 +271,7 @@ pub async fn observe_with<R: Reach>(
         sessions,
         warnings,
         credentials,
+        closing,
     }
 }
 
@@ -263,6 +284,7 @@ struct Round1<'a, R: Reach> {
     warnings: Vec<String>,
     control_planes: Vec<&'a Node>,
     early: Option<tokio::task::JoinHandle<Round2<R>>>,
+    closing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Round 2 through the `kubeadm init` node, which holds its session until it is done.
@@ -296,7 +318,11 @@ async fn read_nodes<'a, R: Reach>(
         match reach.connect(target).await {
             Ok(session) => {
                 let reading = node::read_node(&session, n).await;
-                (n, Some(session), reading)
+                if n.role == Role::Worker && !opts.keep_workers {
+                    let closing = tokio::spawn(R::close(session));
+                    return (n, Err(closing), reading);
+                }
+                (n, Ok(Some(session)), reading)
             }
             Err(e) => {
                 let reading = NodeReading {
@@ -305,7 +331,7 @@ async fn read_nodes<'a, R: Reach>(
                     ca_pem: None,
                     warnings: Vec::new(),
                 };
-                (n, None, reading)
+                (n, Ok(None), reading)
             }
         }
     }))
@@ -318,8 +344,16 @@ async fn read_nodes<'a, R: Reach>(
         warnings: Vec::new(),
         control_planes: Vec::new(),
         early: None,
+        closing: Vec::new(),
     };
-    while let Some((node, mut session, reading)) = answers.next().await {
+    while let Some((node, session, reading)) = answers.next().await {
+        let mut session = match session {
+            Ok(session) => session,
+            Err(closing) => {
+                round.closing.push(closing);
+                None
+            }
+        };
         let NodeReading {
             observation,
             admin_conf,

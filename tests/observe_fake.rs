@@ -218,6 +218,28 @@ fn comparable(state: &ObservedState) -> String {
     serde_json::to_string_pretty(&state).unwrap()
 }
 
+/// The command lines of this machine's ssh masters (`ssh … -M …`) to an address starting with
+/// `prefix`.
+fn ssh_masters(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ssh = args
+            .first()
+            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.contains(prefix)) {
+            found.push(args.join(" "));
+        }
+    }
+    found
+}
+
 #[test]
 fn an_observation_through_the_fake_of_a_lab_is_the_labs_observation() {
     let lab = Lab::up(&format!("observe{NET}"), &lab_plan(NET), &[]);
@@ -248,6 +270,35 @@ fn an_observation_through_the_fake_of_a_lab_is_the_labs_observation() {
         other => panic!("the LB's TLS: {other:?}"),
     }
     assert!(real.nodes["cp2"].control_plane_reachability.len() == 3);
+
+    // As plan observes (keep_workers off): the same observation, but only the control-plane
+    // nodes' connections come back; the workers' closed as each was read, and once closing is
+    // done no master to any node of the lab is left.
+    let mut plan_opts = opts.clone();
+    plan_opts.keep_workers = false;
+    let (planned, kept) = rt.block_on(async {
+        let observation = observe(&desired, &plan_opts).await;
+        let kept: Vec<String> = observation.sessions.keys().cloned().collect();
+        let (state, closing) = observation.into_state();
+        closing.await;
+        (state, kept)
+    });
+    let (want, got) = (comparable(&real), comparable(&planned));
+    assert!(want == got, "{}", lab_support::observing::diff(&want, &got));
+    let mut control_planes: Vec<String> = desired
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::ControlPlane)
+        .map(|n| n.name.clone())
+        .collect();
+    control_planes.sort();
+    assert!(
+        desired.nodes.len() > control_planes.len(),
+        "the lab has workers"
+    );
+    assert_eq!(kept, control_planes);
+    let masters = ssh_masters(&format!("127.0.{NET}."));
+    assert!(masters.is_empty(), "masters left: {masters:?}");
     let world = rt.block_on(world_of(&lab, &desired));
     let fake = Arc::new(FakeCluster::new(world));
     // The fake's clock at this machine's: the lab's certificates are checked at now.

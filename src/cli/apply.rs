@@ -162,7 +162,7 @@ pub(super) fn apply(
     }
 
     let runtime = runtime()?;
-    let observation = super::observe_with(&runtime, &file, &desired, live);
+    let observation = super::observe_with(&runtime, &file, &desired, live, true);
     let mut fresh = match planner::plan(&desired, &observation.state) {
         Ok(plan) => plan,
         Err(e) => {
@@ -331,7 +331,7 @@ pub(super) fn rollback(
         }
     }
     let runtime = runtime()?;
-    let observation = super::observe_with(&runtime, file, &desired, live);
+    let observation = super::observe_with(&runtime, file, &desired, live, true);
     println!();
     let on_interrupt = OnInterrupt {
         asking: false,
