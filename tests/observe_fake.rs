@@ -218,28 +218,6 @@ fn comparable(state: &ObservedState) -> String {
     serde_json::to_string_pretty(&state).unwrap()
 }
 
-/// The command lines of this machine's ssh masters (`ssh … -M …`) to an address starting with
-/// `prefix`.
-fn ssh_masters(prefix: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_ssh = args
-            .first()
-            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
-        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.contains(prefix)) {
-            found.push(args.join(" "));
-        }
-    }
-    found
-}
-
 #[test]
 fn an_observation_through_the_fake_of_a_lab_is_the_labs_observation() {
     let lab = Lab::up(&format!("observe{NET}"), &lab_plan(NET), &[]);
@@ -297,7 +275,7 @@ fn an_observation_through_the_fake_of_a_lab_is_the_labs_observation() {
         "the lab has workers"
     );
     assert_eq!(kept, control_planes);
-    let masters = ssh_masters(&format!("127.0.{NET}."));
+    let masters = lab_support::ssh_masters(&format!("127.0.{NET}."));
     assert!(masters.is_empty(), "masters left: {masters:?}");
     let world = rt.block_on(world_of(&lab, &desired));
     let fake = Arc::new(FakeCluster::new(world));

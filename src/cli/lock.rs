@@ -144,15 +144,27 @@ async fn watch(api: KubeCluster, lease: Lease, interrupt: Interrupt, say: OnInte
             // Nothing has changed yet: let go of the lock and leave, as after a `no`.
             let _ = lock::release(&api, &lease).await;
             println!("\nApply cancelled.");
+            close_masters().await;
             std::process::exit(1);
         }
         if !interrupt.pressed.swap(true, Ordering::SeqCst) {
             eprintln!("\n{}", say.first);
         } else {
             eprintln!("\n{}", say.second);
+            close_masters().await;
             std::process::exit(130);
         }
     }
+}
+
+/// The ssh masters closed before `std::process::exit` (which runs no destructor), each within
+/// a few seconds: they would stay connected to the nodes for half an hour otherwise.
+async fn close_masters() {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::transport::ssh::close_all_masters(),
+    )
+    .await;
 }
 
 async fn renew(api: KubeCluster, mut lease: Lease, lost: Lost) {

@@ -52,7 +52,8 @@ exec sh -c "$1""#;
 /// Every run makes and removes a dir, a socket and a log per node; on a disk filesystem (ext4's
 /// inode allocator skipping recently deleted inodes) that cost a 50-worker plan about 0.3 s of
 /// CPU, more than hactl's own work (see the benchmark in README). The crate's own per-master
-/// dirs are made with the umask's mode (0755), so the private one is this.
+/// dirs are made with the umask's mode (0755), so the private one is this. The first use in a
+/// process removes what masters that are long gone left there ([`sweep_stale`]).
 fn control_directory() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -60,8 +61,50 @@ fn control_directory() -> &'static Path {
         let candidates = runtime
             .into_iter()
             .chain([PathBuf::from("/dev/shm"), std::env::temp_dir()]);
-        first_usable_dir(candidates).unwrap_or_else(std::env::temp_dir)
+        match first_usable_dir(candidates) {
+            Some(dir) => {
+                sweep_stale(&dir, std::time::SystemTime::now());
+                dir
+            }
+            None => std::env::temp_dir(),
+        }
     })
+}
+
+/// How long a master's dir may have been without its socket before a later hactl removes it. A
+/// master removes its socket when it exits, but not its dir and log: a killed hactl's masters
+/// exit after `MASTER_IDLE_EXIT` and leave theirs (on a memory filesystem, until reboot). A
+/// master still connecting has no socket yet, but a dir younger than this.
+const STALE_DIR: Duration = Duration::from_secs(3600);
+
+/// Removes the crate's `.ssh-connection*` dirs in `dir` that have had no `master` socket for
+/// [`STALE_DIR`] (their mtime is when the socket went, or when they were made).
+fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(b".ssh-connection")
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok());
+        let socketless = std::fs::symlink_metadata(path.join("master")).is_err();
+        if meta.is_dir() && socketless && idle.is_some_and(|idle| idle >= STALE_DIR) {
+            // Best effort: what cannot be removed now is tried again by the next run.
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// `hactl-<uid>` in the first of `candidates` where it can be had private (see [`private_dir`])
@@ -93,6 +136,34 @@ fn private_dir(dir: &Path) -> Option<PathBuf> {
     let ours = meta.uid() == rustix::process::geteuid().as_raw();
     let private = meta.permissions().mode() & 0o077 == 0;
     (meta.is_dir() && ours && private).then(|| dir.to_path_buf())
+}
+
+/// The control sockets of this process's masters not closed yet, for [`close_all_masters`].
+fn live_masters() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static LIVE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Closes every master of this process not closed yet, as [`SshSession::close`] would, and
+/// removes their dirs: for a way out that skips destructors (`std::process::exit` on Ctrl-C),
+/// which would leave them connected to the nodes for `MASTER_IDLE_EXIT`.
+pub async fn close_all_masters() {
+    let sockets = std::mem::take(&mut *live_masters());
+    futures_util::future::join_all(sockets.into_iter().map(|ctl| async move {
+        let session = openssh::Session::resume_mux(ctl.clone().into_boxed_path(), None);
+        // A master already gone (its session dropped) has nothing left to close.
+        let _ = session.close().await;
+        if let Some(dir) = ctl.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".ssh-connection"))
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }))
+    .await;
 }
 
 /// A live connection to one node; every command of a run goes through it.
@@ -132,7 +203,10 @@ impl SshSession {
         b.control_directory(control_directory());
         // The crate already passes BatchMode=yes: no password or passphrase prompts.
         match b.connect_mux(target.address.to_string()).await {
-            Ok(session) => Ok(SshSession { target, session }),
+            Ok(session) => {
+                live_masters().insert(session.control_socket().to_path_buf());
+                Ok(SshSession { target, session })
+            }
             Err(e) => Err(connect_error(&target, e)),
         }
     }
@@ -149,6 +223,7 @@ impl SshSession {
     /// Closes the master connection (the `ssh -M` process exits) and removes its temp dir.
     pub async fn close(self) -> Result<(), TransportError> {
         let node = self.target.node.clone();
+        live_masters().remove(self.control_socket());
         self.session
             .close()
             .await
@@ -479,6 +554,36 @@ pub fn classify_ssh_log(node: &str, address: &str, log: &str) -> TransportError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_master_dirs_are_swept_and_live_or_young_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, socket: bool| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("log"), "").unwrap();
+            if socket {
+                std::os::unix::net::UnixListener::bind(d.join("master")).unwrap();
+            }
+            d
+        };
+        let gone = make(".ssh-connectionAAAAAA", false);
+        let live = make(".ssh-connectionBBBBBB", true);
+        let other = make("not-a-master", false);
+        let file = dir.path().join(".ssh-connectionCCCCCC");
+        std::fs::write(&file, "").unwrap();
+        let now = std::time::SystemTime::now();
+        // Young: a master may still be connecting.
+        sweep_stale(dir.path(), now);
+        assert!(gone.exists() && live.exists() && other.exists() && file.exists());
+        sweep_stale(dir.path(), now + STALE_DIR + Duration::from_secs(1));
+        assert!(!gone.exists(), "a socketless old master dir is removed");
+        assert!(live.join("master").exists(), "a live master's dir stays");
+        assert!(
+            other.exists() && file.exists(),
+            "only the crate's dirs are touched"
+        );
+    }
 
     #[test]
     fn the_control_directory_is_a_private_dir_in_the_first_usable_candidate() {

@@ -318,3 +318,25 @@ pub fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .and_then(|ns| ns.iter().find(|n| n["name"] == name))
         .unwrap_or_else(|| panic!("no node {name} in status: {status}"))
 }
+
+/// The command lines of this machine's ssh masters (`ssh … -M …`) to an address starting with
+/// `prefix`.
+pub fn ssh_masters(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ssh = args
+            .first()
+            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
+        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.contains(prefix)) {
+            found.push(args.join(" "));
+        }
+    }
+    found
+}
