@@ -320,9 +320,9 @@ async fn read_nodes<'a, R: Reach>(
                 let reading = node::read_node(&session, n).await;
                 if n.role == Role::Worker && !opts.keep_workers {
                     let closing = tokio::spawn(R::close(session));
-                    return (n, Err(closing), reading);
+                    return (n, None, Some(closing), reading);
                 }
-                (n, Ok(Some(session)), reading)
+                (n, Some(session), None, reading)
             }
             Err(e) => {
                 let reading = NodeReading {
@@ -331,7 +331,7 @@ async fn read_nodes<'a, R: Reach>(
                     ca_pem: None,
                     warnings: Vec::new(),
                 };
-                (n, Ok(None), reading)
+                (n, None, None, reading)
             }
         }
     }))
@@ -346,14 +346,8 @@ async fn read_nodes<'a, R: Reach>(
         early: None,
         closing: Vec::new(),
     };
-    while let Some((node, session, reading)) = answers.next().await {
-        let mut session = match session {
-            Ok(session) => session,
-            Err(closing) => {
-                round.closing.push(closing);
-                None
-            }
-        };
+    while let Some((node, mut session, closing, reading)) = answers.next().await {
+        round.closing.extend(closing);
         let NodeReading {
             observation,
             admin_conf,

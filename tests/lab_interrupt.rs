@@ -317,8 +317,7 @@ fn a_second_operator_and_bad_input_are_refused() {
 
     // Ctrl-C typed at the question (the real terminal of `script` turns it into SIGINT):
     // cancelled, the lock released, no run started, no ssh master left connected.
-    let lab_masters = || lab_support::ssh_masters("127.0.48.");
-    assert_eq!(lab_masters(), Vec::<String>::new(), "before the question");
+    lab_support::wait_no_ssh_master("127.0.48.");
     let runs_before = std::fs::read_dir(&runs).unwrap().count();
     let mut asked = on_terminal(&["apply", file_s]);
     let mut stdout = asked.stdout.take().unwrap();
@@ -352,11 +351,7 @@ fn a_second_operator_and_bad_input_are_refused() {
     assert!(seen.contains("Apply cancelled."), "{seen}");
     assert!(lease_gone(&lab), "a cancelled apply releases the lock");
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), runs_before);
-    assert_eq!(
-        lab_masters(),
-        Vec::<String>::new(),
-        "after Ctrl-C at the question"
-    );
+    lab_support::wait_no_ssh_master("127.0.48.");
 
     // Ctrl-C (SIGINT) as the third step starts: no further step, the run undone, the lock
     // released.

@@ -275,8 +275,7 @@ fn an_observation_through_the_fake_of_a_lab_is_the_labs_observation() {
         "the lab has workers"
     );
     assert_eq!(kept, control_planes);
-    let masters = lab_support::ssh_masters(&format!("127.0.{NET}."));
-    assert!(masters.is_empty(), "masters left: {masters:?}");
+    lab_support::wait_no_ssh_master(&format!("127.0.{NET}."));
     let world = rt.block_on(world_of(&lab, &desired));
     let fake = Arc::new(FakeCluster::new(world));
     // The fake's clock at this machine's: the lab's certificates are checked at now.

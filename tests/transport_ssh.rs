@@ -10,57 +10,23 @@ use std::time::{Duration, Instant};
 use hactl::spec::KnownHosts;
 use hactl::transport::ssh::SshSession;
 use hactl::transport::{NodeTransport, SshTarget, TransportError};
-use lab_support::{Lab, plan};
+use lab_support::{Lab, is_ssh_master, plan, processes, wait_no_ssh_master};
 
 const NET: u8 = 20;
 
-/// Every process: (pid, parent pid, command line with spaces between arguments).
-fn processes() -> Vec<(u32, u32, String)> {
-    let mut all = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let (Ok(cmd), Ok(stat)) = (
-            std::fs::read(e.path().join("cmdline")),
-            std::fs::read_to_string(e.path().join("stat")),
-        ) else {
-            continue;
-        };
-        // The parent is the second field after the command name's closing parenthesis.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        all.push((pid, ppid, cmd));
-    }
-    all
-}
-
-/// The ssh master processes of the session whose control socket is `ctl`.
+/// The pids of the ssh master of the session whose control socket is `ctl`.
 fn masters(ctl: &Path) -> Vec<u32> {
     let ctl = ctl.to_string_lossy();
     processes()
         .into_iter()
-        .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&*ctl))
+        .filter(|(_, _, cmd)| is_ssh_master(cmd) && cmd.contains(&*ctl))
         .map(|(pid, _, _)| pid)
         .collect()
 }
 
 /// `masters(ctl)` once it is empty; panics with what is left after 5 s.
 fn wait_no_master(ctl: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !masters(ctl).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "ssh master for {} still runs after close: {:?}",
-            ctl.display(),
-            masters(ctl)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_no_ssh_master(&ctl.to_string_lossy());
 }
 
 /// An ssh config that takes host keys from `known_hosts`, then the lab's settings.

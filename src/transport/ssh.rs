@@ -84,11 +84,7 @@ fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
         return;
     };
     for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .as_encoded_bytes()
-            .starts_with(b".ssh-connection")
-        {
+        if !is_master_dir(&entry.file_name()) {
             continue;
         }
         let path = entry.path();
@@ -105,6 +101,11 @@ fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// Whether `name` is one of the crate's per-master dirs (`.ssh-connectionXXXXXX`).
+fn is_master_dir(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".ssh-connection")
 }
 
 /// `hactl-<uid>` in the first of `candidates` where it can be had private (see [`private_dir`])
@@ -156,9 +157,7 @@ pub async fn close_all_masters() {
         // A master already gone (its session dropped) has nothing left to close.
         let _ = session.close().await;
         if let Some(dir) = ctl.parent()
-            && dir
-                .file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".ssh-connection"))
+            && dir.file_name().is_some_and(is_master_dir)
         {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -319,24 +319,61 @@ pub fn node<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .unwrap_or_else(|| panic!("no node {name} in status: {status}"))
 }
 
-/// The command lines of this machine's ssh masters (`ssh … -M …`) to an address starting with
-/// `prefix`.
-pub fn ssh_masters(prefix: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+/// Every process: (pid, parent pid, command line with spaces between arguments).
+pub fn processes() -> Vec<(u32, u32, String)> {
+    let mut all = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_ssh = args
-            .first()
-            .is_some_and(|a| a == "ssh" || a.ends_with("/ssh"));
-        if is_ssh && args.iter().any(|a| a == "-M") && args.iter().any(|a| a.contains(prefix)) {
-            found.push(args.join(" "));
-        }
+        let (Ok(cmd), Ok(stat)) = (
+            std::fs::read(e.path().join("cmdline")),
+            std::fs::read_to_string(e.path().join("stat")),
+        ) else {
+            continue;
+        };
+        // The parent is the second field after the command name's closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        all.push((pid, ppid, cmd));
     }
-    found
+    all
+}
+
+/// Whether `cmd` (as [`processes`] gives it) is an ssh master: `ssh … -M …`.
+pub fn is_ssh_master(cmd: &str) -> bool {
+    let mut args = cmd.split(' ');
+    let program = args.next().unwrap_or_default();
+    (program == "ssh" || program.ends_with("/ssh")) && args.any(|a| a == "-M")
+}
+
+/// The command lines of this machine's ssh masters whose arguments contain `needle` (a
+/// control socket's path, an address prefix such as `127.0.48.`).
+pub fn ssh_masters(needle: &str) -> Vec<String> {
+    processes()
+        .into_iter()
+        .map(|(_, _, cmd)| cmd)
+        .filter(|cmd| is_ssh_master(cmd) && cmd.contains(needle))
+        .collect()
+}
+
+/// `ssh_masters(needle)` once it is empty; panics with what is left after 5 s (a master
+/// exits a moment after hactl has asked it to, not at once).
+pub fn wait_no_ssh_master(needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = ssh_masters(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh masters for {needle} still run after close: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
