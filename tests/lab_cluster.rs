@@ -466,3 +466,28 @@ fn a_lab_of_one_control_plane_node_and_fifty_workers_comes_up() {
     let (status, code) = lab.status();
     assert_eq!(code, 0, "{status:#}");
 }
+
+/// `--pace cluster` (the benchmark's lab): lab.json records it and the components act ten
+/// times slower than at the test pace, as the Leases they write say (4 s at the test pace).
+#[test]
+fn a_lab_at_a_clusters_pace_writes_ten_times_longer_leases() {
+    let lab = Lab::up("pace", &plan(39, 1, 1), &["--pace", "cluster"]);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.dir.join("lab.json")).unwrap()).unwrap();
+    assert_eq!(record["pace"], "cluster", "{record:#}");
+    // Healthy first: every Lease is written and fresh.
+    let (status, code) = lab.status();
+    assert_eq!(code, 0, "{status:#}");
+    for (ns, name) in [
+        ("kube-node-lease", "cp1"),
+        ("kube-node-lease", "w1"),
+        ("kube-system", "kube-controller-manager"),
+        ("kube-system", "kube-scheduler"),
+    ] {
+        let lease = lab.kubectl_json(&["get", "lease", "-n", ns, name]);
+        assert_eq!(
+            lease["spec"]["leaseDurationSeconds"], 40,
+            "{ns}/{name}: {lease:#}"
+        );
+    }
+}

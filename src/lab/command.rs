@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 
+use super::components::Pace;
 use super::control::{self, Request, Response};
 use super::daemon;
 use super::faults::Fault;
@@ -35,6 +36,10 @@ pub enum LabCommand {
         /// shorter, to see a join fail sooner.
         #[arg(long, value_name = "SECONDS")]
         kubeadm_etcd_timeout: Option<u64>,
+        /// How fast the components act: `test`, ten times a cluster's pace (heartbeats every
+        /// second), or `cluster` (every 10 s, for benchmarks).
+        #[arg(long, value_enum, default_value_t = Pace::Test)]
+        pace: Pace,
     },
     /// Report the lab's ground truth; exit 0 when healthy, 1 when not.
     Status {
@@ -134,6 +139,7 @@ pub fn run(
             kubernetes_version,
             runtime,
             kubeadm_etcd_timeout,
+            pace,
         } => {
             let version = super::lab_version(&kubernetes_version)
                 .map_err(|e| LabError::msg(format!("--kubernetes-version: {e}")))?;
@@ -152,6 +158,7 @@ pub fn run(
                 ssh_port: desired.ssh.port.unwrap_or(22),
                 ready_timeout: Duration::from_secs(60),
                 kubeadm_etcd_timeout: kubeadm_etcd_timeout.map(Duration::from_secs),
+                pace,
             };
             let summary = runtime_block_on(up::up(&lab, opts))??;
             print!("{summary}");

@@ -59,6 +59,48 @@ impl Default for LabTimings {
     }
 }
 
+impl LabTimings {
+    /// Every pace `factor` times slower; the API's request timeout stays (it bounds the
+    /// server's answer, not the cluster's rhythm).
+    pub fn slowed(self, factor: u32) -> LabTimings {
+        LabTimings {
+            heartbeat: self.heartbeat * factor,
+            node_grace: self.node_grace * factor,
+            lease_duration: self.lease_duration * factor,
+            crash_backoff: self.crash_backoff * factor,
+            max_backoff: self.max_backoff * factor,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// `lab up --pace`: how fast the lab's components act, recorded in `lab.json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pace {
+    /// Ten times a cluster's pace (kubelets heartbeat every second), so that tests see leases
+    /// lapse and crashed pods restart within seconds.
+    #[default]
+    Test,
+    /// About a cluster's pace (every 10 s), for benchmarks: at the test pace, 51 kubelets and
+    /// their API server and etcd keep a fifth of two cores busy, a load that a cluster puts on
+    /// its own machines, not on the one hactl runs on.
+    Cluster,
+}
+
+impl Pace {
+    pub fn is_test(&self) -> bool {
+        *self == Pace::Test
+    }
+
+    pub fn timings(self) -> LabTimings {
+        match self {
+            Pace::Test => LabTimings::default(),
+            Pace::Cluster => LabTimings::default().slowed(10),
+        }
+    }
+}
+
 /// Something a static pod runs: a process or a task. `exited` is `Some(reason)` once it ended.
 pub trait Running: Send + Sync {
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;

@@ -11,9 +11,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use super::apiserver::{self, ApiServer, ApiServerConfig};
-use super::components::{
-    ApiServerLauncher, BoxFuture, LabTimings, NodeAgent, NodeAgentConfig, Running,
-};
+use super::components::{ApiServerLauncher, BoxFuture, NodeAgent, NodeAgentConfig, Running};
 use super::control::{Request, Response};
 use super::faults::isolation::{self, Isolation};
 use super::faults::{Fault, FaultSet, disk};
@@ -85,7 +83,7 @@ pub async fn run(lab: LabDir) -> Result<(), LabError> {
             spec: spec.clone(),
             node: node.clone(),
             ns_pid,
-            timings: LabTimings::default(),
+            timings: state.pace.timings(),
             apiserver: launcher.clone(),
             faults: faults.clone(),
         });

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::components::Pace;
 use super::faults::isolation::Isolation;
 use super::node::{self, ProcessRecord};
 use super::{LabDir, LabError, LabSpec};
@@ -26,6 +27,9 @@ pub struct LabState {
     /// own schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeadm_etcd_timeout_secs: Option<u64>,
+    /// `lab up --pace`: how fast the components act (absent in older records: the test pace).
+    #[serde(default, skip_serializing_if = "Pace::is_test")]
+    pub pace: Pace,
 }
 
 impl LabState {
@@ -52,5 +56,57 @@ impl LabState {
 
     pub fn live_processes(&self) -> Vec<&ProcessRecord> {
         self.processes.iter().filter(|p| p.is_alive()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kubeadm::KubeVersion;
+    use crate::lab::LabEndpoint;
+    use crate::observed::ContainerRuntime;
+
+    fn state(pace: Pace) -> LabState {
+        LabState {
+            spec: LabSpec {
+                cluster_name: "lab".into(),
+                endpoint: LabEndpoint {
+                    host: "k8s-api.lab.internal".into(),
+                    addresses: vec!["127.0.0.100".parse().expect("ip")],
+                    port: 6443,
+                },
+                nodes: vec![],
+                version: KubeVersion::new(1, 31, 14),
+                runtime: ContainerRuntime::Containerd,
+            },
+            ssh_port: 22,
+            exe: "/usr/bin/hactl".into(),
+            processes: vec![],
+            isolation: None,
+            kubeadm_etcd_timeout_secs: None,
+            pace,
+        }
+    }
+
+    /// The test pace is written as before `--pace` existed (no key), and a record without the
+    /// key is a lab at the test pace: either hactl reads the other's lab.json.
+    #[test]
+    fn the_pace_is_recorded_only_when_it_is_not_the_test_pace() {
+        let test = serde_json::to_value(state(Pace::Test)).unwrap();
+        assert!(test.get("pace").is_none(), "{test:#}");
+        let read: LabState = serde_json::from_value(test).unwrap();
+        assert_eq!(read.pace, Pace::Test);
+
+        let cluster = serde_json::to_value(state(Pace::Cluster)).unwrap();
+        assert_eq!(cluster["pace"], "cluster");
+        let read: LabState = serde_json::from_value(cluster).unwrap();
+        assert_eq!(read.pace, Pace::Cluster);
+        let timings = read.pace.timings();
+        assert_eq!(timings.heartbeat, std::time::Duration::from_secs(10));
+        assert_eq!(timings.node_grace, std::time::Duration::from_secs(40));
+        assert_eq!(
+            timings.request_timeout,
+            Pace::Test.timings().request_timeout
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::components::Pace;
 use super::control::{self, Request, Response};
 use super::etcd::EtcdClient;
 use super::faults::isolation;
@@ -24,6 +25,8 @@ pub struct UpOptions {
     pub ready_timeout: Duration,
     /// See `LabState::kubeadm_etcd_timeout_secs`.
     pub kubeadm_etcd_timeout: Option<Duration>,
+    /// See `LabState::pace`.
+    pub pace: Pace,
 }
 
 /// Builds and starts the lab; on failure, stops what it started and says where the logs are.
@@ -41,6 +44,7 @@ pub async fn up(lab: &LabDir, opts: UpOptions) -> Result<String, LabError> {
         processes: vec![],
         isolation: None,
         kubeadm_etcd_timeout_secs: opts.kubeadm_etcd_timeout.map(|d| d.as_secs()),
+        pace: opts.pace,
     };
     let result = build(lab, &opts, &mut state).await;
     match result {
