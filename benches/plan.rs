@@ -218,10 +218,8 @@ fn main() {
     // two cores while this one is measured.
     for (i, &(workers, net)) in sizes.iter().enumerate() {
         eprintln!("lab up: 1 control-plane node, {workers} workers (127.0.{net}.x)");
-        // At a cluster's pace: at the lab's test pace, 51 simulated kubelets and the API
-        // server and etcd answering them keep a fifth of the two cores busy, a load that
-        // competes unevenly with the floor and with hactl (the floor starves it, and the
-        // run after pays it back), where a cluster's control plane runs on its own machines.
+        // At a cluster's pace: the lab's own load at the test pace weighs unevenly on the
+        // floor and on hactl (README's benchmark).
         let lab = Lab::up(
             &format!("bench{net}"),
             &plan(net, 1, workers),

@@ -36,8 +36,7 @@ pub enum LabCommand {
         /// shorter, to see a join fail sooner.
         #[arg(long, value_name = "SECONDS")]
         kubeadm_etcd_timeout: Option<u64>,
-        /// How fast the components act: `test`, ten times a cluster's pace (heartbeats every
-        /// second), or `cluster` (every 10 s, for benchmarks).
+        /// How fast the lab's components act.
         #[arg(long, value_enum, default_value_t = Pace::Test)]
         pace: Pace,
     },

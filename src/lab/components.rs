@@ -82,9 +82,8 @@ pub enum Pace {
     /// lapse and crashed pods restart within seconds.
     #[default]
     Test,
-    /// About a cluster's pace (every 10 s), for benchmarks: at the test pace, 51 kubelets and
-    /// their API server and etcd keep a fifth of two cores busy, a load that a cluster puts on
-    /// its own machines, not on the one hactl runs on.
+    /// About a cluster's pace (heartbeats every 10 s), for benchmarks: the lab's own load at the
+    /// test pace would compete with what is measured (README's benchmark says how much).
     Cluster,
 }
 

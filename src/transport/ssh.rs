@@ -95,8 +95,11 @@ fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
             .modified()
             .ok()
             .and_then(|m| now.duration_since(m).ok());
-        let socketless = std::fs::symlink_metadata(path.join("master")).is_err();
-        if meta.is_dir() && socketless && idle.is_some_and(|idle| idle >= STALE_DIR) {
+        if !meta.is_dir() || idle.is_none_or(|idle| idle < STALE_DIR) {
+            continue;
+        }
+        // A dir with a master's socket stays, however old: that master still runs.
+        if std::fs::symlink_metadata(path.join("master")).is_err() {
             // Best effort: what cannot be removed now is tried again by the next run.
             let _ = std::fs::remove_dir_all(&path);
         }
