@@ -27,9 +27,8 @@ struct Run {
     wall: Duration,
     /// Peak resident memory of the hactl process, KiB.
     peak_kib: i64,
-    /// User + system CPU of hactl and the children it waited for (each worker's `ssh`, each
-    /// control-plane node's master until it backgrounds itself: the client side of every
-    /// handshake), seconds.
+    /// User + system CPU of hactl and the children it waited for (each node's `ssh` master
+    /// until it backgrounds itself, i.e. the client side of every handshake), seconds.
     cpu: f64,
     /// The machine's busy CPU during the run (hactl, the lab's sshds, etcd, …).
     machine: f64,
@@ -90,7 +89,7 @@ fn run_plan(file: &std::path::Path) -> Run {
 }
 
 /// The floor: every node read at once by plain OpenSSH, one `ssh` per node (a full handshake,
-/// as hactl's makes), each running observation's node script sent on stdin.
+/// as hactl's master connection makes), each running observation's node script sent on stdin.
 fn run_floor(ssh_config: &std::path::Path, nodes: &[String]) -> Floor {
     let script = hactl::readings::node::node_script();
     let clients = children_cpu();

@@ -2,9 +2,9 @@
 //! parallel, into one [`ObservedState`]. Read-only: nothing on the cluster changes.
 //!
 //! Three rounds, each as parallel as its inputs allow:
-//! 1. every node (connect, then one read), bounded by `parallelism`; a worker, unless
-//!    `keep_workers`, read with one command and no connection kept (`Reach::run_once`);
-//!    meanwhile the API, when the plan names a kubeconfig file;
+//! 1. every node (connect, then one read), bounded by `parallelism`, a worker's connection
+//!    closing as soon as it is read unless `keep_workers`; meanwhile the API, when the plan
+//!    names a kubeconfig file;
 //! 2. etcd and the LB through what round 1 found (the existing control plane, its CA), and the
 //!    API through its admin.conf when the plan names no kubeconfig;
 //! 3. from each control-plane node that is not a member yet, TCP to the members' 6443/2379/2380.
@@ -84,6 +84,8 @@ pub struct Observation<R: Reach = SshReach> {
     /// The kubeconfig the API was read with, held in memory for what runs next (apply);
     /// `None` when there was none to read.
     pub credentials: Option<Credentials>,
+    /// The workers' connections already closing (`ObserveOptions::keep_workers` false).
+    closing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A kubeconfig's text and where it came from; its `Debug` never shows the text.
@@ -102,18 +104,29 @@ impl std::fmt::Debug for Credentials {
 impl<R: Reach> Observation<R> {
     /// Closes every master connection (no ssh process is left behind).
     pub async fn close(self) {
-        close_all::<R>(self.sessions).await;
+        close_all::<R>(self.sessions, self.closing).await;
     }
 
     /// What was observed, and the closing of every master connection, to run beside what
     /// comes next when nothing after observation needs them (`plan`, `observe`).
     pub fn into_state(self) -> (ObservedState, impl Future<Output = ()> + Send + 'static) {
-        (self.state, close_all::<R>(self.sessions))
+        (self.state, close_all::<R>(self.sessions, self.closing))
     }
 }
 
-async fn close_all<R: Reach>(sessions: BTreeMap<String, R::Session>) {
+async fn close_all<R: Reach>(
+    sessions: BTreeMap<String, R::Session>,
+    closing: Vec<tokio::task::JoinHandle<()>>,
+) {
     futures_util::future::join_all(sessions.into_values().map(R::close)).await;
+    for task in closing {
+        // A panic while closing is the caller's to report, as a panic in `R::close` would be.
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 /// The nodes of `desired` whose observation failed, with the reason, in file order.
@@ -168,6 +181,7 @@ pub async fn observe_with<R: Reach>(
         warnings,
         control_planes,
         early,
+        closing,
     } = round1;
 
     let (etcd, endpoint, api) = match early {
@@ -257,6 +271,7 @@ pub async fn observe_with<R: Reach>(
         sessions,
         warnings,
         credentials,
+        closing,
     }
 }
 
@@ -269,6 +284,7 @@ struct Round1<'a, R: Reach> {
     warnings: Vec<String>,
     control_planes: Vec<&'a Node>,
     early: Option<tokio::task::JoinHandle<Round2<R>>>,
+    closing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Round 2 through the `kubeadm init` node, which holds its session until it is done.
@@ -299,14 +315,14 @@ async fn read_nodes<'a, R: Reach>(
             opts.connect_timeout,
             opts.command_timeout,
         );
-        if n.role == Role::Worker && !opts.keep_workers {
-            let run = reach.run_once(target, &node::node_script()).await;
-            return (n, None, node::node_reading(n, run));
-        }
         match reach.connect(target).await {
             Ok(session) => {
                 let reading = node::read_node(&session, n).await;
-                (n, Some(session), reading)
+                if n.role == Role::Worker && !opts.keep_workers {
+                    let closing = tokio::spawn(R::close(session));
+                    return (n, None, Some(closing), reading);
+                }
+                (n, Some(session), None, reading)
             }
             Err(e) => {
                 let reading = NodeReading {
@@ -315,7 +331,7 @@ async fn read_nodes<'a, R: Reach>(
                     ca_pem: None,
                     warnings: Vec::new(),
                 };
-                (n, None, reading)
+                (n, None, None, reading)
             }
         }
     }))
@@ -328,8 +344,10 @@ async fn read_nodes<'a, R: Reach>(
         warnings: Vec::new(),
         control_planes: Vec::new(),
         early: None,
+        closing: Vec::new(),
     };
-    while let Some((node, mut session, reading)) = answers.next().await {
+    while let Some((node, mut session, closing, reading)) = answers.next().await {
+        round.closing.extend(closing);
         let NodeReading {
             observation,
             admin_conf,

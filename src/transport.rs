@@ -7,7 +7,6 @@
 pub mod clock;
 pub mod cluster;
 pub mod files;
-pub mod once;
 pub mod ssh;
 pub mod tls;
 

@@ -1,7 +1,6 @@
 //! The SSH transport against a real lab (real sshd per node, the real `ssh` client): commands
 //! and their output, one master per node, host key checking, auth, unreachable nodes,
-//! ProxyJump from a config file, sudo, command timeouts, and no ssh process left after `close`;
-//! and the same for one `ssh` per command with no master (`SshOnce`).
+//! ProxyJump from a config file, sudo, command timeouts, and no ssh process left after `close`.
 
 mod lab_support;
 
@@ -9,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hactl::spec::KnownHosts;
-use hactl::transport::once::SshOnce;
 use hactl::transport::ssh::SshSession;
 use hactl::transport::{NodeTransport, SshTarget, TransportError};
 use lab_support::{Lab, is_ssh_master, plan, processes, wait_no_ssh_master};
@@ -69,7 +67,6 @@ fn ssh_transport_against_a_lab() {
     std::fs::create_dir_all(&work).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(checks(&lab, &work));
-    rt.block_on(once_checks(&lab, &work));
 }
 
 async fn checks(lab: &Lab, work: &Path) {
@@ -440,233 +437,4 @@ async fn timeouts(cp1: &SshTarget) {
     }
     quick.close().await.unwrap();
     wait_no_master(&ctl);
-}
-
-/// `SshOnce`, one `ssh` per command: the same output, input, errors and deadline as over a
-/// master, ssh's own messages kept out of the command's stderr, and nothing left behind (no
-/// process, no log, no master the config file asks for).
-async fn once_checks(lab: &Lab, work: &Path) {
-    let targets = lab.ssh_targets();
-    let (cp1, w1) = (targets[0].clone(), targets[1].clone());
-    let port = cp1.port.unwrap_or(22);
-    let once = |t: &SshTarget| SshOnce::new(t.clone());
-    let run_err = |t: SshTarget| async move {
-        match SshOnce::new(t.clone()).run("echo ran").await {
-            Ok(out) => panic!("running on {} ({}) worked: {out:?}", t.node, t.address),
-            Err(e) => e,
-        }
-    };
-
-    // Output, stderr and status as the script gave them; the script byte for byte.
-    let out = once(&cp1)
-        .run("echo out; echo err >&2; hostname; exit 3")
-        .await
-        .unwrap();
-    assert_eq!(out.status, Some(3));
-    assert_eq!(out.stdout_text(), "out\ncp1\n");
-    assert_eq!(out.stderr_text(), "err\n");
-    let tricky = "printf '%s|' \"it's\" '$HOME' 'a!b' \"$((1+2))\"\necho\n";
-    let out = once(&w1).run(tricky).await.unwrap();
-    assert_eq!(out.stdout_text(), "it's|$HOME|a!b|3|\n", "{out:?}");
-    // ssh's own failure status, given by the script: the script's status, not an error.
-    let out = once(&w1).run("echo partial; exit 255").await.unwrap();
-    assert_eq!(
-        (out.status, out.stdout_text()),
-        (Some(255), "partial\n".into())
-    );
-    let out = once(&w1).run("no-such-command-here").await.unwrap();
-    assert_eq!(out.status, Some(127), "{out:?}");
-    // Input on stdin, more than a pipe holds, while the output comes back.
-    let input: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
-    let out = once(&cp1)
-        .run_with_input("cat; echo done >&2", &input)
-        .await
-        .unwrap();
-    assert!(
-        out.stdout == input,
-        "input came back with {} bytes",
-        out.stdout.len()
-    );
-    assert_eq!(out.stderr_text(), "done\n");
-
-    // An address without sshd: refused, in ssh's words.
-    let ghost = target_with(&w1, |t| {
-        t.node = "ghost".into();
-        t.address = format!("127.0.{NET}.99").parse().unwrap();
-    });
-    match run_err(ghost).await {
-        TransportError::Unreachable { node, detail, .. } => {
-            assert_eq!(node, "ghost");
-            assert_eq!(
-                detail,
-                format!("ssh: connect to host 127.0.{NET}.99 port {port}: Connection refused")
-            );
-        }
-        other => panic!("ghost: {other:?}"),
-    }
-
-    // accept-new learns an unknown key, and ssh's note of it stays out of the command's
-    // stderr; then strict checking passes, and with no key known it refuses.
-    let empty = work.join("once_known_hosts");
-    std::fs::write(&empty, "").unwrap();
-    let cfg = config_with_known_hosts(work, "once_unknown.conf", lab, &empty);
-    let strict_unknown = target_with(&w1, |t| t.config_file = Some(cfg.clone()));
-    match run_err(strict_unknown.clone()).await {
-        TransportError::HostKeyUnknown { node, detail, .. } => {
-            assert_eq!(node, "w1");
-            assert!(
-                detail.contains(&format!("host key is known for 127.0.{NET}.21")),
-                "{detail}"
-            );
-        }
-        other => panic!("unknown host key: {other:?}"),
-    }
-    let learn = target_with(&strict_unknown, |t| t.known_hosts = KnownHosts::AcceptNew);
-    let out = once(&learn).run("echo err >&2; exit 255").await.unwrap();
-    assert_eq!((out.status, out.stderr_text()), (Some(255), "err\n".into()));
-    let learnt = std::fs::read_to_string(&empty).unwrap();
-    assert!(
-        learnt.contains(&format!("127.0.{NET}.21")),
-        "not learnt: {learnt:?}"
-    );
-    let out = once(&strict_unknown).run("hostname").await.unwrap();
-    assert_eq!(out.stdout_text(), "w1\n");
-
-    // Another key for the address: refused even under accept-new.
-    let changed_kh = work.join("changed_known_hosts");
-    let cfg = config_with_known_hosts(work, "once_changed.conf", lab, &changed_kh);
-    for mode in [KnownHosts::Strict, KnownHosts::AcceptNew] {
-        let t = target_with(&w1, |t| {
-            t.config_file = Some(cfg.clone());
-            t.known_hosts = mode;
-        });
-        match run_err(t).await {
-            TransportError::HostKeyChanged { detail, .. } => assert_eq!(
-                detail,
-                format!(
-                    "Host key for 127.0.{NET}.21 has changed and you have requested strict checking."
-                )
-            ),
-            other => panic!("changed host key ({mode:?}): {other:?}"),
-        }
-    }
-
-    // A key the node does not accept.
-    let wrong = target_with(&w1, |t| {
-        t.config_file = Some(work.join("no_identity.conf"));
-        t.identity_file = Some(work.join("other_host_key"));
-    });
-    match run_err(wrong).await {
-        TransportError::AuthFailed { node, detail, .. } => {
-            assert_eq!(node, "w1");
-            assert_eq!(
-                detail,
-                format!("root@127.0.{NET}.21: Permission denied (publickey).")
-            );
-        }
-        other => panic!("wrong identity: {other:?}"),
-    }
-
-    // sudo -n, as over a master.
-    let has_sudo = once(&cp1).run("command -v sudo").await.unwrap().success();
-    let sudo_out = once(&target_with(&cp1, |t| t.sudo = true))
-        .run("id -u; echo \"$0\"")
-        .await;
-    match sudo_out {
-        Ok(out) if has_sudo => assert_eq!(out.stdout_text(), "0\nsh\n", "{out:?}"),
-        Err(TransportError::Sudo { detail, .. }) if !has_sudo => {
-            assert!(detail.contains("not found"), "{detail}")
-        }
-        other => panic!("sudo (installed: {has_sudo}): {other:?}"),
-    }
-
-    // A config file asking for connection sharing gets none: no master outlives the command.
-    let shared = work.join("once_shared.conf");
-    let socket = work.join("cm-once");
-    std::fs::write(
-        &shared,
-        format!(
-            "Host *\n  ControlMaster auto\n  ControlPath {}\n  ControlPersist 60\nInclude {}\n",
-            socket.display(),
-            lab.dir.join("ssh_config").display()
-        ),
-    )
-    .unwrap();
-    let out = once(&target_with(&w1, |t| t.config_file = Some(shared.clone())))
-        .run("hostname")
-        .await
-        .unwrap();
-    assert_eq!(out.stdout_text(), "w1\n");
-    assert!(
-        !socket.exists(),
-        "a master was left at {}",
-        socket.display()
-    );
-
-    // The deadline: the command given up on time, its local ssh gone at once, and the node's
-    // `timeout` stopping what it started.
-    let quick = target_with(&cp1, |t| t.command_timeout = Duration::from_secs(1));
-    let marker = format!("echo once-timed-out-on-purpose-{NET}");
-    let started = Instant::now();
-    match once(&quick).run(&format!("sleep 30; {marker}")).await {
-        Err(TransportError::Timeout { node, after, .. }) => {
-            assert_eq!((node.as_str(), after), ("cp1", Duration::from_secs(1)))
-        }
-        other => panic!("sleep 30 with a 1 s timeout: {other:?}"),
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
-    let local: Vec<_> = processes()
-        .into_iter()
-        .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&marker))
-        .collect();
-    assert!(
-        local.is_empty(),
-        "the given-up command's ssh still runs: {local:?}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left: Vec<_> = processes()
-            .into_iter()
-            .filter(|(_, _, cmd)| cmd.contains(&marker))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the timed-out command still runs: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    // Nothing left: no ssh of ours, and no log of a one-shot ssh.
-    let ours: Vec<_> = processes()
-        .into_iter()
-        .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&format!("127.0.{NET}.")))
-        .collect();
-    assert!(ours.is_empty(), "ssh processes left: {ours:?}");
-    // Another hactl on this machine may have one in flight meanwhile: each must go soon.
-    let control = hactl::transport::ssh::control_directory();
-    let logs = || -> Vec<String> {
-        std::fs::read_dir(control)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".ssh-once"))
-            .collect()
-    };
-    let left = logs();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while left.iter().any(|n| logs().contains(n)) {
-        assert!(
-            Instant::now() < deadline,
-            "one-shot logs left in {}: {left:?}",
-            control.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 use crate::observed::{NodeObservation, Probe, SshFailure, SshProbe};
 use crate::readings::node::{self as reading};
 use crate::spec::Node;
-use crate::transport::{CommandOutput, NodeTransport, TransportError, did_not_finish};
-
-pub use crate::readings::node::node_script;
+use crate::transport::{NodeTransport, TransportError, did_not_finish};
 
 /// What reading a node yields: its observation (no secrets) and, held in memory only, the raw
 /// admin.conf (the API client's credentials when the plan names no kubeconfig; never written
@@ -21,12 +19,7 @@ pub use crate::readings::node::NodeRead as NodeReading;
 
 /// Reads everything observation wants from `node` in one round trip.
 pub async fn read_node<T: NodeTransport>(transport: &T, node: &Node) -> NodeReading {
-    node_reading(node, transport.run(&node_script()).await)
-}
-
-/// What the node script's run on `node` tells: its sections read, or why there are none.
-pub fn node_reading(node: &Node, run: Result<CommandOutput, TransportError>) -> NodeReading {
-    let out = match run {
+    let out = match transport.run(&reading::node_script()).await {
         Ok(out) => out,
         Err(e) => {
             return NodeReading {

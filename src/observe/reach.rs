@@ -13,9 +13,8 @@ use crate::seams::ClusterApi;
 use crate::spec::Endpoint;
 use crate::tls_verify::GoVerifier;
 use crate::transport::cluster::KubeCluster;
-use crate::transport::once::SshOnce;
 use crate::transport::ssh::SshSession;
-use crate::transport::{CommandOutput, NodeTransport, SshTarget, TransportError};
+use crate::transport::{NodeTransport, SshTarget, TransportError};
 
 /// The edge observation reads through.
 pub trait Reach: Send + Sync + 'static {
@@ -31,22 +30,6 @@ pub trait Reach: Send + Sync + 'static {
 
     /// Ends a session (the real one closes its ssh master).
     fn close(session: Self::Session) -> impl Future<Output = ()> + Send;
-
-    /// Runs one script on a node that is let go after it (a worker `plan` reads), as cheaply as
-    /// the edge can: by default a session connected, used once and closed. The real one runs a
-    /// single `ssh` with no master ([`SshOnce`]).
-    fn run_once(
-        &self,
-        target: SshTarget,
-        script: &str,
-    ) -> impl Future<Output = Result<CommandOutput, TransportError>> + Send {
-        async move {
-            let session = self.connect(target).await?;
-            let out = session.run(script).await;
-            Self::close(session).await;
-            out
-        }
-    }
 
     /// A client for the API server `config` names, every call bounded by `timeout`; the error
     /// in the client's words.
@@ -85,14 +68,6 @@ impl Reach for SshReach {
     async fn close(session: SshSession) {
         // Nothing is left to tell: the reads are done and recorded.
         let _ = session.close().await;
-    }
-
-    async fn run_once(
-        &self,
-        target: SshTarget,
-        script: &str,
-    ) -> Result<CommandOutput, TransportError> {
-        SshOnce::new(target).run(script).await
     }
 
     fn api(&self, config: kube::Config, timeout: Duration) -> Result<Arc<KubeCluster>, String> {

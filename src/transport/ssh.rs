@@ -29,13 +29,13 @@ const MASTER_IDLE_EXIT: Duration = Duration::from_secs(1800);
 
 /// Keep-alives so a node that vanishes mid-run fails the command instead of hanging it
 /// (ssh gives up after 3 unanswered ones).
-pub(super) const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How much later than hactl's deadline the node's own `timeout` stops a command (TERM), and
 /// how long after that it kills it: late enough that hactl's deadline comes first (the node's
 /// clock starts later, once the channel is open), so `timeout`'s status 124 is not taken for
 /// the script's.
-pub(super) const REMOTE_GRACE: Duration = Duration::from_secs(5);
+const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds (TERM, then KILL
 /// `"$3"` seconds later), or without it where `timeout` is missing or does not take `-k` (old
@@ -54,7 +54,7 @@ exec sh -c "$1""#;
 /// CPU, more than hactl's own work (see the benchmark in README). The crate's own per-master
 /// dirs are made with the umask's mode (0755), so the private one is this. The first use in a
 /// process removes what masters that are long gone left there ([`sweep_stale`]).
-pub fn control_directory() -> &'static Path {
+fn control_directory() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
@@ -71,10 +71,6 @@ pub fn control_directory() -> &'static Path {
     })
 }
 
-/// The prefix of a one-shot `ssh`'s log ([`super::once`]) in the control directory, swept
-/// when stale as the masters' dirs are.
-pub(super) const ONCE_LOG_PREFIX: &str = ".ssh-once";
-
 /// How long a master's dir may have been without its socket before a later hactl removes it. A
 /// master removes its socket when it exits, but not its dir and log: a killed hactl's masters
 /// exit after `MASTER_IDLE_EXIT` and leave theirs (on a memory filesystem, until reboot). A
@@ -82,18 +78,13 @@ pub(super) const ONCE_LOG_PREFIX: &str = ".ssh-once";
 const STALE_DIR: Duration = Duration::from_secs(3600);
 
 /// Removes the crate's `.ssh-connection*` dirs in `dir` that have had no `master` socket for
-/// [`STALE_DIR`] (their mtime is when the socket went, or when they were made), and the logs
-/// of one-shot `ssh`s ([`super::once`]) as old.
+/// [`STALE_DIR`] (their mtime is when the socket went, or when they were made).
 fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let once_log = name
-            .as_encoded_bytes()
-            .starts_with(ONCE_LOG_PREFIX.as_bytes());
-        if !is_master_dir(&name) && !once_log {
+        if !is_master_dir(&entry.file_name()) {
             continue;
         }
         let path = entry.path();
@@ -104,15 +95,7 @@ fn sweep_stale(dir: &Path, now: std::time::SystemTime) {
             .modified()
             .ok()
             .and_then(|m| now.duration_since(m).ok());
-        if idle.is_none_or(|idle| idle < STALE_DIR) {
-            continue;
-        }
-        // A one-shot `ssh`'s log, left by a killed hactl (its ssh is long gone).
-        if once_log && meta.is_file() {
-            let _ = std::fs::remove_file(&path);
-            continue;
-        }
-        if !meta.is_dir() || once_log {
+        if !meta.is_dir() || idle.is_none_or(|idle| idle < STALE_DIR) {
             continue;
         }
         // A dir with a master's socket stays, however old: that master still runs.
@@ -295,45 +278,19 @@ impl SshSession {
         script: &str,
         input: Option<&[u8]>,
     ) -> Result<CommandOutput, TransportError> {
+        let after = self.target.command_timeout;
         // On the deadline the unfinished future is dropped, and with it the command's channel
         // (its mux socket and pipes): hactl returns at once, the master stays usable.
-        within_deadline(&self.target, script, self.run_unbounded(script, input)).await
+        match tokio::time::timeout(after, self.run_unbounded(script, input)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout {
+                node: self.target.node.clone(),
+                address: self.target.address.to_string(),
+                after,
+                what: describe_script(script),
+            }),
+        }
     }
-}
-
-/// `run` bounded by the target's `command_timeout`: past it, [`TransportError::Timeout`], and
-/// `run` (dropped unfinished) stops waiting for the command.
-pub(super) async fn within_deadline(
-    target: &SshTarget,
-    script: &str,
-    run: impl Future<Output = Result<CommandOutput, TransportError>>,
-) -> Result<CommandOutput, TransportError> {
-    let after = target.command_timeout;
-    match tokio::time::timeout(after, run).await {
-        Ok(result) => result,
-        Err(_) => Err(TransportError::Timeout {
-            node: target.node.clone(),
-            address: target.address.to_string(),
-            after,
-            what: describe_script(script),
-        }),
-    }
-}
-
-/// The words of the remote command for `script`, each to be shell-quoted once for the node's
-/// login shell, which unquotes them: `sh` (under `sudo -n` when the target says so) runs the
-/// reaper, which gets the script byte for byte as `$1` and runs it with `sh -c "$1"` under the
-/// node's `timeout` (see [`REAPER`]).
-pub(super) fn remote_words(target: &SshTarget, script: &str) -> Vec<String> {
-    let remote = target.command_timeout + REMOTE_GRACE;
-    // Whole seconds: busybox's `timeout` takes no fractions.
-    let remote_secs = remote.as_secs() + u64::from(remote.subsec_nanos() > 0);
-    let sudo: &[&str] = if target.sudo { &["sudo", "-n"] } else { &[] };
-    sudo.iter()
-        .chain(&["sh", "-c", REAPER, "sh", script])
-        .map(|w| w.to_string())
-        .chain([remote_secs.to_string(), REMOTE_GRACE.as_secs().to_string()])
-        .collect()
 }
 
 impl SshSession {
@@ -343,10 +300,25 @@ impl SshSession {
         script: &str,
         input: Option<&[u8]>,
     ) -> Result<CommandOutput, TransportError> {
-        // `arg` shell-quotes each word for the remote login shell, which unquotes them once.
-        let words = remote_words(&self.target, script);
-        let mut cmd = self.session.command(&words[0]);
-        cmd.args(&words[1..])
+        // `arg` shell-quotes each word for the remote login shell, which unquotes them once:
+        // `sh` gets the script byte for byte (as `$1` of the reaper, which runs it with
+        // `sh -c "$1"`).
+        let mut cmd = if self.target.sudo {
+            let mut c = self.session.command("sudo");
+            c.arg("-n").arg("sh");
+            c
+        } else {
+            self.session.command("sh")
+        };
+        let remote = self.target.command_timeout + REMOTE_GRACE;
+        // Whole seconds: busybox's `timeout` takes no fractions.
+        let remote_secs = remote.as_secs() + u64::from(remote.subsec_nanos() > 0);
+        cmd.arg("-c")
+            .arg(REAPER)
+            .arg("sh")
+            .arg(script)
+            .arg(remote_secs.to_string())
+            .arg(REMOTE_GRACE.as_secs().to_string())
             .stdin(if input.is_some() {
                 openssh::Stdio::piped()
             } else {
@@ -426,7 +398,7 @@ async fn read_all<R: tokio::io::AsyncRead + Unpin>(
 
 /// `sudo -n` itself refusing (not the script failing): sudo's own lines (PAM's account check
 /// comes before the password it then asks for), or the login shell's "sudo: not found".
-pub(super) fn sudo_refusal(out: &CommandOutput) -> Option<String> {
+fn sudo_refusal(out: &CommandOutput) -> Option<String> {
     let text = out.stderr_text();
     let lines: Vec<&str> = text
         .lines()
@@ -602,16 +574,12 @@ mod tests {
         let other = make("not-a-master", false);
         let file = dir.path().join(".ssh-connectionCCCCCC");
         std::fs::write(&file, "").unwrap();
-        let once_log = dir.path().join(".ssh-onceDDDDDD");
-        std::fs::write(&once_log, "").unwrap();
         let now = std::time::SystemTime::now();
-        // Young: a master may still be connecting, a one-shot ssh still running.
+        // Young: a master may still be connecting.
         sweep_stale(dir.path(), now);
         assert!(gone.exists() && live.exists() && other.exists() && file.exists());
-        assert!(once_log.exists());
         sweep_stale(dir.path(), now + STALE_DIR + Duration::from_secs(1));
         assert!(!gone.exists(), "a socketless old master dir is removed");
-        assert!(!once_log.exists(), "an old one-shot ssh's log is removed");
         assert!(live.join("master").exists(), "a live master's dir stays");
         assert!(
             other.exists() && file.exists(),
