@@ -20,6 +20,7 @@ use lab_support::{HACTL, Lab, plan};
 
 /// Workers per lab; each lab gets its own loopback net (127.0.<net>.x).
 const SIZES: [(usize, u8); 3] = [(0, 40), (10, 41), (50, 42)];
+/// Measured rounds per lab (after a warm-up round); `HACTL_BENCH_ROUNDS` sets another count.
 const ROUNDS: usize = 11;
 
 /// One run of `hactl plan`.
@@ -205,6 +206,15 @@ fn main() {
     let only: Option<usize> = std::env::var("HACTL_BENCH_WORKERS")
         .ok()
         .map(|w| w.parse().expect("HACTL_BENCH_WORKERS is a worker count"));
+    // More rounds narrow the medians (each round's ratio varies by ±5% here).
+    let rounds: usize = std::env::var("HACTL_BENCH_ROUNDS")
+        .ok()
+        .map_or(ROUNDS, |r| {
+            r.parse()
+                .ok()
+                .filter(|r| *r > 0)
+                .expect("HACTL_BENCH_ROUNDS is a positive count")
+        });
     let sizes: Vec<(usize, u8)> = SIZES
         .iter()
         .copied()
@@ -232,7 +242,7 @@ fn main() {
         let nodes: Vec<String> = std::iter::once("cp1".to_string())
             .chain((1..=workers).map(|w| format!("w{w}")))
             .collect();
-        for round in 0..=ROUNDS {
+        for round in 0..=rounds {
             for (s, (file, ssh_config)) in files.iter().enumerate() {
                 // The floor and hactl one after the other, which first alternating by round,
                 // so that the machine speeding up or slowing down (it is a VM) favours neither.
@@ -272,7 +282,7 @@ fn main() {
         drop(lab);
     }
     println!(
-        "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {ROUNDS} rounds"
+        "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {rounds} rounds"
     );
     println!(
         "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | client CPU, hactl + ssh / floor's ssh | machine CPU, hactl / floor |"
