@@ -303,7 +303,7 @@ fn main() {
                     .collect(),
             );
             println!(
-                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.2} | {:.1} MiB | {:.2} s / {:.2} s | {:.2} s / {:.2} s |",
+                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.3} | {:.1} MiB | {:.2} s / {:.2} s | {:.2} s / {:.2} s |",
                 workers + 1,
                 median(series.peak_kib.clone()) as f64 / 1024.0,
                 median(series.cpu.clone()),
