@@ -206,7 +206,7 @@ fn main() {
     let only: Option<usize> = std::env::var("HACTL_BENCH_WORKERS")
         .ok()
         .map(|w| w.parse().expect("HACTL_BENCH_WORKERS is a worker count"));
-    // More rounds narrow the medians (each round's ratio varies by ±5% here).
+    // More rounds narrow the medians (README's benchmark says by how much rounds vary).
     let rounds: usize = std::env::var("HACTL_BENCH_ROUNDS")
         .ok()
         .map_or(ROUNDS, |r| {
