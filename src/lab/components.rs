@@ -62,7 +62,7 @@ impl Default for LabTimings {
 impl LabTimings {
     /// Every pace `factor` times slower; the API's request timeout stays (it bounds the
     /// server's answer, not the cluster's rhythm).
-    pub fn slowed(self, factor: u32) -> LabTimings {
+    fn slowed(self, factor: u32) -> LabTimings {
         LabTimings {
             heartbeat: self.heartbeat * factor,
             node_grace: self.node_grace * factor,
