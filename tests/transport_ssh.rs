@@ -161,6 +161,14 @@ async fn checks(lab: &Lab, work: &Path) {
     if has_sudo {
         let out = sudo_out.unwrap();
         assert_eq!(out.stdout_text(), "0\nsh\n", "{out:?}");
+        // Under sudo (`use_pty` or not) the watchdog kills what hactl gave up on, too.
+        let quick_sudo = SshSession::connect(target_with(&cp1, |t| {
+            t.sudo = true;
+            t.command_timeout = Duration::from_secs(2);
+        }))
+        .await
+        .unwrap();
+        abandoned_without_input_is_killed_at_once(quick_sudo, &format!("{NET}-sudo")).await;
     } else {
         eprintln!("sudo is not installed on this machine: checking its absence is reported");
         match sudo_out {
@@ -362,11 +370,115 @@ async fn checks(lab: &Lab, work: &Path) {
     assert!(ours.is_empty(), "ssh processes left: {ours:?}");
 }
 
-/// A command that outlives `command_timeout`: `run` gives up on time with a Timeout naming the
-/// node, its address and the timeout; the same session (the same master) runs the next command;
-/// and the node's own `timeout` stops the abandoned command (closing its channel does not: no
-/// pty, no SIGHUP).
+/// A command's processes: those whose command line holds `marker`, and their children.
+fn marked(marker: &str) -> Vec<(u32, String)> {
+    let all = processes();
+    let ours: Vec<u32> = all
+        .iter()
+        .filter(|(_, _, cmd)| cmd.contains(marker))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    all.iter()
+        .filter(|(pid, ppid, _)| ours.contains(pid) || ours.contains(ppid))
+        .map(|(pid, _, cmd)| (*pid, cmd.clone()))
+        .collect()
+}
+
+/// How long after `since` the processes in `abandoned` were all gone; fails after `within`.
+fn gone(abandoned: &[(u32, String)], since: Instant, within: Duration) -> Duration {
+    loop {
+        // By PID and command line: a PID may be reused meanwhile.
+        let left: Vec<_> = processes()
+            .into_iter()
+            .map(|(pid, _, cmd)| (pid, cmd))
+            .filter(|p| abandoned.contains(p))
+            .collect();
+        if left.is_empty() {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "the abandoned command still runs on the node after {within:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command without input that outlives `command_timeout`: `run` gives up on time with a
+/// Timeout naming the node, its address and the timeout; the watchdog on the command's stdin
+/// kills the command and its children on the node at once (the node's `timeout`, 5 s later, is
+/// not what stops it); the same session (the same master) runs the next command.
+async fn abandoned_without_input_is_killed_at_once(session: SshSession, net_marker: &str) {
+    let ctl = session.control_socket().to_path_buf();
+    let before = masters(&ctl);
+    let marker = format!("echo timed-out-on-purpose-{net_marker}");
+    let script = format!("sh -c 'sleep 30; {marker}'");
+    let started = Instant::now();
+    let (result, abandoned) = {
+        let run = session.run(&script);
+        tokio::pin!(run);
+        let mut abandoned = vec![];
+        // While it runs: the watchdog's shell, the inner sh and its sleep.
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    let now = marked(&marker);
+                    if now.len() > abandoned.len() {
+                        abandoned = now;
+                    }
+                }
+            }
+        };
+        (result, abandoned)
+    };
+    let gave_up = Instant::now();
+    match &result {
+        Err(e @ TransportError::Timeout { node, after, .. }) => {
+            assert_eq!((node.as_str(), *after), ("cp1", Duration::from_secs(2)));
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "cp1 (127.0.{NET}.11): `{script}` did not finish within 2 s"
+                )) && text.contains("Raise --command-timeout"),
+                "{text}"
+            );
+        }
+        other => panic!("sleep 30 with a 2 s timeout: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the timeout took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        abandoned.iter().any(|(_, cmd)| cmd.trim() == "sleep 30"),
+        "the command was not seen running: {abandoned:?}"
+    );
+    let took = gone(&abandoned, gave_up, Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(3),
+        "the abandoned command stopped {took:?} after hactl gave up: later than the watchdog would"
+    );
+
+    let out = session.run("echo ok").await.unwrap();
+    assert_eq!(out.stdout_text(), "ok\n");
+    assert_eq!(masters(&ctl), before, "the master changed after a timeout");
+    session.close().await.unwrap();
+    wait_no_master(&ctl);
+}
+
+/// A command with input (its stdin is the input, so no watchdog) that outlives
+/// `command_timeout`: hactl gives up on time, and the node's own `timeout` stops it and its
+/// children later (closing its channel does not: no pty, no SIGHUP).
 async fn timeouts(cp1: &SshTarget) {
+    let quick = || {
+        SshSession::connect(target_with(cp1, |t| {
+            t.command_timeout = Duration::from_secs(2)
+        }))
+    };
+    abandoned_without_input_is_killed_at_once(quick().await.unwrap(), &format!("{NET}")).await;
+
     let quick = SshSession::connect(target_with(cp1, |t| {
         t.command_timeout = Duration::from_secs(1)
     }))
@@ -375,38 +487,23 @@ async fn timeouts(cp1: &SshTarget) {
     let ctl = quick.control_socket().to_path_buf();
     let before = masters(&ctl);
     // The marker names the abandoned command's processes (sh and `timeout` carry the script).
-    let marker = format!("echo timed-out-on-purpose-{NET}");
+    let marker = format!("echo timed-out-with-input-on-purpose-{NET}");
     let started = Instant::now();
-    let result = quick.run(&format!("sleep 30; {marker}")).await;
+    let result = quick
+        .run_with_input(&format!("cat >/dev/null; sleep 30; {marker}"), b"input\n")
+        .await;
     let took = started.elapsed();
     match &result {
-        Err(e @ TransportError::Timeout { node, after, .. }) => {
+        Err(TransportError::Timeout { node, after, .. }) => {
             assert_eq!((node.as_str(), *after), ("cp1", Duration::from_secs(1)));
-            let text = e.to_string();
-            assert!(
-                text.starts_with(&format!(
-                    "cp1 (127.0.{NET}.11): `sleep 30; {marker}` did not finish within 1 s"
-                )) && text.contains("Raise --command-timeout"),
-                "{text}"
-            );
         }
         other => panic!("sleep 30 with a 1 s timeout: {other:?}"),
     }
     assert!(took < Duration::from_secs(10), "the timeout took {took:?}");
+    let gave_up = Instant::now();
 
     // Still running on the node right after: sh, the node's `timeout`, and their `sleep 30`.
-    let abandoned: Vec<(u32, String)> = {
-        let all = processes();
-        let ours: Vec<u32> = all
-            .iter()
-            .filter(|(_, _, cmd)| cmd.contains(&marker))
-            .map(|(pid, _, _)| *pid)
-            .collect();
-        all.iter()
-            .filter(|(pid, ppid, _)| ours.contains(pid) || ours.contains(ppid))
-            .map(|(pid, _, cmd)| (*pid, cmd.clone()))
-            .collect()
-    };
+    let abandoned = marked(&marker);
     assert!(
         !abandoned.is_empty(),
         "the timed-out command was expected to outlive its channel for a few seconds"
@@ -418,23 +515,7 @@ async fn timeouts(cp1: &SshTarget) {
     assert_eq!(masters(&ctl), before, "the master changed after a timeout");
 
     // The node's `timeout` (1 s + 5 s grace) stops the abandoned command and its children.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // By PID and command line: a PID may be reused meanwhile.
-        let left: Vec<_> = processes()
-            .into_iter()
-            .map(|(pid, _, cmd)| (pid, cmd))
-            .filter(|p| abandoned.contains(p))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the timed-out command still runs on the node: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    gone(&abandoned, gave_up, Duration::from_secs(20));
     quick.close().await.unwrap();
     wait_no_master(&ctl);
 }

@@ -10,9 +10,12 @@
 //! command's channel and returns [`TransportError::Timeout`] at once; the master and its other
 //! channels are unaffected. Dropping the channel does not stop the remote command: the mux
 //! protocol has no signal message, and sshd sends SIGHUP only to a session with a pty, which
-//! mux commands never have. So the node stops it itself: each command runs under the node's
-//! `timeout` (coreutils or busybox, when it works there), set a little past hactl's deadline,
-//! which signals the command's whole process group (TERM, then KILL).
+//! mux commands never have. So the node stops it itself. A command without input runs beside a
+//! watchdog on its stdin ([`WATCHDOG`]): hactl holds that pipe open until the command's status
+//! is in, and when it closes first (the deadline, hactl interrupted, the connection gone) the
+//! watchdog kills the command's whole process group. A command with input (its stdin is the
+//! input) runs under the node's `timeout` instead ([`REAPER`]), set a little past hactl's
+//! deadline (TERM, then KILL).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -36,6 +39,22 @@ const SERVER_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// clock starts later, once the channel is open), so `timeout`'s status 124 is not taken for
 /// the script's.
 const REMOTE_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `"$1"` (the script) in this shell beside a watchdog that reads the channel's stdin,
+/// which hactl keeps open and writes nothing to until the command's status is in. When it ends
+/// while the script's shell still runs (hactl gave up at its deadline, was interrupted, or its
+/// connection closed), the watchdog kills its process group: the command and all it started
+/// (sshd makes each session's command a process group of its own; under `sudo`, whether or not
+/// with `use_pty`, the group of the shell sudo runs, which holds the watchdog). It is forked
+/// twice so that it is not the script's child: the node script's `wait` waits for its own jobs
+/// only. The script reads /dev/null and starts with no positional parameters, as under
+/// `sh -c`. This costs two forks of the shell, where the node's `timeout` cost an exec, a fork
+/// and the script's own `sh` (about 2 ms of CPU per node; see the benchmark in README).
+const WATCHDOG: &str = r#"exec 3<&0 </dev/null
+( ( while read -r _ <&3; do :; done; kill -0 $$ && kill -KILL 0 ) & ) >/dev/null 2>&1
+exec 3<&-
+eval "set --
+$1""#;
 
 /// Runs `"$1"` with `sh -c` under the node's `timeout` for `"$2"` seconds (TERM, then KILL
 /// `"$3"` seconds later), or without it where `timeout` is missing or does not take `-k` (old
@@ -301,8 +320,8 @@ impl SshSession {
         input: Option<&[u8]>,
     ) -> Result<CommandOutput, TransportError> {
         // `arg` shell-quotes each word for the remote login shell, which unquotes them once:
-        // `sh` gets the script byte for byte (as `$1` of the reaper, which runs it with
-        // `sh -c "$1"`).
+        // `sh` gets the script byte for byte (as `$1` of the watchdog's shell, which runs it
+        // with `eval`, or of the reaper, which runs it with `sh -c "$1"`).
         let mut cmd = if self.target.sudo {
             let mut c = self.session.command("sudo");
             c.arg("-n").arg("sh");
@@ -310,20 +329,20 @@ impl SshSession {
         } else {
             self.session.command("sh")
         };
-        let remote = self.target.command_timeout + REMOTE_GRACE;
-        // Whole seconds: busybox's `timeout` takes no fractions.
-        let remote_secs = remote.as_secs() + u64::from(remote.subsec_nanos() > 0);
-        cmd.arg("-c")
-            .arg(REAPER)
-            .arg("sh")
-            .arg(script)
-            .arg(remote_secs.to_string())
-            .arg(REMOTE_GRACE.as_secs().to_string())
-            .stdin(if input.is_some() {
-                openssh::Stdio::piped()
-            } else {
-                openssh::Stdio::null()
-            })
+        if input.is_some() {
+            let remote = self.target.command_timeout + REMOTE_GRACE;
+            // Whole seconds: busybox's `timeout` takes no fractions.
+            let remote_secs = remote.as_secs() + u64::from(remote.subsec_nanos() > 0);
+            cmd.arg("-c")
+                .arg(REAPER)
+                .arg("sh")
+                .arg(script)
+                .arg(remote_secs.to_string())
+                .arg(REMOTE_GRACE.as_secs().to_string());
+        } else {
+            cmd.arg("-c").arg(WATCHDOG).arg("sh").arg(script);
+        }
+        cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
         let mut child = match cmd.spawn().await {
@@ -338,6 +357,12 @@ impl SshSession {
         };
         let (out, err) = (child.stdout().take(), child.stderr().take());
         let stdin = child.stdin().take();
+        // Without input, stdin is the watchdog's: held open, and written nothing, until the
+        // status is in (dropped earlier, with this future, it stops the command on the node).
+        let (stdin, watchdog) = match input {
+            Some(_) => (stdin, None),
+            None => (None, stdin),
+        };
         // All at once: a full stdout or stderr pipe must not block the input, nor the input
         // the output. The input ends (EOF) when it is written.
         let feed = async move {
@@ -367,6 +392,7 @@ impl SshSession {
             }
             Err(e) => return Err(self.lost(&e)),
         };
+        drop(watchdog);
         let output = CommandOutput {
             status,
             stdout: stdout.map_err(|e| self.lost(&e))?,
@@ -628,6 +654,145 @@ mod tests {
         std::os::unix::fs::symlink(&expected, linked.path().join(&name)).unwrap();
         let chosen = first_usable_dir([open.path().to_path_buf(), linked.path().to_path_buf()]);
         assert_eq!(chosen, None);
+    }
+
+    /// Starts the watchdog's shell locally as sshd would (a process group of its own), with
+    /// stdin a pipe the caller holds, as hactl holds the channel's.
+    fn watched(script: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        std::process::Command::new("/bin/sh")
+            .args(["-c", WATCHDOG, "sh", script])
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The processes whose process group is `pgid`, from /proc.
+    fn group(pgid: u32) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            if fields[2].parse::<u32>() == Ok(pgid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The finished command's output; if it runs on for 5 s, its group is killed and the test
+    /// fails (instead of hanging).
+    fn finish(mut child: std::process::Child) -> std::process::Output {
+        let pgid = child.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pgid}")])
+                    .status();
+                panic!("the command still ran after 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn the_watchdog_runs_the_script_as_sh_c_would_with_its_status() {
+        let mut child = watched("printf '%s|' \"a b\" '$HOME' \"*\" \"$#\" \"$0\"; exit 3");
+        let stdin = child.stdin.take();
+        let out = finish(child);
+        drop(stdin);
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).as_ref()
+            ),
+            (Some(3), "a b|$HOME|*|0|sh|")
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_script_reads_dev_null_and_its_wait_is_for_its_own_jobs() {
+        // The caller's pipe stays open throughout: `cat` must not read it, nor `wait` wait for
+        // the watchdog that reads it.
+        let mut child = watched("cat; sleep 0.1 & wait; echo done");
+        let stdin = child.stdin.take();
+        let out = finish(child);
+        drop(stdin);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    }
+
+    #[test]
+    fn when_its_stdin_closes_first_the_watchdog_kills_the_command_and_its_children() {
+        let mut child = watched("sleep 30 & echo $!; sleep 30; echo not-killed");
+        let pgid = child.id();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let background: u32 = line.trim().parse().unwrap();
+        assert!(group(pgid).contains(&background));
+        // hactl gives up: the channel, and with it the command's stdin, closes.
+        drop(child.stdin.take());
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        wait_until("the command's processes outlived the watchdog", || {
+            group(pgid).is_empty()
+        });
+    }
+
+    #[test]
+    fn after_the_script_ends_the_watchdog_leaves_what_it_started() {
+        let mut child = watched("sleep 30 >/dev/null 2>&1 & echo $!");
+        let pgid = child.id();
+        let stdin = child.stdin.take();
+        let out = finish(child);
+        assert_eq!(out.status.code(), Some(0));
+        let background: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // The channel closes once the status is in: the watchdog goes, the job stays.
+        drop(stdin);
+        wait_until("the watchdog outlived the channel", || {
+            group(pgid) == [background]
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            group(pgid),
+            [background],
+            "the watchdog killed a finished command's job"
+        );
+        std::process::Command::new("kill")
+            .arg(background.to_string())
+            .status()
+            .unwrap();
     }
 
     /// Runs the reaper locally as the node's shell would, with `PATH` set to `bin`: its exit
