@@ -708,6 +708,15 @@ mod tests {
         child.wait_with_output().unwrap()
     }
 
+    /// The watched script's output, its stdin held open until it has finished.
+    fn held_open(script: &str) -> std::process::Output {
+        let mut child = watched(script);
+        let stdin = child.stdin.take();
+        let out = finish(child);
+        drop(stdin);
+        out
+    }
+
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !done() {
@@ -718,10 +727,7 @@ mod tests {
 
     #[test]
     fn the_watchdog_runs_the_script_as_sh_c_would_with_its_status() {
-        let mut child = watched("printf '%s|' \"a b\" '$HOME' \"*\" \"$#\" \"$0\"; exit 3");
-        let stdin = child.stdin.take();
-        let out = finish(child);
-        drop(stdin);
+        let out = held_open("printf '%s|' \"a b\" '$HOME' \"*\" \"$#\" \"$0\"; exit 3");
         assert_eq!(
             (
                 out.status.code(),
@@ -740,10 +746,7 @@ mod tests {
     fn the_script_reads_dev_null_and_its_wait_is_for_its_own_jobs() {
         // The caller's pipe stays open throughout: `cat` must not read it, nor `wait` wait for
         // the watchdog that reads it.
-        let mut child = watched("cat; sleep 0.1 & wait; echo done");
-        let stdin = child.stdin.take();
-        let out = finish(child);
-        drop(stdin);
+        let out = held_open("cat; sleep 0.1 & wait; echo done");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
     }
 
