@@ -1,6 +1,7 @@
 //! The SSH transport against a real lab (real sshd per node, the real `ssh` client): commands
 //! and their output, one master per node, host key checking, auth, unreachable nodes,
-//! ProxyJump from a config file, sudo, command timeouts, and no ssh process left after `close`.
+//! ProxyJump from a config file, sudo, command timeouts (the command stopped on the node when
+//! hactl gives up on it or is killed), and no ssh process left after `close`.
 
 mod lab_support;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use hactl::spec::KnownHosts;
 use hactl::transport::ssh::SshSession;
 use hactl::transport::{NodeTransport, SshTarget, TransportError};
-use lab_support::{Lab, is_ssh_master, plan, processes, wait_no_ssh_master};
+use lab_support::{Lab, is_ssh_master, plan, processes, ssh_targets_in, wait_no_ssh_master};
 
 const NET: u8 = 20;
 
@@ -151,6 +152,7 @@ async fn checks(lab: &Lab, work: &Path) {
     assert_eq!(masters(&ctl), before, "the master changed");
 
     timeouts(&cp1).await;
+    a_killed_hactl_leaves_nothing_running(lab);
 
     // sudo -n: runs as root when sudo exists on the node; without sudo it is a Sudo error.
     let has_sudo = cp1_session.run("command -v sudo").await.unwrap().success();
@@ -368,6 +370,79 @@ async fn checks(lab: &Lab, work: &Path) {
         .filter(|(_, _, cmd)| cmd.starts_with("ssh ") && cmd.contains(&format!("127.0.{NET}.")))
         .collect();
     assert!(ours.is_empty(), "ssh processes left: {ours:?}");
+}
+
+/// The child half of `a_killed_hactl_leaves_nothing_running`, which runs it with
+/// `HACTL_KILLED_CHILD_LAB` naming the lab: runs a command that outlives it on cp1, over
+/// hactl's transport, until it is killed.
+#[test]
+#[ignore = "the child of ssh_transport_against_a_lab's SIGKILL check, which runs it"]
+fn killed_child() {
+    let dir =
+        std::env::var_os("HACTL_KILLED_CHILD_LAB").expect("run by ssh_transport_against_a_lab");
+    let marker = std::env::var("HACTL_KILLED_CHILD_MARKER").unwrap();
+    let cp1 = ssh_targets_in(Path::new(&dir)).remove(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ended = rt.block_on(async {
+        let session = SshSession::connect(cp1).await.unwrap();
+        session.run(&format!("sh -c 'sleep 30; {marker}'")).await
+    });
+    panic!("the command ended before this process was killed: {ended:?}");
+}
+
+/// hactl killed (SIGKILL: no destructor runs, no master is closed) while a command runs on a
+/// node: the kernel closes hactl's end of the command's stdin, the master sends EOF, and the
+/// watchdog stops the command on the node at once.
+fn a_killed_hactl_leaves_nothing_running(lab: &Lab) {
+    let marker = format!("echo killed-on-purpose-{NET}");
+    let masters_before = lab_support::ssh_masters(&format!("127.0.{NET}."));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "killed_child"])
+        .env("HACTL_KILLED_CHILD_LAB", &lab.dir)
+        .env("HACTL_KILLED_CHILD_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        let now = marked(&marker);
+        if now.iter().any(|(_, cmd)| cmd.trim() == "sleep 30") {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the child's command never ran on cp1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let took = gone(&running, Instant::now(), Duration::from_secs(20));
+    assert!(
+        took < Duration::from_secs(3),
+        "the command of a killed hactl stopped {took:?} after it died"
+    );
+    // Its master outlives it (a killed hactl closes none): stopped here by its PID.
+    let left_behind = || -> Vec<(u32, String)> {
+        processes()
+            .into_iter()
+            .filter(|(_, _, cmd)| {
+                is_ssh_master(cmd)
+                    && cmd.contains(&format!("127.0.{NET}."))
+                    && !masters_before.contains(cmd)
+            })
+            .map(|(pid, _, cmd)| (pid, cmd))
+            .collect()
+    };
+    let orphans = left_behind();
+    assert_eq!(orphans.len(), 1, "the killed child's master: {orphans:?}");
+    for (pid, _) in &orphans {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    gone(&orphans, Instant::now(), Duration::from_secs(10));
 }
 
 /// A command's processes: those whose command line holds `marker`, and their children.

@@ -273,24 +273,7 @@ impl Lab {
 
     /// Every node's SSH target, as hactl builds them from the lab's hactl.toml.
     pub fn ssh_targets(&self) -> Vec<hactl::transport::SshTarget> {
-        let file = self.dir.join("hactl.toml");
-        let text = std::fs::read_to_string(&file).unwrap();
-        let desired = hactl::spec::parse(&file.to_string_lossy(), &text)
-            .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
-        desired
-            .nodes
-            .iter()
-            .map(|n| {
-                hactl::transport::SshTarget::new(
-                    &desired,
-                    n,
-                    &self.dir,
-                    None,
-                    Duration::from_secs(5),
-                    Duration::from_secs(60),
-                )
-            })
-            .collect()
+        ssh_targets_in(&self.dir)
     }
 
     pub fn down(&self) -> Output {
@@ -376,4 +359,26 @@ pub fn wait_no_ssh_master(needle: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Every node's SSH target in the lab at `dir`, as hactl builds them from its hactl.toml.
+pub fn ssh_targets_in(dir: &Path) -> Vec<hactl::transport::SshTarget> {
+    let file = dir.join("hactl.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let desired = hactl::spec::parse(&file.to_string_lossy(), &text)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
+    desired
+        .nodes
+        .iter()
+        .map(|n| {
+            hactl::transport::SshTarget::new(
+                &desired,
+                n,
+                dir,
+                None,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )
+        })
+        .collect()
 }
