@@ -100,7 +100,16 @@ pub fn current_server(text: &str) -> Result<ServerRef, KubeconfigError> {
 
 /// The text with the current cluster's server replaced by `url`; nothing else changes.
 pub fn set_server(text: &str, url: &str) -> Result<String, KubeconfigError> {
-    let current = current_server(text)?;
+    replace_server(text, &current_server(text)?, url)
+}
+
+/// [`set_server`] for a caller that has read `current` from `text` already (the planner
+/// does, for every kubeconfig: one YAML parse fewer each).
+pub fn replace_server(
+    text: &str,
+    current: &ServerRef,
+    url: &str,
+) -> Result<String, KubeconfigError> {
     // Keep the quoting the file used.
     let style = match text[current.span.clone()].chars().next() {
         Some('"') => TScalarStyle::DoubleQuoted,
@@ -115,7 +124,7 @@ pub fn set_server(text: &str, url: &str) -> Result<String, KubeconfigError> {
     let check = current_server(&out)?;
     if check.server != url || check.cluster != current.cluster {
         return Err(KubeconfigError::Unsupported {
-            cluster: current.cluster,
+            cluster: current.cluster.clone(),
             source: YamlError {
                 line: current.line,
                 col: 0,

@@ -124,7 +124,8 @@ impl<'a> Planner<'a> {
         if current.server == wanted {
             return Ok(None);
         }
-        let new_text = crate::kubeconfig::set_server(text, &wanted).map_err(|e| e.to_string())?;
+        let new_text = crate::kubeconfig::replace_server(text, &current, &wanted)
+            .map_err(|e| e.to_string())?;
         let reason = match cm {
             KubeadmConfigMap::ClusterInfo => format!(
                 "joining nodes take their kubelet's server from cluster-info, which is {}; they must get the load balancer",

@@ -110,7 +110,7 @@ impl<'a> Planner<'a> {
             }
             return unchanged(resource, reason, before, fp);
         }
-        let new_text = match crate::kubeconfig::set_server(text, &wanted) {
+        let new_text = match crate::kubeconfig::replace_server(text, &current, &wanted) {
             Ok(t) => t,
             Err(e) => {
                 self.problem(
