@@ -153,6 +153,25 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v[v.len() / 2]
 }
 
+/// A distribution-free interval for the median of `v`, at least 95 % (the order statistics
+/// x(k) and x(n+1-k), k the largest with P(Binomial(n, 1/2) < k) <= 2.5 %): what a median of
+/// this many rounds may say. `None` below 6 values, where no such k exists.
+fn median_interval(mut v: Vec<f64>) -> Option<(f64, f64)> {
+    let n = v.len();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    // P(B <= i) for i = 0, 1, ..., in f64: C(n, i) / 2^n summed.
+    let (mut below, mut choose, mut k) = (0.0, 1.0, 0);
+    for i in 0..n {
+        below += choose / 2f64.powi(n as i32);
+        if below > 0.025 {
+            break;
+        }
+        k = i + 1;
+        choose = choose * (n - i) as f64 / (i + 1) as f64;
+    }
+    (k > 0).then(|| (v[k - 1], v[n - k]))
+}
+
 /// The measured runs of one lab under one SSH setting.
 #[derive(Default)]
 struct Series {
@@ -285,25 +304,27 @@ fn main() {
         "hactl plan against a live lab beside the floor (plain OpenSSH reading every node at once), median of {rounds} rounds"
     );
     println!(
-        "| ssh | workers | nodes | hactl plan | floor | hactl / floor | hactl's peak memory | client CPU, hactl + ssh / floor's ssh | machine CPU, hactl / floor |"
+        "| ssh | workers | nodes | hactl plan | floor | hactl / floor | its 95 % interval | hactl's peak memory | client CPU, hactl + ssh / floor's ssh | machine CPU, hactl / floor |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (s, (name, _)) in SETTINGS.iter().enumerate() {
         for (i, (workers, _)) in sizes.iter().enumerate() {
             let series = &series[s][i];
             let t = median(series.wall.clone());
             let f = median(series.floor.clone());
             // The ratio of each round's pair, then its median: each pair ran side by side.
-            let ratio = median(
-                series
-                    .wall
-                    .iter()
-                    .zip(&series.floor)
-                    .map(|(w, f)| w / f)
-                    .collect(),
-            );
+            let ratios: Vec<f64> = series
+                .wall
+                .iter()
+                .zip(&series.floor)
+                .map(|(w, f)| w / f)
+                .collect();
+            let ratio = median(ratios.clone());
+            let interval = median_interval(ratios).map_or("(too few rounds)".into(), |(lo, hi)| {
+                format!("{lo:.3}-{hi:.3}")
+            });
             println!(
-                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.3} | {:.1} MiB | {:.2} s / {:.2} s | {:.2} s / {:.2} s |",
+                "| {name} | {workers} | {} | {t:.3} s | {f:.3} s | {ratio:.3} | {interval} | {:.1} MiB | {:.2} s / {:.2} s | {:.2} s / {:.2} s |",
                 workers + 1,
                 median(series.peak_kib.clone()) as f64 / 1024.0,
                 median(series.cpu.clone()),

@@ -298,11 +298,16 @@ mod tests {
         assert!(got["1"].text().ends_with("Connection refused"));
     }
 
-    /// The `c NAME …` lines of `script`: the commands whose output it prints as a section.
+    /// The `c NAME …` commands of `script`, in the order written (a line, or a side of a
+    /// pipeline `{ c … } | { c … }`): the commands whose output it prints as a section.
     fn command_sections(script: &str) -> Vec<&str> {
         script
             .lines()
-            .filter_map(|l| l.strip_prefix("c ")?.split_whitespace().next())
+            .flat_map(|l| l.split('|'))
+            .filter_map(|l| {
+                let l = l.trim_start().trim_start_matches('{').trim_start();
+                l.strip_prefix("c ")?.split_whitespace().next()
+            })
             .collect()
     }
 
@@ -313,8 +318,10 @@ mod tests {
         let mut commands = command_sections(&node);
         commands.retain(|c| *c != "mtimes");
         assert_eq!(commands, NODE_COMMANDS);
+        // The script runs health beside members, the members' section printed first.
         let etcd = etcd_script();
-        assert_eq!(command_sections(&etcd), ETCD_COMMANDS[1..]);
+        assert_eq!(command_sections(&etcd), ["health", "members"]);
+        assert_eq!(ETCD_COMMANDS[1..], ["members", "health"]);
         assert!(etcd.contains("\nh endpoint exit:0"));
     }
 
