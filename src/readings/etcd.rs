@@ -200,8 +200,8 @@ pub const ETCD_CLIENT_CERTS: &[&str] = &[
     "/etc/kubernetes/pki/etcd/peer",
 ];
 
-/// The script that runs `etcdctl member list` and `endpoint health --cluster` on a
-/// control-plane node, against the node's own etcd: its advertised client URL from the etcd
+/// The script that runs `etcdctl member list` and `endpoint health --cluster`, side by side,
+/// on a control-plane node, against the node's own etcd: its advertised client URL from the etcd
 /// manifest, else the API server's advertise address, else 127.0.0.1 (kubeadm's
 /// `--etcd-servers`). Sections `endpoint`, `members`, `health`.
 pub fn etcd_script() -> String {
