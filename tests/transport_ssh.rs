@@ -438,9 +438,8 @@ fn a_killed_hactl_leaves_nothing_running(lab: &Lab) {
     let orphans = left_behind();
     assert_eq!(orphans.len(), 1, "the killed child's master: {orphans:?}");
     for (pid, _) in &orphans {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
+        let pid = rustix::process::Pid::from_raw(*pid as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     gone(&orphans, Instant::now(), Duration::from_secs(10));
 }
@@ -547,12 +546,12 @@ async fn abandoned_without_input_is_killed_at_once(session: SshSession, net_mark
 /// `command_timeout`: hactl gives up on time, and the node's own `timeout` stops it and its
 /// children later (closing its channel does not: no pty, no SIGHUP).
 async fn timeouts(cp1: &SshTarget) {
-    let quick = || {
-        SshSession::connect(target_with(cp1, |t| {
-            t.command_timeout = Duration::from_secs(2)
-        }))
-    };
-    abandoned_without_input_is_killed_at_once(quick().await.unwrap(), &format!("{NET}")).await;
+    let quick = SshSession::connect(target_with(cp1, |t| {
+        t.command_timeout = Duration::from_secs(2)
+    }))
+    .await
+    .unwrap();
+    abandoned_without_input_is_killed_at_once(quick, &format!("{NET}")).await;
 
     let quick = SshSession::connect(target_with(cp1, |t| {
         t.command_timeout = Duration::from_secs(1)

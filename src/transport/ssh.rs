@@ -711,19 +711,30 @@ mod tests {
         pids
     }
 
+    /// Whether `done` held within 5 s, asked every 20 ms.
+    fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// `pid` as rustix takes it.
+    fn pid(pid: u32) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(pid as i32).expect("a process id")
+    }
+
     /// The finished command's output; if it runs on for 5 s, its group is killed and the test
     /// fails (instead of hanging).
     fn finish(mut child: std::process::Child) -> std::process::Output {
-        let pgid = child.id();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pgid}")])
-                    .status();
-                panic!("the command still ran after 5 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !within_5s(|| child.try_wait().unwrap().is_some()) {
+            let _ =
+                rustix::process::kill_process_group(pid(child.id()), rustix::process::Signal::KILL);
+            panic!("the command still ran after 5 s");
         }
         child.wait_with_output().unwrap()
     }
@@ -735,14 +746,6 @@ mod tests {
         let out = finish(child);
         drop(stdin);
         out
-    }
-
-    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     #[test]
@@ -788,9 +791,10 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "{status:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        wait_until("the command's processes outlived the watchdog", || {
-            group(pgid).is_empty()
-        });
+        assert!(
+            within_5s(|| group(pgid).is_empty()),
+            "the command's processes outlived the watchdog"
+        );
     }
 
     #[test]
@@ -803,19 +807,17 @@ mod tests {
         let background: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         // The channel closes once the status is in: the watchdog goes, the job stays.
         drop(stdin);
-        wait_until("the watchdog outlived the channel", || {
-            group(pgid) == [background]
-        });
+        assert!(
+            within_5s(|| group(pgid) == [background]),
+            "the watchdog outlived the channel"
+        );
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(
             group(pgid),
             [background],
             "the watchdog killed a finished command's job"
         );
-        std::process::Command::new("kill")
-            .arg(background.to_string())
-            .status()
-            .unwrap();
+        rustix::process::kill_process(pid(background), rustix::process::Signal::TERM).unwrap();
     }
 
     /// Runs a command with input locally as the node's shell would (the reaper, for a
