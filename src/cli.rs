@@ -17,6 +17,7 @@ use crate::{observe, planner, render, schema, spec};
 
 mod apply;
 mod lock;
+mod log;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -207,6 +208,7 @@ enum CliError {
 /// Runs hactl with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init();
     // Colour only on a terminal, and never when asked not to.
     let may_color = !cli.no_color && std::env::var_os("NO_COLOR").is_none();
     match run(cli.command, may_color && std::io::stdout().is_terminal()) {
@@ -275,7 +277,12 @@ fn run(command: Command, color: bool) -> Outcome {
             let desired = read_spec(&file)?;
             let decide =
                 |observed: ObservedState| -> Result<u8, Box<dyn Diagnostic + Send + Sync>> {
+                    let started = std::time::Instant::now();
                     let mut plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
+                    tracing::debug!(
+                        took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "planned"
+                    );
                     if let Some(out) = &out {
                         plan.desired_state = Some(apply::desired_state_file(&file)?);
                         write_file(out, &render::json(&plan))?;

@@ -22,10 +22,11 @@ pub mod reach;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream;
+use tracing::debug;
 
 use crate::observed::{
     ApiObservation, EndpointObservation, EtcdObservation, NodeObservation, OBSERVED_FORMAT_VERSION,
@@ -248,7 +249,8 @@ pub async fn observe_with<R: Reach>(
         .filter(|n| sessions.contains_key(&n.name))
         .filter(|n| !state.is_control_plane_member(&n.name, &n.address.to_string()))
         .collect();
-    if !targets.is_empty() {
+    if !targets.is_empty() && !joining.is_empty() {
+        let started = Instant::now();
         let probes = stream::iter(joining.iter().filter_map(|n| {
             let session = sessions.get(&n.name)?;
             let targets = &targets;
@@ -260,6 +262,12 @@ pub async fn observe_with<R: Reach>(
         .buffered(opts.parallelism.max(1))
         .collect::<Vec<_>>()
         .await;
+        debug!(
+            from = joining.len(),
+            targets = targets.len(),
+            took_ms = millis(started.elapsed()),
+            "probed the control plane from the nodes to join"
+        );
         for (name, probes) in probes {
             if let Some(obs) = state.nodes.get_mut(&name) {
                 obs.control_plane_reachability = probes;
@@ -315,9 +323,19 @@ async fn read_nodes<'a, R: Reach>(
             opts.connect_timeout,
             opts.command_timeout,
         );
+        let started = Instant::now();
         match reach.connect(target).await {
             Ok(session) => {
+                let connected = started.elapsed();
                 let reading = node::read_node(&session, n).await;
+                debug!(
+                    node = %n.name,
+                    address = %n.address,
+                    connect_ms = millis(connected),
+                    read_ms = millis(started.elapsed() - connected),
+                    ok = reading.observation.ssh.is_ok(),
+                    "read the node"
+                );
                 if n.role == Role::Worker && !opts.keep_workers {
                     let closing = tokio::spawn(R::close(session));
                     return (n, None, Some(closing), reading);
@@ -325,6 +343,13 @@ async fn read_nodes<'a, R: Reach>(
                 (n, Some(session), None, reading)
             }
             Err(e) => {
+                debug!(
+                    node = %n.name,
+                    address = %n.address,
+                    after_ms = millis(started.elapsed()),
+                    error = %e,
+                    "could not connect"
+                );
                 let reading = NodeReading {
                     observation: node::unreachable(n, &e),
                     admin_conf: None,
@@ -359,6 +384,12 @@ async fn read_nodes<'a, R: Reach>(
         if node.role == Role::ControlPlane && runs_apiserver && session.is_some() {
             match (admin_conf, &round.early, session.take()) {
                 (Some(kubeconfig), None, Some(init)) => {
+                    debug!(
+                        node = %node.name,
+                        api_through_admin_conf = read_api,
+                        "round 2 starts through this node: etcd, the load balancer's TLS \
+                         against its CA, the API when cluster.kubeconfig is not set"
+                    );
                     round.control_planes.insert(0, node);
                     round.early = Some(tokio::spawn(round2(
                         reach.clone(),
@@ -401,7 +432,7 @@ async fn round2<R: Reach>(
     let api = async {
         let kubeconfig = admin_conf?;
         let origin = format!("{node}:/etc/kubernetes/admin.conf");
-        let api = api::read_api(&*reach, &kubeconfig, &origin, timeout).await;
+        let api = read_api_timed(&*reach, &kubeconfig, &origin, timeout).await;
         Some((api, Some(Credentials { origin, kubeconfig })))
     };
     let ((etcd, endpoint), api) = tokio::join!(
@@ -427,12 +458,61 @@ async fn etcd_and_lb<R: Reach>(
     timeout: Duration,
 ) -> (EtcdObservation, EndpointObservation) {
     let etcd = async {
-        match session {
-            Some(session) => etcd::read_etcd(session).await,
-            None => EtcdObservation::unasked(),
-        }
+        let Some(session) = session else {
+            return EtcdObservation::unasked();
+        };
+        let started = Instant::now();
+        let etcd = etcd::read_etcd(session).await;
+        debug!(
+            node = %crate::transport::NodeTransport::node(session),
+            took_ms = millis(started.elapsed()),
+            members = etcd.members.len(),
+            healthy = etcd.health.is_ok(),
+            "read etcd's members and health"
+        );
+        etcd
     };
-    tokio::join!(etcd, reach.probe_endpoint(lb, ca_pem, timeout))
+    let endpoint = async {
+        let started = Instant::now();
+        let endpoint = reach.probe_endpoint(lb, ca_pem, timeout).await;
+        debug!(
+            host = %lb.host,
+            port = lb.port,
+            took_ms = millis(started.elapsed()),
+            addresses_ok = endpoint.addresses.values().filter(|p| p.is_ok()).count(),
+            tls = %match &endpoint.tls {
+                None => "not checked",
+                Some(p) => p.failure().unwrap_or("ok"),
+            },
+            "probed the load balancer"
+        );
+        endpoint
+    };
+    tokio::join!(etcd, endpoint)
+}
+
+/// [`api::read_api`], logged with how long it took.
+async fn read_api_timed<R: Reach>(
+    reach: &R,
+    kubeconfig: &str,
+    origin: &str,
+    timeout: Duration,
+) -> ApiObservation {
+    let started = Instant::now();
+    let api = api::read_api(reach, kubeconfig, origin, timeout).await;
+    debug!(
+        through = %origin,
+        took_ms = millis(started.elapsed()),
+        ok = api.reachable.is_ok(),
+        nodes = api.nodes.len(),
+        "read the API"
+    );
+    api
+}
+
+/// Whole milliseconds, for the log.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The API through a kubeconfig file on this machine.
@@ -444,7 +524,7 @@ async fn read_api_file<R: Reach>(
     match tokio::fs::read_to_string(path).await {
         Ok(kubeconfig) => {
             let origin = path.display().to_string();
-            let api = api::read_api(reach, &kubeconfig, &origin, timeout).await;
+            let api = read_api_timed(reach, &kubeconfig, &origin, timeout).await;
             (api, Some(Credentials { origin, kubeconfig }))
         }
         Err(e) => (

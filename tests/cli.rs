@@ -8,8 +8,24 @@ fn hactl(args: &[&str]) -> Output {
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("NO_COLOR")
+        .env_remove("HACTL_LOG")
+        .env_remove("HACTL_LOG_PATH")
         .output()
         .unwrap()
+}
+
+/// `hactl` with `env` set (HACTL_LOG and HACTL_LOG_PATH unset unless given).
+fn hactl_with(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hactl"));
+    c.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("NO_COLOR")
+        .env_remove("HACTL_LOG")
+        .env_remove("HACTL_LOG_PATH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -117,6 +133,35 @@ fn plan_without_a_snapshot_observes_and_names_every_node_it_cannot_reach() {
         err.contains("Could not observe: cp1, cp2, cp3, w1, w2"),
         "{err}"
     );
+    assert!(!err.contains("DEBUG"), "{err}");
+    // HACTL_LOG=debug says when each node failed and why, and changes nothing else.
+    let logged = hactl_with(
+        &[("HACTL_LOG", "debug")],
+        &["plan", "--no-color", file.to_str().unwrap()],
+    );
+    assert_eq!(logged.status.code(), Some(1));
+    assert_eq!(stdout(&logged), out);
+    let log = stderr(&logged);
+    for (node, address) in [
+        ("cp1", "11"),
+        ("cp2", "12"),
+        ("cp3", "13"),
+        ("w1", "21"),
+        ("w2", "22"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" DEBUG hactl::observe: could not connect ")
+                    && l.contains(&format!(" node={node} address=127.0.97.{address} "))
+                    && l.contains("Connection refused")),
+            "no line for {node}:\n{log}"
+        );
+    }
+    let unlogged: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(" DEBUG hactl::"))
+        .collect();
+    assert_eq!(unlogged, err.lines().collect::<Vec<_>>());
     for (node, address) in [("cp1", "11"), ("cp3", "13"), ("w2", "22")] {
         assert!(
             out.contains(&format!(
@@ -200,4 +245,81 @@ fn graph_prints_dot_and_schema_matches_the_checked_in_file() {
         stdout(&o) == hactl::schema::plan_schema(),
         "hactl schema --plan prints something else"
     );
+}
+
+#[test]
+fn hactl_log_follows_tf_log_a_level_a_filter_a_file_and_a_refusal() {
+    let plan = ["plan", "--no-color", "plans/lab.toml", "--observed", FRESH];
+    let quiet = hactl(&plan);
+    assert_eq!(quiet.status.code(), Some(0), "{}", stderr(&quiet));
+
+    // Any case, on stderr, each line timed since the start; the plan is the same.
+    let o = hactl_with(&[("HACTL_LOG", "DEBUG")], &plan);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), stdout(&quiet));
+    let log = stderr(&o);
+    let planned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" DEBUG hactl::cli: planned took_us="))
+        .collect();
+    assert_eq!(planned.len(), 1, "{log}");
+    let secs = planned[0].trim_start().split_once("s ").unwrap().0;
+    assert!(secs.parse::<f64>().is_ok_and(|s| s < 60.0), "{log}");
+
+    // A level below debug, or a filter that leaves hactl::cli out, says nothing.
+    for quiet_level in ["info", "off", "hactl::observe=trace"] {
+        let o = hactl_with(&[("HACTL_LOG", quiet_level)], &plan);
+        assert_eq!(stderr(&o), stderr(&quiet), "{quiet_level}");
+    }
+    let o = hactl_with(&[("HACTL_LOG", "hactl::cli=debug")], &plan);
+    assert!(stderr(&o).contains("hactl::cli: planned"), "{}", stderr(&o));
+
+    // Not a level nor a filter: said once, and the command runs as without.
+    let o = hactl_with(&[("HACTL_LOG", "hactl=loud")], &plan);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), stdout(&quiet));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("warning: HACTL_LOG=\"hactl=loud\" is neither a level (trace, debug, info, warn, error, off) nor a filter"),
+        "{err}"
+    );
+    assert!(err.ends_with("logging stays off\n"), "{err}");
+
+    // HACTL_LOG_PATH: appended to, owner-only; stderr as without.
+    let dir = std::env::temp_dir().join(format!("hactl-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("hactl.log");
+    let env = [
+        ("HACTL_LOG", "debug"),
+        ("HACTL_LOG_PATH", path.to_str().unwrap()),
+    ];
+    for run in 1..=2 {
+        let o = hactl_with(&env, &plan);
+        assert_eq!(stderr(&o), stderr(&quiet));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("hactl::cli: planned").count(), run, "{text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A path that cannot be opened: said, and the log goes to stderr.
+    let missing = dir.join("no/such/dir/hactl.log");
+    let o = hactl_with(
+        &[
+            ("HACTL_LOG", "debug"),
+            ("HACTL_LOG_PATH", missing.to_str().unwrap()),
+        ],
+        &plan,
+    );
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "warning: HACTL_LOG_PATH={}: No such file or directory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("logging to stderr instead"), "{err}");
+    assert!(err.contains("hactl::cli: planned"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,8 +11,8 @@ mod lab_support;
 
 use lab_support::Lab;
 use lab_support::observing::{
-    check_fixture, configmap_versions, diff, fixture_plan, hactl, lab_plan, node_files, normalize,
-    observe, text,
+    check_fixture, configmap_versions, diff, fixture_plan, hactl, hactl_with, lab_plan, node_files,
+    normalize, observe, text,
 };
 
 /// A fresh lab of `version`: observation is read-only, the snapshot matches the fixture, and
@@ -84,10 +84,85 @@ fn fresh_lab_plans_like_its_fixture(net: u8, version_args: &[&str], fixture: &st
     let via_ssh = hactl(&["plan", "--no-color", over_ssh.to_str().unwrap()]);
     assert_eq!(via_ssh.status.code(), Some(0), "{}", text(&via_ssh.stderr));
     assert_eq!(normalize(&text(&via_ssh.stdout), net), got);
+    check_log(&lab, &over_ssh, &text(&via_ssh.stdout));
 
     // Nothing changed: no file on any node, no ConfigMap.
     assert_eq!(node_files(&lab), files_before, "observation changed files");
     assert_eq!(configmap_versions(&lab), configmaps_before);
+}
+
+/// `HACTL_LOG=trace` through cp1's admin.conf: the same plan; a line for every node, etcd, the
+/// LB and the API; only hactl's own events (a bare level leaves kube and hyper out); no secret.
+fn check_log(lab: &Lab, file: &std::path::Path, plan: &str) {
+    let logged = hactl_with(
+        &[("HACTL_LOG", "trace")],
+        &["plan", "--no-color", file.to_str().unwrap()],
+    );
+    assert_eq!(text(&logged.stdout), plan);
+    let log = text(&logged.stderr);
+    let events: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("s TRACE ") || l.contains("s DEBUG ") || l.contains("s INFO "))
+        .collect();
+    for line in &events {
+        let target = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            target.starts_with("hactl::"),
+            "another crate's event: {line}"
+        );
+    }
+    let spec = std::fs::read_to_string(file).unwrap();
+    // Each `[[node]]` table's name.
+    let mut nodes: Vec<&str> = Vec::new();
+    let mut in_node = false;
+    for line in spec.lines() {
+        if line.starts_with('[') {
+            in_node = line == "[[node]]";
+        } else if let Some(name) = line.strip_prefix("name = \"").filter(|_| in_node) {
+            nodes.extend(name.strip_suffix('"'));
+        }
+    }
+    assert!(nodes.contains(&"cp1"), "{spec}");
+    for node in &nodes {
+        assert!(
+            events
+                .iter()
+                .any(|l| l.contains("hactl::observe: read the node ")
+                    && l.contains(&format!(" node={node} "))
+                    && l.contains(" ok=true")),
+            "no line for {node}:\n{log}"
+        );
+    }
+    for what in [
+        "hactl::observe: round 2 starts through this node: ",
+        "hactl::observe: read etcd's members and health node=cp1 ",
+        "hactl::observe: probed the load balancer host=k8s-api.lab.internal port=6443 ",
+        "hactl::observe: read the API through=cp1:/etc/kubernetes/admin.conf ",
+        "hactl::transport::ssh: ran a command node=cp1 command=a ",
+        "hactl::cli: planned ",
+    ] {
+        assert!(
+            events.iter().any(|l| l.contains(what)),
+            "no {what:?}:\n{log}"
+        );
+    }
+    // Not the admin.conf's key nor its certificate, nor any other key.
+    let admin = std::fs::read_to_string(lab.dir.join("admin.conf")).unwrap();
+    for field in ["client-key-data:", "client-certificate-data:"] {
+        let value = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in the lab's admin.conf"))
+            .trim();
+        assert!(value.len() > 100);
+        assert!(
+            !log.contains(&value[..64]),
+            "the log holds the admin.conf's {field}"
+        );
+    }
+    for secret in ["PRIVATE KEY", "LS0tLS1CRUdJTi", "token: "] {
+        assert!(!log.contains(secret), "the log holds {secret:?}");
+    }
 }
 
 #[test]

@@ -298,9 +298,28 @@ impl SshSession {
         input: Option<&[u8]>,
     ) -> Result<CommandOutput, TransportError> {
         let after = self.target.command_timeout;
+        let started = std::time::Instant::now();
         // On the deadline the unfinished future is dropped, and with it the command's channel
         // (its mux socket and pipes): hactl returns at once, the master stays usable.
-        match tokio::time::timeout(after, self.run_unbounded(script, input)).await {
+        let result = tokio::time::timeout(after, self.run_unbounded(script, input)).await;
+        // What ran, never what it read or was sent: the sizes only.
+        tracing::debug!(
+            node = %self.target.node,
+            command = %describe_script(script),
+            input_bytes = input.map_or(0, <[u8]>::len),
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            outcome = %match &result {
+                Ok(Ok(out)) => out.status.map_or("killed by a signal".into(), |c| format!("exit {c}")),
+                Ok(Err(e)) => format!("failed: {e}"),
+                Err(_) => "timed out".into(),
+            },
+            output_bytes = match &result {
+                Ok(Ok(out)) => out.stdout.len() + out.stderr.len(),
+                _ => 0,
+            },
+            "ran a command"
+        );
+        match result {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout {
                 node: self.target.node.clone(),

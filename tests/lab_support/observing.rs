@@ -22,10 +22,19 @@ pub fn lab_plan(net: u8) -> String {
 }
 
 pub fn hactl(args: &[&str]) -> Output {
-    std::process::Command::new(HACTL)
-        .args(args)
-        .output()
-        .unwrap()
+    hactl_with(&[], args)
+}
+
+/// `hactl` with `env` set (HACTL_LOG and HACTL_LOG_PATH unset unless given).
+pub fn hactl_with(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = std::process::Command::new(HACTL);
+    c.args(args)
+        .env_remove("HACTL_LOG")
+        .env_remove("HACTL_LOG_PATH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }
 
 /// `hactl plan --format json FILE`: (exit code, the plan, stderr).
