@@ -139,6 +139,8 @@ fn check_log(lab: &Lab, file: &std::path::Path, plan: &str) {
         "hactl::observe: probed the load balancer host=k8s-api.lab.internal port=6443 ",
         "hactl::observe: read the API through=cp1:/etc/kubernetes/admin.conf ",
         "hactl::transport::ssh: ran a command node=cp1 command=a ",
+        "hactl::transport::cluster: list nodes took_ms=",
+        "hactl::transport::cluster: get configmaps kube-system/kubeadm-config took_ms=",
         "hactl::cli: planned ",
     ] {
         assert!(

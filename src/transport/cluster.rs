@@ -63,17 +63,27 @@ impl KubeCluster {
     /// Runs one API call within the timeout, its error sorted.
     async fn call<T>(
         &self,
+        verb: &'static str,
         what: String,
         f: impl std::future::Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, SeamError> {
-        match tokio::time::timeout(self.timeout, f).await {
+        let started = std::time::Instant::now();
+        let subject = what.clone();
+        let result = match tokio::time::timeout(self.timeout, f).await {
             Err(_) => Err(SeamError::Timeout {
                 what,
                 after: self.timeout,
             }),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(sort(what, &e, self.timeout)),
-        }
+        };
+        // The verb and the object's name, never its contents.
+        tracing::debug!(
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            outcome = %result.as_ref().err().map_or("ok".to_string(), ToString::to_string),
+            "{verb} {subject}"
+        );
+        result
     }
 }
 
@@ -185,7 +195,11 @@ impl ClusterApi for KubeCluster {
     async fn get_configmap(&self, namespace: &str, name: &str) -> Result<ConfigMap, SeamError> {
         let api: Api<KubeConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let cm = self
-            .call(format!("configmaps {namespace}/{name}"), api.get(name))
+            .call(
+                "get",
+                format!("configmaps {namespace}/{name}"),
+                api.get(name),
+            )
             .await?;
         Ok(configmap(namespace, name, cm))
     }
@@ -195,12 +209,12 @@ impl ClusterApi for KubeCluster {
         let what = format!("configmaps {}/{}", cm.namespace, cm.name);
         // Everything else of the object as it is; the write goes through only at the
         // resourceVersion apply planned from.
-        let mut obj = self.call(what.clone(), api.get(&cm.name)).await?;
+        let mut obj = self.call("get", what.clone(), api.get(&cm.name)).await?;
         obj.metadata.resource_version = Some(cm.resource_version.clone());
         obj.metadata.managed_fields = None;
         obj.data = Some(cm.data.clone().into_iter().collect());
         let stored = self
-            .call(what, api.replace(&cm.name, &writes(), &obj))
+            .call("replace", what, api.replace(&cm.name, &writes(), &obj))
             .await?;
         Ok(configmap(&cm.namespace, &cm.name, stored))
     }
@@ -214,6 +228,7 @@ impl ClusterApi for KubeCluster {
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
         let list = self
             .call(
+                "list",
                 format!("pods -n {namespace} -l {selector}"),
                 api.list(&ListParams::default().labels(selector)),
             )
@@ -231,6 +246,7 @@ impl ClusterApi for KubeCluster {
     async fn delete_pod(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
         self.call(
+            "delete",
             format!("pods {namespace}/{name}"),
             api.delete(name, &DeleteParams::default()),
         )
@@ -240,14 +256,20 @@ impl ClusterApi for KubeCluster {
 
     async fn get_node(&self, name: &str) -> Result<NodeStatus, SeamError> {
         let api: Api<Node> = Api::all(self.client.clone());
-        let node = self.call(format!("nodes {name}"), api.get(name)).await?;
+        let node = self
+            .call("get", format!("nodes {name}"), api.get(name))
+            .await?;
         Ok(node_status(&node))
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeStatus>, SeamError> {
         let api: Api<Node> = Api::all(self.client.clone());
         let list = self
-            .call("nodes".to_string(), api.list(&ListParams::default()))
+            .call(
+                "list",
+                "nodes".to_string(),
+                api.list(&ListParams::default()),
+            )
             .await?;
         Ok(list.items.iter().map(node_status).collect())
     }
@@ -255,7 +277,7 @@ impl ClusterApi for KubeCluster {
     async fn get_lease(&self, namespace: &str, name: &str) -> Result<Lease, SeamError> {
         let api: Api<KubeLease> = Api::namespaced(self.client.clone(), namespace);
         let l = self
-            .call(format!("leases {namespace}/{name}"), api.get(name))
+            .call("get", format!("leases {namespace}/{name}"), api.get(name))
             .await?;
         Ok(lease(l))
     }
@@ -266,6 +288,7 @@ impl ClusterApi for KubeCluster {
         obj.metadata.resource_version = None;
         let stored = self
             .call(
+                "create",
                 format!("leases {}/{}", l.namespace, l.name),
                 api.create(&writes(), &obj),
             )
@@ -277,6 +300,7 @@ impl ClusterApi for KubeCluster {
         let api: Api<KubeLease> = Api::namespaced(self.client.clone(), &l.namespace);
         let stored = self
             .call(
+                "replace",
                 format!("leases {}/{}", l.namespace, l.name),
                 api.replace(&l.name, &writes(), &kube_lease(l)?),
             )
@@ -290,7 +314,11 @@ impl ClusterApi for KubeCluster {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), "kube-system");
         let only_tokens = ListParams::default().fields(&format!("type={TOKEN_TYPE}"));
         let list = self
-            .call("secrets kube-system".to_string(), api.list(&only_tokens))
+            .call(
+                "list",
+                "secrets kube-system".to_string(),
+                api.list(&only_tokens),
+            )
             .await?;
         let field = |s: &Secret, key: &str| {
             let bytes = s.data.as_ref()?.get(key)?;
@@ -347,6 +375,7 @@ impl ClusterApi for KubeCluster {
     async fn delete_lease(&self, namespace: &str, name: &str) -> Result<(), SeamError> {
         let api: Api<KubeLease> = Api::namespaced(self.client.clone(), namespace);
         self.call(
+            "delete",
             format!("leases {namespace}/{name}"),
             api.delete(name, &DeleteParams::default()),
         )
