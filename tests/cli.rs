@@ -4,14 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn hactl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hactl"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("NO_COLOR")
-        .env_remove("HACTL_LOG")
-        .env_remove("HACTL_LOG_PATH")
-        .output()
-        .unwrap()
+    hactl_with(&[], args)
 }
 
 /// `hactl` with `env` set (HACTL_LOG and HACTL_LOG_PATH unset unless given).
