@@ -280,7 +280,7 @@ fn run(command: Command, color: bool) -> Outcome {
                     let started = std::time::Instant::now();
                     let mut plan = planner::plan(&desired, &observed).map_err(CliError::from)?;
                     tracing::debug!(
-                        took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        took_ms = crate::transport::millis(started.elapsed()),
                         "planned"
                     );
                     if let Some(out) = &out {

@@ -33,7 +33,7 @@ use crate::observed::{
     ObservedState, Probe,
 };
 use crate::spec::{DesiredState, Node, Role};
-use crate::transport::{SshTarget, resolve_path};
+use crate::transport::{SshTarget, millis, resolve_path};
 
 use node::NodeReading;
 use reach::{Reach, SshReach};
@@ -508,11 +508,6 @@ async fn read_api_timed<R: Reach>(
         "read the API"
     );
     api
-}
-
-/// Whole milliseconds, for the log.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The API through a kubeconfig file on this machine.

@@ -221,6 +221,11 @@ pub fn describe_script(script: &str) -> String {
     }
 }
 
+/// Whole milliseconds, as the log (`HACTL_LOG`) gives durations.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Runs scripts on one node, as root: directly when the login user is root, else through
 /// `sudo -n` (when the target says so).
 pub trait NodeTransport: Send + Sync {

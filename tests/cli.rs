@@ -253,7 +253,7 @@ fn hactl_log_follows_tf_log_a_level_a_filter_a_file_and_a_refusal() {
     let log = stderr(&o);
     let planned: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(" DEBUG hactl::cli: planned took_us="))
+        .filter(|l| l.contains(" DEBUG hactl::cli: planned took_ms="))
         .collect();
     assert_eq!(planned.len(), 1, "{log}");
     let secs = planned[0].trim_start().split_once("s ").unwrap().0;

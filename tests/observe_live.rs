@@ -9,11 +9,11 @@
 
 mod lab_support;
 
-use lab_support::Lab;
 use lab_support::observing::{
     check_fixture, configmap_versions, diff, fixture_plan, hactl, hactl_with, lab_plan, node_files,
     normalize, observe, text,
 };
+use lab_support::{Lab, ssh_targets_in};
 
 /// A fresh lab of `version`: observation is read-only, the snapshot matches the fixture, and
 /// the live plan is the fixture's plan; the same through cp1's admin.conf over SSH.
@@ -100,9 +100,15 @@ fn check_log(lab: &Lab, file: &std::path::Path, plan: &str) {
     );
     assert_eq!(text(&logged.stdout), plan);
     let log = text(&logged.stderr);
+    // An event's line: `   0.123456789s LEVEL target: message fields`, at any level.
+    let levels = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
     let events: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("s TRACE ") || l.contains("s DEBUG ") || l.contains("s INFO "))
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.next().is_some_and(|t| t.ends_with('s'))
+                && words.next().is_some_and(|w| levels.contains(&w))
+        })
         .collect();
     for line in &events {
         let target = line.split_whitespace().nth(2).unwrap_or_default();
@@ -111,26 +117,17 @@ fn check_log(lab: &Lab, file: &std::path::Path, plan: &str) {
             "another crate's event: {line}"
         );
     }
-    let spec = std::fs::read_to_string(file).unwrap();
-    // Each `[[node]]` table's name.
-    let mut nodes: Vec<&str> = Vec::new();
-    let mut in_node = false;
-    for line in spec.lines() {
-        if line.starts_with('[') {
-            in_node = line == "[[node]]";
-        } else if let Some(name) = line.strip_prefix("name = \"").filter(|_| in_node) {
-            nodes.extend(name.strip_suffix('"'));
-        }
-    }
-    assert!(nodes.contains(&"cp1"), "{spec}");
-    for node in &nodes {
+    let nodes = ssh_targets_in(&lab.dir);
+    assert!(nodes.iter().any(|t| t.node == "cp1"));
+    for target in &nodes {
         assert!(
             events
                 .iter()
                 .any(|l| l.contains("hactl::observe: read the node ")
-                    && l.contains(&format!(" node={node} "))
+                    && l.contains(&format!(" node={} ", target.node))
                     && l.contains(" ok=true")),
-            "no line for {node}:\n{log}"
+            "no line for {}:\n{log}",
+            target.node
         );
     }
     for what in [

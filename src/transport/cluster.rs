@@ -79,7 +79,7 @@ impl KubeCluster {
         };
         // The verb and the object's name, never its contents.
         tracing::debug!(
-            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            took_ms = super::millis(started.elapsed()),
             outcome = %result.as_ref().err().map_or("ok".to_string(), ToString::to_string),
             "{verb} {subject}"
         );

@@ -307,7 +307,7 @@ impl SshSession {
             node = %self.target.node,
             command = %describe_script(script),
             input_bytes = input.map_or(0, <[u8]>::len),
-            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            took_ms = super::millis(started.elapsed()),
             outcome = %match &result {
                 Ok(Ok(out)) => out.status.map_or("killed by a signal".into(), |c| format!("exit {c}")),
                 Ok(Err(e)) => format!("failed: {e}"),
