@@ -2,7 +2,8 @@
 //! with docker, 1.31 and 1.33, checked with the real clients: the conversion of a one-node
 //! control plane behind the load balancer, the API through the load balancer available
 //! throughout, `openssl s_client` verifying the load balancer's name, a rollback that puts
-//! every byte back, and stale saved plans refused.
+//! every byte back, stale saved plans refused, and control-plane joins refused with a way
+//! through that works.
 
 mod lab_support;
 
@@ -356,4 +357,103 @@ fn apply_and_rollback_on_1_31() {
 #[test]
 fn apply_and_rollback_on_1_33() {
     convert_and_roll_back("apply-133", 47, &["--kubernetes-version", "1.33"]);
+}
+
+/// A desired-state file with three control-plane nodes, two of them bare: apply refuses the
+/// joins, changes nothing, takes no lock and starts no run; the way its help gives works as
+/// said: the conversion without cp2 and cp3, each joined by hand with the lab's kubeadm and the
+/// command `hactl plan` shows, then `hactl plan` of the whole file with no changes.
+#[test]
+fn apply_refuses_joins_and_the_way_its_help_gives_ends_in_three_control_plane_nodes() {
+    let net = 63;
+    let lab = Lab::up(
+        "apply-joins",
+        &plan(net, 3, 1),
+        &["--kubernetes-version", "1.31"],
+    );
+    let file = lab.dir.join("hactl.toml");
+    let file_s = file.to_str().unwrap();
+    let hactl = |args: &[&str]| Command::new(HACTL).args(args).output().unwrap();
+
+    let before = (files(&lab), configmaps(&lab));
+    let out = hactl(&["apply", file_s, "--auto-approve"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    for phrase in [
+        "the plan joins cp2, cp3 to the control plane (control_plane.cp2, control_plane.cp3), \
+         which this hactl does not do yet; nothing was changed",
+        &format!("take cp2, cp3 out of {file_s}"),
+        "`kubeadm token create` prints a token",
+        "`kubeadm init phase upload-certs --upload-certs` a certificate key",
+    ] {
+        // miette folds the help at any column, inside a path too: compared without spaces.
+        let bare = |t: &str| t.split_whitespace().collect::<String>();
+        assert!(
+            bare(&said).contains(&bare(phrase)),
+            "{phrase:?} not in:\n{said}"
+        );
+    }
+    assert!(
+        changed(&before.0, &files(&lab)).is_empty() && before.1 == configmaps(&lab),
+        "a refused apply changed the cluster"
+    );
+    let lease = lab.kubectl(&["get", "lease", "-n", "kube-system", "hactl"]);
+    assert!(
+        String::from_utf8_lossy(&lease.stderr).contains("NotFound"),
+        "a refused apply left its lock"
+    );
+    assert!(
+        std::fs::read_dir(lab.dir.join(".hactl/runs")).map_or(true, |mut d| d.next().is_none()),
+        "a refused apply started a run"
+    );
+
+    // The help's way: convert without the nodes to join...
+    let desired = std::fs::read_to_string(&file).unwrap();
+    let without: String = desired
+        .split("\n[[node]]")
+        .filter(|t| !t.contains("name = \"cp2\"") && !t.contains("name = \"cp3\""))
+        .collect::<Vec<_>>()
+        .join("\n[[node]]");
+    assert_eq!(without.matches("[[node]]").count(), 2, "{without}");
+    let convert = lab.dir.join("convert.toml");
+    std::fs::write(&convert, without).unwrap();
+    let out = hactl(&["apply", convert.to_str().unwrap(), "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // ...then each node joined by hand with the command `hactl plan` shows for it, its
+    // placeholders filled from cp1's kubeadm.
+    let plan_out = hactl(&["plan", file_s, "--no-color"]);
+    let shown = String::from_utf8_lossy(&plan_out.stdout).to_string();
+    for (node, address) in [("cp2", 12), ("cp3", 13)] {
+        let join = shown
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("+ join command:"))
+            .map(str::trim)
+            .find(|c| {
+                c.ends_with(&format!(
+                    "--apiserver-advertise-address 127.0.{net}.{address}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no join command for {node} in:\n{shown}"));
+        let creds = lab_support::joining::Creds::new(&lab);
+        let command = join
+            .replace("<bootstrap-token>", &creds.token)
+            .replace("<certificate-key>", &creds.key);
+        let out = lab.ssh(node, &command);
+        assert!(out.status.success(), "{node}'s join: {}", text(&out));
+    }
+    lab.wait_status(
+        "a healthy lab of three voting, started etcd members",
+        Duration::from_secs(60),
+        |v, code| {
+            let members = v["etcd"]["members"].as_array().map_or(&[][..], |m| &m[..]);
+            code == 0
+                && members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["started"] == true && m["is_learner"] == false)
+        },
+    );
+    let out = hactl(&["plan", file_s, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -70,15 +70,22 @@ enum ApplyError {
     #[diagnostic(code(hactl::apply::plan))]
     Steps(#[from] StepsError),
     #[error(
-        "the plan joins control-plane nodes ({0}), which this hactl does not do yet; nothing was changed"
+        "the plan joins {nodes} to the control plane ({addresses}), which this hactl does not do yet; nothing was changed"
     )]
     #[diagnostic(
         code(hactl::apply::joins),
         help(
-            "leave the nodes to join out of the desired-state file to convert the cluster first; join them afterwards"
+            "convert the cluster first: take {nodes} out of {file} (or set policy.allow_even_control_plane = true if that leaves an even count) and run `hactl apply` on it. \
+             Then join each node by hand, one at a time, with the join command `hactl plan` shows for it: \
+             on a control-plane node, `kubeadm token create` prints a token and `kubeadm init phase upload-certs --upload-certs` a certificate key. \
+             Put the node back in {file} once it is joined: `hactl plan` shows no change for it then"
         )
     )]
-    Joins(String),
+    Joins {
+        nodes: String,
+        addresses: String,
+        file: String,
+    },
     #[error("cannot reach the API to apply: {0}")]
     #[diagnostic(
         code(hactl::apply::api),
@@ -207,7 +214,20 @@ pub(super) fn apply(
         Err(e) => return refused(observation, boxed(e)),
     };
     if !joins.is_empty() {
-        return refused(observation, boxed(ApplyError::Joins(joins.join(", "))));
+        // Named by node, as the operator edits the file by node.
+        let nodes: Vec<&str> = joins
+            .iter()
+            .filter_map(|a| plan.resource_changes.iter().find(|c| &c.address == a))
+            .filter_map(|c| c.node.as_deref())
+            .collect();
+        return refused(
+            observation,
+            boxed(ApplyError::Joins {
+                nodes: nodes.join(", "),
+                addresses: joins.join(", "),
+                file: file.display().to_string(),
+            }),
+        );
     }
     if steps.is_empty() {
         runtime.block_on(observation.close());
