@@ -160,21 +160,16 @@ enum Format {
     Json,
 }
 
-/// An error at the edge, shown as a miette report.
+/// An error at the edge, shown as a miette report. A cause the message already ends with is in
+/// a field not named `source`: miette would print it again below.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 enum CliError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     #[diagnostic(code(hactl::io), help("check the path and its permissions"))]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
+    Read { path: String, error: std::io::Error },
+    #[error("cannot write {path}: {error}")]
     #[diagnostic(code(hactl::io), help("check that the folder exists and is writable"))]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, error: std::io::Error },
     #[error("{path} is not an observed-state snapshot: {message}")]
     #[diagnostic(
         code(hactl::observed),
@@ -183,11 +178,14 @@ enum CliError {
         )
     )]
     Snapshot { path: String, message: String },
-    #[error("{path}: {source}")]
-    #[diagnostic(code(hactl::plan_file))]
+    #[error("{path}: {error}")]
+    #[diagnostic(
+        code(hactl::plan_file),
+        help("a plan file is what `hactl plan FILE -o PLANFILE` writes; make it again that way")
+    )]
     PlanFile {
         path: String,
-        source: render::PlanFileError,
+        error: render::PlanFileError,
     },
     #[error("cannot start the runtime that observes the cluster: {0}")]
     #[diagnostic(code(hactl::runtime))]
@@ -339,7 +337,7 @@ fn run(command: Command, color: bool) -> Outcome {
             let text = read_file(&plan_file)?;
             let plan = render::parse_plan(&text).map_err(|source| CliError::PlanFile {
                 path: plan_file.display().to_string(),
-                source,
+                error: source,
             })?;
             print_plan(&plan, format, color);
             Ok(0)
@@ -470,7 +468,7 @@ fn read_file(path: &Path) -> Result<String, Box<dyn Diagnostic + Send + Sync>> {
     std::fs::read_to_string(path).map_err(|source| {
         Box::new(CliError::Read {
             path: path.display().to_string(),
-            source,
+            error: source,
         }) as _
     })
 }
@@ -479,7 +477,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), Box<dyn Diagnostic + Send +
     std::fs::write(path, text).map_err(|source| {
         Box::new(CliError::Write {
             path: path.display().to_string(),
-            source,
+            error: source,
         }) as _
     })
 }

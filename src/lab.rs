@@ -304,11 +304,11 @@ pub struct ExecOutput {
 pub enum LabError {
     #[error("{0}")]
     Msg(String),
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         path: PathBuf,
         action: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -320,7 +320,7 @@ impl LabError {
         LabError::Io {
             path: path.to_path_buf(),
             action,
-            source,
+            error: source,
         }
     }
 }

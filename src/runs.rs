@@ -33,16 +33,30 @@ pub fn new_run_id() -> String {
 }
 
 /// Why a run directory could not be made or read; each names the file.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum RunError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    #[diagnostic(
+        code(hactl::apply::run),
+        help("check the path and its permissions, and that its disk has room")
+    )]
+    Io { path: String, error: std::io::Error },
     #[error(transparent)]
+    #[diagnostic(code(hactl::apply::run))]
     Journal(#[from] journal::JournalError),
+    #[error("nothing to roll back: {dir} holds no run")]
+    #[diagnostic(
+        code(hactl::apply::run),
+        help(
+            "`hactl apply FILE` records each run in .hactl/runs beside FILE; roll back with the desired-state file the run was applied from"
+        )
+    )]
+    NoRuns { dir: String },
     #[error("no run {run} in {dir} (the runs there: {known})")]
+    #[diagnostic(
+        code(hactl::apply::run),
+        help("name one of the runs there, or leave RUN out to roll back the latest")
+    )]
     NoSuchRun {
         run: String,
         dir: String,
@@ -53,7 +67,7 @@ pub enum RunError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     }
 }
 
@@ -91,13 +105,14 @@ impl RunDir {
     /// An existing run, or the latest one (ids sort by time).
     pub fn open(runs: &Path, id: Option<&str>) -> Result<RunDir, RunError> {
         let known = Self::list(runs);
-        let id = match id {
-            Some(id) => id.to_string(),
-            None => known.last().cloned().unwrap_or_default(),
+        let Some(id) = id.map(str::to_string).or_else(|| known.last().cloned()) else {
+            return Err(RunError::NoRuns {
+                dir: runs.display().to_string(),
+            });
         };
         if !known.contains(&id) {
             return Err(RunError::NoSuchRun {
-                run: if id.is_empty() { "at all".into() } else { id },
+                run: id,
                 dir: runs.display().to_string(),
                 known: if known.is_empty() {
                     "none".into()

@@ -316,3 +316,47 @@ fn hactl_log_follows_tf_log_a_level_a_filter_a_file_and_a_refusal() {
     assert!(err.contains("hactl::cli: planned"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A file hactl cannot read, or a plan file that is not one: the cause said once (miette shows
+/// an error's sources below it, so a message that already ends with its cause must not also
+/// chain it), with what to do.
+#[test]
+fn a_file_that_cannot_be_read_or_is_no_plan_is_said_once_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("hactl-cli-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.json");
+    std::fs::write(&cut, "{\"format_version\": \"1\"").unwrap();
+    let odd = dir.join("odd.json");
+    let version = hactl::plan::PLAN_FORMAT_VERSION;
+    std::fs::write(
+        &odd,
+        format!("{{\"format_version\": \"{version}\", \"resource_changes\": 7}}"),
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    let cases = [
+        (&missing, "No such file or directory", "check the path"),
+        (&cut, "EOF while parsing", "hactl plan FILE -o PLANFILE"),
+        (
+            &odd,
+            "invalid type: integer `7`",
+            "hactl plan FILE -o PLANFILE",
+        ),
+    ];
+    for (file, cause, fix) in cases {
+        for command in ["show", "apply"] {
+            let o = hactl(&[command, file.to_str().unwrap()]);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{command} {file:?}: {err}");
+            assert_eq!(err.matches(cause).count(), 1, "{command} {file:?}: {err}");
+            let bare = |t: &str| t.split_whitespace().collect::<String>();
+            assert!(bare(&err).contains(&bare(fix)), "{command} {file:?}: {err}");
+            assert!(
+                bare(&err).contains(&bare(file.to_str().unwrap())),
+                "{command} {file:?}: {err}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

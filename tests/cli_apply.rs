@@ -75,7 +75,19 @@ fn apply_without_a_terminal_asks_for_auto_approve_instead_of_waiting() {
     assert!(!dir.join(".hactl").exists(), "{s}");
     let o = hactl(&dir, &["rollback", "hactl.toml"]);
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));
-    assert!(said(&o).contains("no run at all"), "{}", said(&o));
+    let s = said(&o);
+    assert!(
+        s.contains("nothing to roll back: .hactl/runs holds no run")
+            && s.contains("`hactl apply FILE` records each run in .hactl/runs beside FILE"),
+        "{s}"
+    );
+    let o = hactl(&dir, &["rollback", "hactl.toml", "20261204T100000Z-abcd"]);
+    let s = said(&o);
+    assert_eq!(o.status.code(), Some(1), "{s}");
+    assert!(
+        s.contains("no run 20261204T100000Z-abcd in .hactl/runs (the runs there: none)"),
+        "{s}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -122,7 +134,13 @@ fn apply_refuses_while_a_run_is_unfinished_and_says_how_to_roll_it_back() {
         said(&o)
     );
     let o = hactl(&dir, &["rollback", "hactl.toml", "nope"]);
-    assert!(said(&o).contains("no run nope in"), "{}", said(&o));
+    let s = said(&o);
+    assert!(
+        s.contains(
+            "no run nope in .hactl/runs (the runs there: 20261204T100000Z-abcd, 20261204T110000Z-beef)"
+        ) && s.contains("leave RUN out to roll back the latest"),
+        "{s}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

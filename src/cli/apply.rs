@@ -95,7 +95,7 @@ enum ApplyError {
     )]
     Api(String),
     #[error(transparent)]
-    #[diagnostic(code(hactl::apply::run))]
+    #[diagnostic(transparent)]
     Run(#[from] RunError),
     #[error("cannot start the runtime that talks to the cluster: {0}")]
     #[diagnostic(code(hactl::runtime))]
@@ -133,7 +133,7 @@ pub(super) fn apply(
     let saved = if text.trim_start().starts_with('{') {
         let plan = render::parse_plan(&text).map_err(|source| super::CliError::PlanFile {
             path: target.display().to_string(),
-            source,
+            error: source,
         })?;
         Some(plan)
     } else {
@@ -317,7 +317,7 @@ pub(super) fn rollback(
     let plan_json = run.plan_json().map_err(boxed)?;
     let plan = render::parse_plan(&plan_json).map_err(|source| super::CliError::PlanFile {
         path: run.path.join("plan.json").display().to_string(),
-        source,
+        error: source,
     })?;
     let (steps, _) = steps::steps(&plan).map_err(boxed)?;
     let states = journal.steps();

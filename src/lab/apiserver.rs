@@ -75,10 +75,10 @@ const ETCD_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiServerError {
-    #[error("failed to listen on {addr}: {source}")]
+    #[error("failed to listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} {path}: {message}")]
     File {
@@ -412,7 +412,7 @@ pub async fn start_with(
         .await
         .map_err(|source| ApiServerError::Bind {
             addr: config.bind,
-            source,
+            error: source,
         })?;
     let addr = listener.local_addr().unwrap_or(config.bind);
     let state = Arc::new(State {

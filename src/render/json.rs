@@ -9,7 +9,7 @@ use crate::plan::{PLAN_FORMAT_VERSION, Plan};
 pub enum PlanFileError {
     /// The text is not JSON at all (serde's message carries the line and column).
     #[error("the plan file is not JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
+    NotJson(serde_json::Error),
     /// JSON, but not an object with a string `format_version`: not a hactl plan.
     #[error(
         "the plan file is not a hactl plan: it has no \"format_version\" string (this hactl writes {PLAN_FORMAT_VERSION})"
@@ -25,12 +25,11 @@ pub enum PlanFileError {
     },
     /// A plan of the right major version whose fields do not fit.
     #[error(
-        "the plan file (format_version {version}) does not fit the plan format this hactl reads ({PLAN_FORMAT_VERSION}): {source}"
+        "the plan file (format_version {version}) does not fit the plan format this hactl reads ({PLAN_FORMAT_VERSION}): {error}"
     )]
     Invalid {
         version: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -58,7 +57,7 @@ pub(super) fn parse(text: &str) -> Result<Plan, PlanFileError> {
     // Parsed again from the text, not the Value, so errors keep their line and column.
     serde_json::from_str(text).map_err(|source| PlanFileError::Invalid {
         version: version.to_string(),
-        source,
+        error: source,
     })
 }
 
