@@ -277,6 +277,23 @@ async fn checks(lab: &Lab, work: &Path) {
         }
         other => panic!("wrong identity: {other:?}"),
     }
+    // An identity file that is not there: ssh tries no key, and warns of the file only on the
+    // stderr the crate discards; hactl says it.
+    let missing = work.join("no_such_key");
+    let t = target_with(&w1, |t| {
+        t.config_file = Some(own_cfg.clone());
+        t.identity_file = Some(missing.clone());
+    });
+    match connect_err(t).await {
+        TransportError::AuthFailed { detail, .. } => assert_eq!(
+            detail,
+            format!(
+                "root@127.0.{NET}.21: Permission denied (publickey). (identity file {} not accessible: No such file or directory)",
+                missing.display()
+            )
+        ),
+        other => panic!("missing identity file: {other:?}"),
+    }
 
     // Something accepts the TCP connection but never speaks SSH: connect_timeout bounds it.
     let silent = std::net::TcpListener::bind((format!("127.0.{NET}.98").as_str(), port)).unwrap();

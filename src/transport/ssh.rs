@@ -228,7 +228,7 @@ impl SshSession {
                 live_masters().insert(session.control_socket().to_path_buf());
                 Ok(SshSession { target, session })
             }
-            Err(e) => Err(connect_error(&target, e)),
+            Err(e) => Err(with_identity_file(connect_error(&target, e), &target)),
         }
     }
 
@@ -509,6 +509,24 @@ fn connect_error(target: &SshTarget, e: openssh::Error) -> TransportError {
             detail: error_text(&e),
         },
     }
+}
+
+/// A refused login whose identity file cannot be read says so. ssh warns of such a file only
+/// on its stderr, which the crate discards (the master's log has just the refusal), then
+/// goes on without it.
+fn with_identity_file(mut e: TransportError, target: &SshTarget) -> TransportError {
+    if let TransportError::AuthFailed { detail, .. } = &mut e
+        && let Some(key) = &target.identity_file
+        && let Err(io) = std::fs::File::open(key)
+    {
+        let why = io.to_string();
+        let why = why.split(" (os error").next().unwrap_or_default();
+        detail.push_str(&format!(
+            " (identity file {} not accessible: {why})",
+            key.display()
+        ));
+    }
+    e
 }
 
 /// Sorts ssh's stderr from a failed connection into a [`TransportError`]; the detail is ssh's
