@@ -472,6 +472,19 @@ fn a_fault_at_each_step_ends_rolled_back_byte_for_byte() {
         let out = child.wait_with_output().unwrap();
         let said = format!("{}\n{}", lines.join("\n"), text(&out));
         assert_eq!(failed.as_deref(), Some(bites), "{what}: {said}");
+        if fault[0] == "slow-component" {
+            // 20 s of waiting said every 10 s, as Terraform does, between its start and end.
+            let at = |l: &str| lines.iter().position(|x| x.starts_with(l));
+            let order = [
+                at(&format!("{bites}: Running...")),
+                at(&format!("{bites}: Still running... [10s elapsed]")),
+                at(&format!("{bites}: Failed after 2")),
+            ];
+            assert!(
+                order.iter().all(Option::is_some) && order.is_sorted(),
+                "{what}: {order:?}\n{said}"
+            );
+        }
         assert!(
             said.contains(&format!("Error: {bites}: ")),
             "{what}: {said}"

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miette::Diagnostic;
@@ -283,7 +285,7 @@ pub(super) fn apply(
         "Apply complete! Resources: {} added, {} changed, {} destroyed.",
         s.add, s.change, s.destroy
     );
-    let mut sink = Console::new(sink, &steps, &locked);
+    let mut sink = Console::new(sink, &steps, &locked).with_ticker();
     let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::apply(&plan, &steps, seams, &mut sink, &id, &opts).await })
     });
@@ -383,7 +385,7 @@ pub(super) fn rollback(
         check_timeout: Some(flags.timeout()),
         ..Options::default()
     };
-    let mut sink = Console::new(sink, &steps, &locked);
+    let mut sink = Console::new(sink, &steps, &locked).with_ticker();
     let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink, &opts).await })
     });
@@ -635,14 +637,73 @@ fn report(result: RunResult, file: &Path, run: &RunDir, command: Command) -> u8 
 }
 
 /// The journal, and a line on stdout as each step starts and ends (after its record is
-/// durable, so what is said has been recorded).
+/// durable, so what is said has been recorded), and every 10 s while it runs.
 struct Console<J> {
     journal: J,
     /// Set when another operator took the lock over: every record after is refused.
     lost: Lost,
     interrupt: Interrupt,
     handlers: BTreeMap<String, String>,
-    began: HashMap<String, Instant>,
+    began: Arc<Mutex<HashMap<String, Running>>>,
+    ticker: Option<Ticker>,
+}
+
+/// A step under way: when it began, what it is doing, and the next mark to say it at.
+struct Running {
+    since: Instant,
+    doing: &'static str,
+    next: Duration,
+}
+
+/// How often a step still under way is said, as Terraform's `Still modifying... [10s elapsed]`.
+const STILL_EVERY: Duration = Duration::from_secs(10);
+
+/// The thread that says which steps are still under way; stopped before the outcome is said.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(began: Arc<Mutex<HashMap<String, Running>>>) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::park_timeout(Duration::from_millis(200));
+                // Said under the lock: a step's end, said after its removal, follows every
+                // "still" line of it.
+                let mut began = began.lock().unwrap_or_else(|e| e.into_inner());
+                let mut due: Vec<(&String, &mut Running)> = began
+                    .iter_mut()
+                    .filter(|(_, r)| r.since.elapsed() >= r.next)
+                    .collect();
+                due.sort_by(|a, b| a.0.cmp(b.0));
+                let mut out = std::io::stdout().lock();
+                for (step, r) in due {
+                    let _ = writeln!(
+                        out,
+                        "{step}: Still {}... [{} elapsed]",
+                        r.doing,
+                        duration_text(r.next)
+                    );
+                    r.next += STILL_EVERY;
+                }
+                let _ = out.flush();
+            }
+        });
+        Ticker { stop, thread }
+    }
+}
+
+/// `42s`, `1m0s`: as Terraform writes elapsed times.
+fn duration_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 impl<J: Sink> Console<J> {
@@ -659,17 +720,33 @@ impl<J: Sink> Console<J> {
             lost: locked.lost.clone(),
             interrupt: locked.interrupt.clone(),
             handlers,
-            began: HashMap::new(),
+            began: Arc::default(),
+            ticker: None,
         }
     }
 
+    /// Starts saying the steps still under way.
+    fn with_ticker(mut self) -> Self {
+        self.ticker = Some(Ticker::start(self.began.clone()));
+        self
+    }
+
+    fn begin(&mut self, step: &str, doing: &'static str) {
+        let running = Running {
+            since: Instant::now(),
+            doing,
+            next: STILL_EVERY,
+        };
+        self.running().insert(step.to_string(), running);
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.began.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn after(&mut self, step: &str) -> String {
-        let secs = self.began.remove(step).map_or(0, |t| t.elapsed().as_secs());
-        if secs >= 60 {
-            format!("{}m{}s", secs / 60, secs % 60)
-        } else {
-            format!("{secs}s")
-        }
+        let took = self.running().remove(step).map(|r| r.since.elapsed());
+        duration_text(Duration::from_secs(took.map_or(0, |t| t.as_secs())))
     }
 
     /// Whether `step` is a handler run again after an undo (`ID.undo`).
@@ -680,13 +757,16 @@ impl<J: Sink> Console<J> {
 
     fn line(&mut self, r: &Record) -> Option<String> {
         Some(match r {
-            Record::StepStarted { step } => {
-                self.began.insert(step.clone(), Instant::now());
-                match self.handlers.get(step) {
-                    Some(_) => format!("{step}: Running..."),
-                    None => format!("{step}: Modifying..."),
+            Record::StepStarted { step } => match self.handlers.get(step) {
+                Some(_) => {
+                    self.begin(step, "running");
+                    format!("{step}: Running...")
                 }
-            }
+                None => {
+                    self.begin(step, "modifying");
+                    format!("{step}: Modifying...")
+                }
+            },
             Record::StepDone { step } => {
                 let after = self.after(step);
                 match self.handlers.get(step) {
@@ -700,10 +780,11 @@ impl<J: Sink> Console<J> {
             }
             // A handler run again after an undo is said as a handler.
             Record::UndoStarted { step } => {
-                self.began.insert(step.clone(), Instant::now());
                 if self.handler_again(step) {
+                    self.begin(step, "running");
                     format!("{step}: Running...")
                 } else {
+                    self.begin(step, "rolling back");
                     format!("{step}: Rolling back...")
                 }
             }
@@ -717,11 +798,23 @@ impl<J: Sink> Console<J> {
                 }
             }
             Record::UndoFailed { step, error } => {
-                self.began.remove(step);
+                self.running().remove(step);
                 format!("{step}: Rollback failed: {error}")
             }
             _ => return None,
         })
+    }
+}
+
+/// The run's future owns its console: dropped when the run ends, before the outcome is said,
+/// so no "still" line comes after it.
+impl<J> Drop for Console<J> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.stop.store(true, Ordering::Relaxed);
+            t.thread.thread().unpark();
+            let _ = t.thread.join();
+        }
     }
 }
 
