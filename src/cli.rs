@@ -273,6 +273,7 @@ fn run(command: Command, color: bool) -> Outcome {
             detailed_exitcode,
         } => {
             let desired = read_spec(&file)?;
+            let live_cluster = observed.is_none();
             let decide =
                 |observed: ObservedState| -> Result<u8, Box<dyn Diagnostic + Send + Sync>> {
                     let started = std::time::Instant::now();
@@ -286,12 +287,31 @@ fn run(command: Command, color: bool) -> Outcome {
                         write_file(out, &render::json(&plan))?;
                     }
                     print_plan(&plan, format, color);
-                    if let Some(out) = &out {
-                        eprintln!(
-                            "Saved the plan to {}; show it with: hactl show {}",
-                            out.display(),
-                            out.display()
-                        );
+                    // As Terraform ends a plan: how to apply exactly it, or that this was not
+                    // saved; only for a plan apply carries out (changes, no errors, no joins).
+                    let applicable = matches!(
+                        crate::apply::steps::steps(&plan),
+                        Ok((steps, joins)) if !steps.is_empty() && joins.is_empty()
+                    );
+                    match &out {
+                        Some(out) => {
+                            eprintln!(
+                                "Saved the plan to {}; show it with: hactl show {}",
+                                out.display(),
+                                out.display()
+                            );
+                            if applicable {
+                                eprintln!(
+                                    "To perform exactly these actions, run: hactl apply {}",
+                                    out.display()
+                                );
+                            }
+                        }
+                        None if applicable && live_cluster => eprintln!(
+                            "\nNote: you didn't use the -o option to save this plan, so hactl can't guarantee to take exactly these actions if you run `hactl apply {}` now.",
+                            file.display()
+                        ),
+                        None => {}
                     }
                     Ok(plan_exit_code(&plan, detailed_exitcode))
                 };

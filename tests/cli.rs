@@ -94,10 +94,36 @@ fn a_saved_plan_shows_the_same_in_every_format() {
         ]);
         assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
         assert!(stderr(&planned).contains("Saved the plan to"));
+        // Its joins are not apply's yet: it is not offered to apply.
+        assert!(
+            !stderr(&planned).contains("hactl apply"),
+            "{}",
+            stderr(&planned)
+        );
         let shown = hactl(&["show", p, "--format", format]);
         assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
         assert_eq!(stdout(&planned), stdout(&shown), "{format}");
     }
+    // Without the nodes to join, as Terraform: how to apply exactly the saved plan. No note
+    // for an unsaved plan of a snapshot: apply observes the live cluster, not the snapshot.
+    let lab = std::fs::read_to_string("plans/lab.toml").unwrap();
+    let mut converting = lab.split("\n[[node]]").collect::<Vec<_>>();
+    converting.retain(|t| !t.contains("name = \"cp2\"") && !t.contains("name = \"cp3\""));
+    let converting = converting.join("\n[[node]]");
+    let desired = dir.join("convert.toml");
+    std::fs::write(&desired, converting).unwrap();
+    let d = desired.to_str().unwrap();
+    let planned = hactl(&["plan", d, "--observed", FRESH, "-o", p]);
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    assert!(
+        stderr(&planned).contains(&format!(
+            "To perform exactly these actions, run: hactl apply {p}"
+        )),
+        "{}",
+        stderr(&planned)
+    );
+    let planned = hactl(&["plan", d, "--observed", FRESH]);
+    assert_eq!(stderr(&planned), "");
     let saved = std::fs::read_to_string(&planfile).unwrap();
     assert!(saved.contains("\"format_version\": \"1.2\""));
     std::fs::write(&planfile, "not json").unwrap();

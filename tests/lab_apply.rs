@@ -139,9 +139,25 @@ fn convert_and_roll_back(tag: &str, net: u8, up: &[&str]) {
     assert_eq!(changed(&before, &files(&lab)), Vec::<String>::new());
     assert!(!runs.exists(), "a cancelled apply starts no run");
 
+    // As Terraform ends a plan: unsaved, it may not be what apply does; saved, how to apply it.
+    let out = hactl(&["plan", file_s]);
+    assert!(
+        text(&out).contains(&format!(
+            "Note: you didn't use the -o option to save this plan, so hactl can't guarantee to take exactly these actions if you run `hactl apply {file_s}` now."
+        )),
+        "{}",
+        text(&out)
+    );
     // A saved plan made stale by a hand edit is refused, naming what drifted; nothing changes.
     let out = hactl(&["plan", file_s, "-o", saved_s]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "To perform exactly these actions, run: hactl apply {saved_s}"
+        )) && !text(&out).contains("Note: you didn't use the -o option"),
+        "{}",
+        text(&out)
+    );
     let proxy = lab.kubectl_json(&["get", "configmap", "-n", "kube-system", "kube-proxy"]);
     let original = proxy["data"]["config.conf"].as_str().unwrap().to_string();
     let edited = original.replace("enableProfiling: false", "enableProfiling: true");
@@ -424,6 +440,12 @@ fn apply_refuses_joins_and_the_way_its_help_gives_ends_in_three_control_plane_no
     // placeholders filled from cp1's kubeadm.
     let plan_out = hactl(&["plan", file_s, "--no-color"]);
     let shown = String::from_utf8_lossy(&plan_out.stdout).to_string();
+    // Apply does not carry joins out: the plan does not say to apply it.
+    assert!(
+        !text(&plan_out).contains("hactl apply"),
+        "{}",
+        text(&plan_out)
+    );
     for (node, address) in [("cp2", 12), ("cp3", 13)] {
         let join = shown
             .lines()
