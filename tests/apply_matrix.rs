@@ -213,6 +213,7 @@ fn case(fixture: &str) -> Case {
     let desired = spec::parse("plans/lab.toml", &text).unwrap();
     let plan = planner::plan(&desired, &observed).unwrap();
     let (steps, joins) = steps::steps(&plan).unwrap();
+    let joins: Vec<&str> = joins.iter().map(|c| c.address.as_str()).collect();
     assert_eq!(joins, ["control_plane.cp2", "control_plane.cp3"]);
     let opts = driver::Options {
         workers: desired

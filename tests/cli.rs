@@ -106,7 +106,8 @@ fn a_saved_plan_shows_the_same_in_every_format() {
     }
     // Without the nodes to join, as Terraform: how to apply exactly the saved plan. No note
     // for an unsaved plan of a snapshot: apply observes the live cluster, not the snapshot.
-    let lab = std::fs::read_to_string("plans/lab.toml").unwrap();
+    let lab = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/lab.toml"))
+        .unwrap();
     let mut converting = lab.split("\n[[node]]").collect::<Vec<_>>();
     converting.retain(|t| !t.contains("name = \"cp2\"") && !t.contains("name = \"cp3\""));
     let converting = converting.join("\n[[node]]");

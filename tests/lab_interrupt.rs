@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lab_support::applying::{Files, changed, configmaps, files, on_terminal, text};
+use lab_support::applying::{Files, changed, configmaps, files, lease_gone, on_terminal, text};
 use lab_support::{HACTL, Lab, plan};
 
 fn hactl(args: &[&str]) -> Output {
@@ -83,11 +83,6 @@ fn run_id(line: &str) -> String {
         .and_then(|l| l.split(';').next())
         .unwrap_or_else(|| panic!("not a run line: {line}"))
         .to_string()
-}
-
-fn lease_gone(lab: &Lab) -> bool {
-    let out = lab.kubectl(&["get", "lease", "-n", "kube-system", "hactl"]);
-    String::from_utf8_lossy(&out.stderr).contains("NotFound")
 }
 
 /// The cluster as the tests compare it: node files and the three ConfigMaps' data.

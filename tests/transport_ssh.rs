@@ -288,7 +288,7 @@ async fn checks(lab: &Lab, work: &Path) {
         TransportError::AuthFailed { detail, .. } => assert_eq!(
             detail,
             format!(
-                "root@127.0.{NET}.21: Permission denied (publickey). (identity file {} not accessible: No such file or directory)",
+                "root@127.0.{NET}.21: Permission denied (publickey). (identity file {} not accessible: no such file or directory)",
                 missing.display()
             )
         ),

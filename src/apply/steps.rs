@@ -2,7 +2,7 @@
 //! runs after, in the plan's (topological) order. A plan apply cannot carry out is refused
 //! here, before anything changes.
 
-use crate::plan::{Action, Handler, Operation, Plan};
+use crate::plan::{Action, Handler, Operation, Plan, ResourceChange};
 
 /// One thing apply does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +31,9 @@ pub enum StepsError {
     NoOperation(String),
 }
 
-/// The steps of `plan`; control-plane joins are not steps of this engine (`joins` lists them
-/// for the caller to say so).
-pub fn steps(plan: &Plan) -> Result<(Vec<Step>, Vec<String>), StepsError> {
+/// The steps of `plan`; control-plane joins are not steps of this engine (their changes are
+/// returned for the caller to say so).
+pub fn steps(plan: &Plan) -> Result<(Vec<Step>, Vec<&ResourceChange>), StepsError> {
     if plan.has_errors() {
         let subjects: Vec<&str> = plan
             .problems
@@ -50,7 +50,7 @@ pub fn steps(plan: &Plan) -> Result<(Vec<Step>, Vec<String>), StepsError> {
             return Err(StepsError::Unknown(change.address.clone()));
         }
         if change.address.starts_with("control_plane.") && change.is_change() {
-            joins.push(change.address.clone());
+            joins.push(change);
         } else if change.is_change() {
             let op = change
                 .operation
@@ -107,6 +107,7 @@ mod tests {
                 assert!(after < i, "{} runs before {}", s.id, h.runs_after);
             }
         }
+        let joins: Vec<&str> = joins.iter().map(|c| c.address.as_str()).collect();
         assert_eq!(joins, ["control_plane.cp2", "control_plane.cp3"]);
         assert_eq!(
             steps.len(),

@@ -3,7 +3,7 @@
 //! summary, and exit codes that tell a failure rolled back (1) from one whose rollback is
 //! incomplete (3).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,20 +216,15 @@ pub(super) fn apply(
         Err(e) => return refused(observation, boxed(e)),
     };
     if !joins.is_empty() {
-        // Named by node, as the operator edits the file by node.
-        let nodes: Vec<&str> = joins
-            .iter()
-            .filter_map(|a| plan.resource_changes.iter().find(|c| &c.address == a))
-            .filter_map(|c| c.node.as_deref())
-            .collect();
-        return refused(
-            observation,
-            boxed(ApplyError::Joins {
-                nodes: nodes.join(", "),
-                addresses: joins.join(", "),
-                file: file.display().to_string(),
-            }),
-        );
+        // Named by node too, as the operator edits the file by node.
+        let nodes: Vec<&str> = joins.iter().filter_map(|c| c.node.as_deref()).collect();
+        let addresses: Vec<&str> = joins.iter().map(|c| c.address.as_str()).collect();
+        let e = ApplyError::Joins {
+            nodes: nodes.join(", "),
+            addresses: addresses.join(", "),
+            file: file.display().to_string(),
+        };
+        return refused(observation, boxed(e));
     }
     if steps.is_empty() {
         runtime.block_on(observation.close());
@@ -285,7 +280,7 @@ pub(super) fn apply(
         "Apply complete! Resources: {} added, {} changed, {} destroyed.",
         s.add, s.change, s.destroy
     );
-    let mut sink = Console::new(sink, &steps, &locked).with_ticker();
+    let mut sink = Console::new(sink, &steps, &locked);
     let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::apply(&plan, &steps, seams, &mut sink, &id, &opts).await })
     });
@@ -385,7 +380,7 @@ pub(super) fn rollback(
         check_timeout: Some(flags.timeout()),
         ..Options::default()
     };
-    let mut sink = Console::new(sink, &steps, &locked).with_ticker();
+    let mut sink = Console::new(sink, &steps, &locked);
     let result = connected.run(&runtime, locked, |seams| {
         Box::pin(async move { driver::rollback(&journal, &steps, seams, &mut sink, &opts).await })
     });
@@ -644,7 +639,7 @@ struct Console<J> {
     lost: Lost,
     interrupt: Interrupt,
     handlers: BTreeMap<String, String>,
-    began: Arc<Mutex<HashMap<String, Running>>>,
+    began: Arc<Mutex<BTreeMap<String, Running>>>,
     ticker: Option<Ticker>,
 }
 
@@ -665,7 +660,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(began: Arc<Mutex<HashMap<String, Running>>>) -> Ticker {
+    fn start(began: Arc<Mutex<BTreeMap<String, Running>>>) -> Ticker {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -673,21 +668,15 @@ impl Ticker {
                 std::thread::park_timeout(Duration::from_millis(200));
                 // Said under the lock: a step's end, said after its removal, follows every
                 // "still" line of it.
+                // A closed stdout (`| head`) is not this thread's to report.
                 let mut began = began.lock().unwrap_or_else(|e| e.into_inner());
-                let mut due: Vec<(&String, &mut Running)> = began
-                    .iter_mut()
-                    .filter(|(_, r)| r.since.elapsed() >= r.next)
-                    .collect();
-                due.sort_by(|a, b| a.0.cmp(b.0));
                 let mut out = std::io::stdout().lock();
-                for (step, r) in due {
-                    let _ = writeln!(
-                        out,
-                        "{step}: Still {}... [{} elapsed]",
-                        r.doing,
-                        duration_text(r.next)
-                    );
-                    r.next += STILL_EVERY;
+                for (step, r) in began.iter_mut() {
+                    if r.since.elapsed() >= r.next {
+                        let (doing, at) = (r.doing, duration_text(r.next));
+                        let _ = writeln!(out, "{step}: Still {doing}... [{at} elapsed]");
+                        r.next += STILL_EVERY;
+                    }
                 }
                 let _ = out.flush();
             }
@@ -715,20 +704,15 @@ impl<J: Sink> Console<J> {
                 StepAction::Change(_) => None,
             })
             .collect();
+        let began = Arc::default();
         Console {
             journal,
             lost: locked.lost.clone(),
             interrupt: locked.interrupt.clone(),
             handlers,
-            began: Arc::default(),
-            ticker: None,
+            ticker: Some(Ticker::start(Arc::clone(&began))),
+            began,
         }
-    }
-
-    /// Starts saying the steps still under way.
-    fn with_ticker(mut self) -> Self {
-        self.ticker = Some(Ticker::start(self.began.clone()));
-        self
     }
 
     fn begin(&mut self, step: &str, doing: &'static str) {
@@ -740,13 +724,13 @@ impl<J: Sink> Console<J> {
         self.running().insert(step.to_string(), running);
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
         self.began.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn after(&mut self, step: &str) -> String {
         let took = self.running().remove(step).map(|r| r.since.elapsed());
-        duration_text(Duration::from_secs(took.map_or(0, |t| t.as_secs())))
+        duration_text(took.unwrap_or_default())
     }
 
     /// Whether `step` is a handler run again after an undo (`ID.undo`).

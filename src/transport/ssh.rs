@@ -228,7 +228,7 @@ impl SshSession {
                 live_masters().insert(session.control_socket().to_path_buf());
                 Ok(SshSession { target, session })
             }
-            Err(e) => Err(with_identity_file(connect_error(&target, e), &target)),
+            Err(e) => Err(connect_error(&target, e)),
         }
     }
 
@@ -495,9 +495,10 @@ fn connect_error(target: &SshTarget, e: openssh::Error) -> TransportError {
     let node = target.node.clone();
     match &e {
         // ssh's log: a message the crate built (not an OS error, which means ssh didn't run).
-        openssh::Error::Connect(io) if io.raw_os_error().is_none() => {
-            classify_ssh_log(&node, &target.address.to_string(), &io.to_string())
-        }
+        openssh::Error::Connect(io) if io.raw_os_error().is_none() => with_identity_file(
+            classify_ssh_log(&node, &target.address.to_string(), &io.to_string()),
+            target,
+        ),
         openssh::Error::Connect(io) if io.kind() == std::io::ErrorKind::NotFound => {
             TransportError::Other {
                 node,
@@ -519,11 +520,10 @@ fn with_identity_file(mut e: TransportError, target: &SshTarget) -> TransportErr
         && let Some(key) = &target.identity_file
         && let Err(io) = std::fs::File::open(key)
     {
-        let why = io.to_string();
-        let why = why.split(" (os error").next().unwrap_or_default();
         detail.push_str(&format!(
-            " (identity file {} not accessible: {why})",
-            key.display()
+            " (identity file {} not accessible: {})",
+            key.display(),
+            super::tls::os_text(&io)
         ));
     }
     e

@@ -53,6 +53,12 @@ pub fn configmaps(lab: &Lab) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Whether hactl's lock, the Lease `kube-system/hactl`, is absent (kubectl's NotFound).
+pub fn lease_gone(lab: &Lab) -> bool {
+    let out = lab.kubectl(&["get", "lease", "-n", "kube-system", "hactl"]);
+    String::from_utf8_lossy(&out.stderr).contains("NotFound")
+}
+
 /// A command's exit code and output, with miette's folding of long messages (at 80 columns)
 /// undone so that a test can look for a phrase.
 pub fn text(out: &Output) -> String {
